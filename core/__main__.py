@@ -1,0 +1,5 @@
+"""``python -m tritonkit``."""
+
+from tritonkit.cli import main
+
+main()

@@ -1,0 +1,342 @@
+"""``main_export``: a Hugging Face causal LM to a verified ONNX decoder with KV cache.
+
+Data flow: load (hub id / folder / tiny-llama) -> wrap (flat KV cache) -> torch.export
+-> ONNX in a temporary folder -> verify against PyTorch -> export.json -> move into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonkit import __version__
+from tritonkit.errors import ExportError, UsageError, VerificationError
+
+from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
+from .loading import load
+from .verify import verify
+from .wrapper import DecoderWithPast, example_inputs, input_names, output_names
+
+DEFAULT_OPSET = 18  # onnxruntime 1.19 in Triton 24.10 runs opsets up to 21
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's 2 GB limit on one file
+ONNX_FILE = "model.onnx"
+REPORT_FILE = "export.json"
+GENERATION_FILE = "generation.json"
+GREEDY_PROMPT = "The quick brown fox jumps over the lazy dog."
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and what its report says."""
+
+    output: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["passed"])
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {str(output)!r} is a file; choose a folder path")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise UsageError(
+            f"output folder {str(output)!r} exists and is not empty; pass --force to replace it"
+        )
+
+
+def _dynamic_shapes(dims: ModelDims) -> tuple[Any, ...]:
+    import torch
+
+    batch = torch.export.Dim(BATCH)
+    seq = torch.export.Dim(SEQUENCE)
+    past = torch.export.Dim(PAST_SEQUENCE)
+    total = torch.export.Dim(TOTAL_SEQUENCE)
+    kv = tuple({0: batch, 2: past} for _ in range(2 * dims.num_layers))
+    # input_ids, attention_mask, position_ids, *past (varargs need a tuple)
+    return ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, kv)
+
+
+def _export_graph(
+    model: Any, dims: ModelDims, path: Path, opset: int, device: str, threshold: int
+) -> bool:
+    """Export ``model`` to ``path``; returns whether weights went to external data."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    wrapper = DecoderWithPast(model).eval()
+    inputs = example_inputs(dims, dtype, device)
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            program = torch.onnx.export(
+                wrapper,
+                inputs,
+                dynamo=True,
+                dynamic_shapes=_dynamic_shapes(dims),
+                input_names=input_names(dims.num_layers),
+                output_names=output_names(dims.num_layers),
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; all mean the same here
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"torch.onnx.export failed: {first}") from exc
+    assert program is not None
+    _name_present_dims(program)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    external = weight_bytes > threshold
+    try:
+        # External data is one file next to the model, referenced by a relative name.
+        program.save(str(path), external_data=external)
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return external
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter (torchvision notices, axis renames) during export."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def _name_present_dims(program: Any) -> None:
+    """Name the presents' length ``total_sequence_length`` instead of an expression."""
+    import onnx_ir as ir
+
+    for value in program.model.graph.outputs:
+        if value.name.startswith("present.") and value.shape is not None:
+            dims = list(value.shape.dims)
+            dims[2] = ir.SymbolicDim(TOTAL_SEQUENCE)
+            value.shape = ir.Shape(dims)
+
+
+def _io_spec(path: Path) -> dict[str, list[dict[str, Any]]]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def describe(v: Any) -> dict[str, Any]:
+        t = v.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return {
+            "name": v.name,
+            "dtype": onnx.TensorProto.DataType.Name(t.elem_type),
+            "shape": shape,
+        }
+
+    return {
+        "inputs": [describe(v) for v in graph.input],
+        "outputs": [describe(v) for v in graph.output],
+    }
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {
+        "tritonkit": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _save_tokenizer_and_settings(loaded: Any, dims: ModelDims, folder: Path) -> dict[str, Any]:
+    config = loaded.model.config
+    gen = getattr(loaded.model, "generation_config", None)
+
+    def ids(value: Any) -> list[int]:
+        if value is None:
+            return []
+        return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+    eos = ids(getattr(gen, "eos_token_id", None)) or ids(config.eos_token_id)
+    pad = getattr(gen, "pad_token_id", None)
+    if pad is None:
+        pad = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else None
+    tok = loaded.tokenizer
+    if tok is not None:
+        tok.save_pretrained(folder)
+        if pad is None and tok.pad_token_id is not None:
+            pad = tok.pad_token_id
+        if not eos and tok.eos_token_id is not None:
+            eos = [int(tok.eos_token_id)]
+    settings = {
+        "eos_token_ids": eos,
+        "pad_token_id": int(pad) if pad is not None else (eos[0] if eos else 0),
+        "bos_token_id": getattr(config, "bos_token_id", None),
+        "max_context": dims.max_positions,
+        "vocab_size": dims.vocab_size,
+        "has_tokenizer": tok is not None,
+        "has_chat_template": bool(getattr(tok, "chat_template", None)),
+    }
+    (folder / GENERATION_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    config.save_pretrained(folder)  # config.json, for reference and for TensorRT builds
+    return settings
+
+
+def main_export(
+    model: str,
+    output: str | Path,
+    dtype: str = "float32",
+    opset: int = DEFAULT_OPSET,
+    device: str = "cpu",
+    force: bool = False,
+    new_tokens: int = 32,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export ``model`` to ``output`` and verify it; the one entry point the CLI forwards to.
+
+    The output is written to a temporary sibling folder and moved into place at the end,
+    so an interrupted export never leaves a folder that looks complete.
+
+    Raises:
+        UsageError: bad arguments, or ``output`` exists and is not empty without ``force``.
+        ModelSourceError: the model cannot be found or loaded.
+        UnsupportedModelError: not a causal LM, or an unsupported architecture.
+        ExportError: the exporter or the disk failed.
+        VerificationError: the export ran, but a check failed (the report is still written).
+    """
+    say = progress or (lambda _msg: None)
+    output = Path(output).expanduser().resolve()
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+    if not 14 <= opset <= 23:
+        raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
+    _check_output(output, force)
+
+    started = time.perf_counter()
+    say(f"loading {model}")
+    loaded = load(model, dtype=dtype, device=device)
+    dims = dims_of(loaded.model.config)
+    t_load = time.perf_counter() - started
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+        staging.chmod(0o755)
+    except OSError as exc:
+        raise ExportError(f"cannot write to {output.parent}: {exc.strerror or exc}") from exc
+    try:
+        say("exporting to ONNX (torch.export)")
+        t0 = time.perf_counter()
+        external = _export_graph(
+            loaded.model, dims, staging / ONNX_FILE, opset, device, external_data_threshold
+        )
+        t_export = time.perf_counter() - t0
+        settings = _save_tokenizer_and_settings(loaded, dims, staging)
+
+        if loaded.tokenizer is not None:
+            prompt_ids = list(loaded.tokenizer(GREEDY_PROMPT)["input_ids"])
+        else:
+            prompt_ids = [(7 * i + 3) % dims.vocab_size for i in range(10)]
+        t0 = time.perf_counter()
+        checks, greedy = verify(
+            loaded.model,
+            str(staging / ONNX_FILE),
+            dims,
+            dtype,
+            prompt_ids,
+            device=device,
+            new_tokens=new_tokens,
+            progress=lambda name: say(f"verifying: {name}"),
+        )
+        t_verify = time.perf_counter() - t0
+        passed = all(c.passed for c in checks) and greedy.match
+        report = {
+            "passed": passed,
+            "greedy_match": greedy.match,
+            "source": {"model": loaded.source, "kind": loaded.kind, "revision": loaded.revision},
+            "architecture": loaded.model.config.model_type,
+            "dims": dims.to_dict(),
+            "dtype": dtype,
+            "opset": opset,
+            "device": device,
+            "files": {
+                "model": ONNX_FILE,
+                "external_data": ONNX_FILE + ".data" if external else None,
+                "generation": GENERATION_FILE,
+            },
+            "generation": settings,
+            **_io_spec(staging / ONNX_FILE),
+            "checks": [c.to_dict() for c in checks],
+            "greedy": greedy.to_dict(),
+            "timings_s": {
+                "load": round(t_load, 3),
+                "export": round(t_export, 3),
+                "verify": round(t_verify, 3),
+            },
+            "versions": _versions(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        _move_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    result = ExportResult(output, report)
+    if not passed:
+        raise VerificationError(failure_summary(report))
+    return result
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    try:
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(output)
+    except OSError as exc:
+        raise ExportError(f"cannot move the export into {output}: {exc.strerror or exc}") from exc
+
+
+def failure_summary(report: dict[str, Any]) -> str:
+    """One line naming what failed in a report, and where the full report is."""
+    failed = [c for c in report["checks"] if not c["passed"]]
+    parts = []
+    for c in failed[:3]:
+        why = "NaN/Inf" if not c["finite"] else f"max abs diff {c['max_abs_diff']:.3g}"
+        parts.append(f"{c['name']} ({c['worst_output']}: {why} > atol {c['atol']:g})")
+    if not report["greedy_match"]:
+        g = report["greedy"]
+        parts.append(f"greedy decode differs from transformers at new token {g['first_mismatch']}")
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return "verification failed: " + "; ".join(parts) + more + f" (see {REPORT_FILE})"

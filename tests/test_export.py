@@ -1,0 +1,195 @@
+"""Real exports of tiny random models, verified by real onnxruntime against real PyTorch."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tritonkit.errors import (
+    ExportError,
+    ModelSourceError,
+    UnsupportedModelError,
+    UsageError,
+    VerificationError,
+)
+from tritonkit.export import main_export, onnx_export, supported_architectures
+from tritonkit.export.verify import CHECK_POINTS
+
+
+def _assert_complete(out: Path, arch: str) -> dict:
+    report = json.loads((out / "export.json").read_text())
+    assert report["passed"] is True and report["greedy_match"] is True
+    assert report["architecture"] == arch
+    assert len(report["checks"]) == len(CHECK_POINTS)
+    layers = report["dims"]["num_layers"]
+    for check in report["checks"]:
+        assert check["passed"] and check["finite"]
+        assert check["max_abs_diff"] <= check["atol"]
+        # logits and every present.{i}.key/value were compared
+        assert len(check["outputs"]) == 1 + 2 * layers
+    names = [i["name"] for i in report["inputs"]]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert names[3:5] == ["past_key_values.0.key", "past_key_values.0.value"]
+    assert report["inputs"][3]["shape"][0] == "batch_size"
+    assert report["inputs"][3]["shape"][2] == "past_sequence_length"
+    assert [o["name"] for o in report["outputs"]][:2] == ["logits", "present.0.key"]
+    assert report["greedy"]["new_tokens"] >= 32
+    assert report["greedy"]["onnx_tokens"] == report["greedy"]["torch_tokens"]
+    for key in ("torch", "transformers", "onnx", "onnxruntime"):
+        assert report["versions"][key]
+    assert (out / "model.onnx").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((out / "generation.json").read_text())["eos_token_ids"] == [2]
+    assert not list(out.parent.glob(f".{out.name}.partial-*"))
+    return report
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "mistral"])
+def test_export_architecture_passes_every_check(arch, tiny_model_folder, tmp_path):
+    src = tiny_model_folder(arch)
+    result = main_export(str(src), tmp_path / "out", new_tokens=32)
+    report = _assert_complete(result.output, arch)
+    assert report["source"]["kind"] == "folder"
+    assert report["source"]["revision"].startswith("sha256:")
+
+
+def test_cli_exports_tiny_llama(tmp_path):
+    from tritonkit.cli import run
+
+    assert (
+        run(["export", "onnx", "--model", "tiny-llama", "--output", str(tmp_path / "t"), "--quiet"])
+        == 0
+    )
+    report = _assert_complete(tmp_path / "t", "llama")
+    assert report["source"]["kind"] == "embedded"
+    # The embedded model is deterministic: same seed, same weights.
+    again = main_export("tiny-llama", tmp_path / "t2")
+    assert again.report["source"]["revision"] == report["source"]["revision"]
+
+
+def _perturb_first_weight(path: Path) -> None:
+    model = onnx.load(str(path))
+    big = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = onnx.numpy_helper.to_array(big).copy()
+    array += np.float32(0.05) * np.sign(array + 1e-9)  # small, but far beyond tolerance
+    big.CopyFrom(onnx.numpy_helper.from_array(array, big.name))
+    onnx.save(model, str(path))
+
+
+def test_broken_export_fails_verification(tiny_model_folder, tmp_path, monkeypatch):
+    real = onnx_export._export_graph
+
+    def export_then_break(model, dims, path, *args):
+        external = real(model, dims, path, *args)
+        _perturb_first_weight(path)
+        return external
+
+    monkeypatch.setattr(onnx_export, "_export_graph", export_then_break)
+    out = tmp_path / "broken"
+    with pytest.raises(VerificationError, match="verification failed"):
+        main_export(str(tiny_model_folder("llama")), out)
+    report = json.loads((out / "export.json").read_text())
+    assert report["passed"] is False
+    assert any(not c["passed"] for c in report["checks"])
+
+
+def test_external_data_is_one_relative_file(tiny_model_folder, tmp_path):
+    out = tmp_path / "ext"
+    main_export(str(tiny_model_folder("gpt2")), out, external_data_threshold=0)
+    report = _assert_complete(out, "gpt2")
+    assert report["files"]["external_data"] == "model.onnx.data"
+    assert (out / "model.onnx.data").stat().st_size > (out / "model.onnx").stat().st_size
+    locations = {
+        entry.value
+        for t in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.initializer
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    assert locations == {"model.onnx.data"}
+
+
+# ---- bad input -------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        main_export(str(tmp_path / "nope"), tmp_path / "out")
+
+
+def test_unreachable_hub_id(tmp_path):
+    with pytest.raises(ModelSourceError, match="cannot load the config"):
+        main_export("no-such-org/no-such-model", tmp_path / "out")
+
+
+def test_not_a_causal_lm(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path / "bert"
+    )
+    with pytest.raises(UnsupportedModelError, match="not a causal language model"):
+        main_export(str(tmp_path / "bert"), tmp_path / "out")
+
+
+def test_unsupported_architecture_names_the_supported(tmp_path):
+    from transformers import GPTNeoXConfig
+
+    GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path / "neox"
+    )
+    with pytest.raises(UnsupportedModelError) as info:
+        main_export(str(tmp_path / "neox"), tmp_path / "out")
+    for arch in supported_architectures():
+        assert arch in str(info.value)
+
+
+def test_non_empty_output_refused_without_force(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="--force"):
+        main_export("tiny-llama", out)
+    assert (out / "keep.txt").read_text() == "mine"  # nothing lost
+
+
+def test_failing_disk_leaves_nothing(tmp_path, monkeypatch):
+    # A full disk cannot be made here without root-only tricks; the write is made to fail.
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    from torch.onnx._internal.exporter._onnx_program import ONNXProgram
+
+    monkeypatch.setattr(ONNXProgram, "save", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="No space left on device"):
+        main_export("tiny-llama", out)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no partial folder left behind
+
+
+def test_cli_prints_one_line_error(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tritonkit",
+            "export",
+            "onnx",
+            "--model",
+            str(tmp_path / "x"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tritonkit: error: model folder")
