@@ -10,10 +10,7 @@ import contextlib
 import datetime as _dt
 import json
 import logging
-import os
 import platform
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +20,7 @@ from typing import Any
 
 from tritonkit import __version__
 from tritonkit.errors import ExportError, UsageError, VerificationError
+from tritonkit.fsutil import check_output_dir, staged_output
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
 from .loading import load
@@ -47,15 +45,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return bool(self.report["passed"])
-
-
-def _check_output(output: Path, force: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"output {str(output)!r} is a file; choose a folder path")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise UsageError(
-            f"output folder {str(output)!r} exists and is not empty; pass --force to replace it"
-        )
 
 
 def _dynamic_shapes(dims: ModelDims) -> tuple[Any, ...]:
@@ -237,7 +226,7 @@ def main_export(
             raise UsageError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
     if not 14 <= opset <= 23:
         raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
-    _check_output(output, force)
+    check_output_dir(output, force)
 
     started = time.perf_counter()
     say(f"loading {model}")
@@ -245,13 +234,7 @@ def main_export(
     dims = dims_of(loaded.model.config)
     t_load = time.perf_counter() - started
 
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-        staging.chmod(0o755)
-    except OSError as exc:
-        raise ExportError(f"cannot write to {output.parent}: {exc.strerror or exc}") from exc
-    try:
+    with staged_output(output, ExportError) as staging:
         say("exporting to ONNX (torch.export)")
         t0 = time.perf_counter()
         external = _export_graph(
@@ -304,28 +287,11 @@ def main_export(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        _move_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
     result = ExportResult(output, report)
     if not passed:
         raise VerificationError(failure_summary(report))
     return result
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    try:
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(output)
-    except OSError as exc:
-        raise ExportError(f"cannot move the export into {output}: {exc.strerror or exc}") from exc
 
 
 def failure_summary(report: dict[str, Any]) -> str:

@@ -9,13 +9,15 @@ only for unexpected ones.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from tritonkit import __version__
 from tritonkit.errors import TritonkitError
 
-from . import export_cmd
+# Each module has add_parser(subparsers); its handler forwards to one library function.
+COMMAND_MODULES = ("export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd")
 
 EPILOG = """\
 the path from a Hugging Face model to an API:
@@ -34,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tritonkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (export_cmd,):
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tritonkit.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tritonkit.cli.{name}":
+                raise
+            continue  # a command module not written yet
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,98 @@
+"""``tritonkit repo build|validate``: forwards to ``tritonkit.model_repository``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tritonkit.errors import RepositoryError
+
+BUILD_HELP = """\
+Assemble a Triton model repository from an export folder:
+  NAME          the entry model (python backend, decoupled): tokenizes, generates with
+                in-flight batching over the decoder in-process, streams text
+  NAME_decoder  the same ONNX graph as a standalone model (weights stored once), for
+                perf_analyzer and direct calls: python backend on --target cpu,
+                Triton's onnxruntime_onnx platform on KIND_GPU for --target gpu
+
+examples:
+  tritonkit repo build --export out/tiny-llama --output out/repo
+  tritonkit repo build --export out/qwen --output out/repo-gpu --target gpu --name qwen
+"""
+
+
+def add_parser(sub: Any) -> None:
+    repo = sub.add_parser("repo", help="build or validate a Triton model repository")
+    verbs = repo.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    b = verbs.add_parser(
+        "build",
+        help="assemble a model repository from an export",
+        description=BUILD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--export", required=True, metavar="DIR", help="a `tritonkit export` folder")
+    b.add_argument("--output", required=True, metavar="REPO", help="repository folder to write")
+    b.add_argument("--name", default="llm", help="entry model name (default llm)")
+    b.add_argument("--target", default="cpu", choices=["cpu", "gpu"], help="default cpu")
+    b.add_argument("--version", type=int, default=1, help="model version number (default 1)")
+    b.add_argument(
+        "--max-batch-size", type=int, default=16, help="sequences per decode step (default 16)"
+    )
+    b.add_argument(
+        "--tensorrt-accelerator", action="store_true",
+        help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
+    )  # fmt: skip
+    b.add_argument("--force", action="store_true", help="replace a non-empty REPO")
+    b.add_argument(
+        "--allow-unverified", action="store_true", help="accept an export that failed verification"
+    )
+    b.set_defaults(handler=_build)
+
+    v = verbs.add_parser(
+        "validate",
+        help="check every config and file of a repository",
+        description="Parse every config.pbtxt with Triton's ModelConfig schema and check "
+        "versions, files and I/O consistency. Exits 1 when a check fails.",
+    )
+    v.add_argument("repository", metavar="REPO")
+    v.set_defaults(handler=_validate)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from tritonkit.model_repository import build_repository, validate_repository
+
+    built = build_repository(
+        args.export,
+        args.output,
+        name=args.name,
+        target=args.target,
+        version=args.version,
+        max_batch_size=args.max_batch_size,
+        force=args.force,
+        allow_unverified=args.allow_unverified,
+        tensorrt_accelerator=args.tensorrt_accelerator,
+    )
+    report = validate_repository(built.path)
+    print(report.table())
+    print(
+        f"\nbuilt {built.path} ({built.target}): entry model {built.entry_model!r}, "
+        f"decoder {built.decoder_model!r}, version {built.version}"
+    )
+    print(f"serve it:  tritonkit serve --repository {built.path}")
+    return 0 if report.ok else 1
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tritonkit.model_repository import validate_repository
+
+    report = validate_repository(args.repository)
+    print(report.table())
+    if not report.ok:
+        failed = report.failures[0]
+        raise RepositoryError(
+            f"{len(report.failures)} check(s) failed, first: {failed.model}: {failed.check} "
+            f"{failed.detail}".rstrip()
+        )
+    print(f"\n{report.path}: all {len(report.findings)} checks passed")
+    return 0

@@ -1,0 +1,162 @@
+"""``build_repository``: an export folder -> a Triton model repository.
+
+    EXPORT/                          REPO/
+      model.onnx (+ .data)   --->      NAME_decoder/config.pbtxt
+      tokenizer.json ...               NAME_decoder/V/model.onnx (+ .data)  (the weights, once)
+      generation.json                  NAME_decoder/V/model.py               (CPU target only)
+      export.json                      NAME/config.pbtxt                    (decoupled, python)
+                                       NAME/V/model.py + tritonkit_runtime/
+                                       NAME/V/tokenizer/ (tokenizer, generation.json, export.json)
+
+The entry model runs the decoder's graph in-process from ``NAME_decoder/V/``, so the
+weights are stored once; the decoder model serves the same file to perf_analyzer
+and direct callers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonkit.errors import RepositoryError, UsageError
+from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
+
+from . import config as cfg
+
+HERE = Path(__file__).parent
+RUNTIME_PACKAGE = "tritonkit_runtime"  # the name of runtime/ inside the repository
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation.json",
+    "config.json",
+    "export.json",
+)
+TARGETS = ("cpu", "gpu")
+
+
+@dataclass
+class BuiltRepository:
+    """What was built, for printing."""
+
+    path: Path
+    entry_model: str
+    decoder_model: str
+    version: int
+    target: str
+
+
+def read_export(export_dir: Path, allow_unverified: bool = False) -> dict[str, Any]:
+    """Read and check ``export.json``.
+
+    Raises:
+        RepositoryError: not an export folder, no tokenizer, or an export that failed
+            verification (unless ``allow_unverified``).
+    """
+    report_path = export_dir / "export.json"
+    if not report_path.is_file():
+        raise RepositoryError(
+            f"{export_dir} has no export.json; run `tritonkit export onnx --output {export_dir}` first"
+        )
+    report: dict[str, Any] = json.loads(report_path.read_text())
+    if not report.get("passed") and not allow_unverified:
+        raise RepositoryError(
+            f"the export in {export_dir} failed verification; fix it or pass --allow-unverified"
+        )
+    if not (export_dir / "tokenizer.json").is_file():
+        raise RepositoryError(
+            f"{export_dir} has no tokenizer.json; the entry model needs a fast tokenizer "
+            "(export from a folder or hub id that has one)"
+        )
+    return report
+
+
+def copy_runtime(dest: Path) -> None:
+    """Copy the pure runtime modules (numpy/onnxruntime/tokenizers only) to ``dest``."""
+    dest.mkdir(parents=True)
+    for src in sorted((HERE / "runtime").glob("*.py")):
+        shutil.copy2(src, dest / src.name)
+
+
+def build_repository(
+    export_dir: str | Path,
+    output: str | Path,
+    name: str = "llm",
+    target: str = "cpu",
+    version: int = 1,
+    max_batch_size: int = 16,
+    force: bool = False,
+    allow_unverified: bool = False,
+    tensorrt_accelerator: bool = False,
+) -> BuiltRepository:
+    """Assemble a Triton model repository from an export folder.
+
+    Raises:
+        UsageError: bad arguments, or a non-empty ``output`` without ``force``.
+        RepositoryError: the export folder is missing, incomplete or unverified.
+    """
+    export_dir = Path(export_dir).expanduser().resolve()
+    output = Path(output).expanduser().resolve()
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
+    if version < 1:
+        raise UsageError(f"version must be >= 1, got {version}")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise UsageError(f"model name {name!r} may hold letters, digits, '-' and '_' only")
+    if not 1 <= max_batch_size <= 256:
+        raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
+    if not export_dir.is_dir():
+        raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
+    report = read_export(export_dir, allow_unverified)
+    check_output_dir(output, force)
+    decoder = f"{name}_decoder"
+
+    with staged_output(output, RepositoryError) as repo:
+        # The decoder: the graph and its weights, stored once.
+        dec_dir = repo / decoder
+        (dec_dir / str(version)).mkdir(parents=True)
+        files = report["files"]
+        for filename in (files["model"], files.get("external_data")):
+            if filename:
+                link_or_copy(export_dir / filename, dec_dir / str(version) / filename)
+        if target == "cpu":
+            shutil.copy2(HERE / "decoder" / "model.py", dec_dir / str(version) / "model.py")
+        cfg.write(
+            cfg.decoder_config(
+                decoder,
+                [cfg.tensor_from_report(t) for t in report["inputs"]],
+                [cfg.tensor_from_report(t) for t in report["outputs"]],
+                target,
+                tensorrt_accelerator=tensorrt_accelerator,
+            ),
+            dec_dir,
+        )
+
+        # The entry model: generation loop, runtime modules and tokenizer.
+        entry_dir = repo / name
+        vdir = entry_dir / str(version)
+        vdir.mkdir(parents=True)
+        shutil.copy2(HERE / "llm" / "model.py", vdir / "model.py")
+        copy_runtime(vdir / RUNTIME_PACKAGE)
+        tok_dir = vdir / "tokenizer"
+        tok_dir.mkdir()
+        for filename in TOKENIZER_FILES:
+            if (export_dir / filename).is_file():
+                shutil.copy2(export_dir / filename, tok_dir / filename)
+        cfg.write(
+            cfg.entry_config(
+                name,
+                decoder,
+                version,
+                target,
+                max_batch_size=max_batch_size,
+                max_context=int(report["dims"]["max_positions"]),
+            ),
+            entry_dir,
+        )
+    return BuiltRepository(output, name, decoder, version, target)

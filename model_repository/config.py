@@ -1,0 +1,201 @@
+"""Triton ``config.pbtxt`` files, built and parsed through the ModelConfig protobuf.
+
+Never string templates: every config is a ``model_config_pb2.ModelConfig`` written
+with ``text_format``, and ``parse`` reads one back with the same schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonkit.errors import RepositoryError
+
+CONFIG_FILE = "config.pbtxt"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: name, Triton data type and dims (-1 for a dynamic dim)."""
+
+    name: str
+    data_type: int  # a model_config_pb2.DataType value, e.g. mc.TYPE_STRING
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+# The entry model's interface: that of Triton's vLLM / TensorRT-LLM backends.
+ENTRY_INPUTS = (
+    TensorSpec("text_input", mc.TYPE_STRING, (1,)),
+    TensorSpec("max_tokens", mc.TYPE_INT32, (1,), optional=True),
+    TensorSpec("min_tokens", mc.TYPE_INT32, (1,), optional=True),
+    TensorSpec("min_length", mc.TYPE_INT32, (1,), optional=True),
+    TensorSpec("stream", mc.TYPE_BOOL, (1,), optional=True),
+    TensorSpec("exclude_input_in_output", mc.TYPE_BOOL, (1,), optional=True),
+    TensorSpec("temperature", mc.TYPE_FP32, (1,), optional=True),
+    TensorSpec("top_k", mc.TYPE_INT32, (1,), optional=True),
+    TensorSpec("top_p", mc.TYPE_FP32, (1,), optional=True),
+    TensorSpec("seed", mc.TYPE_UINT64, (1,), optional=True),
+    TensorSpec("random_seed", mc.TYPE_UINT64, (1,), optional=True),
+    TensorSpec("repetition_penalty", mc.TYPE_FP32, (1,), optional=True),
+    TensorSpec("stop_words", mc.TYPE_STRING, (-1,), optional=True),
+    TensorSpec("sampling_parameters", mc.TYPE_STRING, (1,), optional=True),
+)
+ENTRY_OUTPUTS = (
+    TensorSpec("text_output", mc.TYPE_STRING, (-1,)),
+    TensorSpec("finish_reason", mc.TYPE_STRING, (-1,)),
+    TensorSpec("num_input_tokens", mc.TYPE_UINT32, (-1,)),
+    TensorSpec("num_output_tokens", mc.TYPE_UINT32, (-1,)),
+)
+
+_ONNX_TO_TRITON = {
+    "FLOAT": mc.TYPE_FP32,
+    "FLOAT16": mc.TYPE_FP16,
+    "BFLOAT16": mc.TYPE_BF16,
+    "INT64": mc.TYPE_INT64,
+    "INT32": mc.TYPE_INT32,
+}
+
+
+def tensor_from_report(entry: dict[str, Any]) -> TensorSpec:
+    """A ``TensorSpec`` from an ``export.json`` input/output entry (named dims become -1).
+
+    Raises:
+        RepositoryError: the ONNX data type has no Triton equivalent here.
+    """
+    try:
+        data_type = _ONNX_TO_TRITON[entry["dtype"]]
+    except KeyError:
+        raise RepositoryError(f"unsupported ONNX type {entry['dtype']} for {entry['name']}") from None
+    dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in entry["shape"])
+    return TensorSpec(entry["name"], data_type, dims)
+
+
+def _inputs(specs: Iterable[TensorSpec]) -> list[Any]:
+    return [
+        mc.ModelInput(name=s.name, data_type=s.data_type, dims=list(s.dims), optional=s.optional)
+        for s in specs
+    ]
+
+
+def _outputs(specs: Iterable[TensorSpec]) -> list[Any]:
+    return [mc.ModelOutput(name=s.name, data_type=s.data_type, dims=list(s.dims)) for s in specs]
+
+
+def _params(values: dict[str, str]) -> dict[str, Any]:
+    return {k: mc.ModelParameter(string_value=str(v)) for k, v in values.items()}
+
+
+def _kind(target: str) -> Any:
+    return mc.ModelInstanceGroup.KIND_GPU if target == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+
+
+def entry_config(
+    name: str,
+    decoder_model: str,
+    decoder_version: int,
+    target: str,
+    max_batch_size: int,
+    max_context: int,
+    versions: Iterable[int] = (),
+) -> Any:
+    """The decoupled python-backend entry model's config."""
+    config = mc.ModelConfig(
+        name=name,
+        backend="python",
+        max_batch_size=0,  # requests carry their own shapes; batching is in-flight, inside
+        input=_inputs(ENTRY_INPUTS),
+        output=_outputs(ENTRY_OUTPUTS),
+        model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
+        instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
+        parameters=_params(
+            {
+                "decoder_model": decoder_model,
+                "decoder_version": str(decoder_version),
+                "max_batch_size": str(max_batch_size),  # sequences per decode step
+                "max_context": str(max_context),
+                "intra_op_threads": "0",  # 0: onnxruntime picks (all cores)
+            }
+        ),
+    )
+    set_versions(config, versions)
+    return config
+
+
+def decoder_config(
+    name: str,
+    inputs: Iterable[TensorSpec],
+    outputs: Iterable[TensorSpec],
+    target: str,
+    tensorrt_accelerator: bool = False,
+    versions: Iterable[int] = (),
+) -> Any:
+    """The standalone decoder: native onnxruntime on a GPU, python backend on CPU."""
+    config = mc.ModelConfig(
+        name=name,
+        max_batch_size=0,  # the batch is the graph's own dynamic first dim
+        input=_inputs(inputs),
+        output=_outputs(outputs),
+        instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
+    )
+    if target == "gpu":
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = "model.onnx"
+        if tensorrt_accelerator:
+            accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+            accel.name = "tensorrt"
+            accel.parameters["precision_mode"] = "FP16"
+    else:
+        config.backend = "python"
+    set_versions(config, versions)
+    return config
+
+
+def set_versions(config: Any, versions: Iterable[int]) -> None:
+    """Serve exactly ``versions`` (``specific`` policy); empty leaves Triton's default."""
+    versions = sorted(set(versions))
+    if versions:
+        config.version_policy.CopyFrom(
+            mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=versions))
+        )
+
+
+def to_text(config: Any) -> str:
+    """The config as ``config.pbtxt`` text."""
+    return str(text_format.MessageToString(config))
+
+
+def write(config: Any, model_dir: Path) -> Path:
+    """Write ``model_dir/config.pbtxt``."""
+    path = model_dir / CONFIG_FILE
+    path.write_text(to_text(config))
+    return path
+
+
+def parse(text: str, source: str = CONFIG_FILE) -> Any:
+    """Parse ``config.pbtxt`` text with the ModelConfig schema.
+
+    Raises:
+        RepositoryError: the text is not a valid ModelConfig.
+    """
+    try:
+        return text_format.Parse(text, mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{source}: not a valid Triton model config: {exc}") from exc
+
+
+def read(model_dir: Path) -> Any:
+    """Parse ``model_dir/config.pbtxt``.
+
+    Raises:
+        RepositoryError: the file is missing or invalid.
+    """
+    path = model_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RepositoryError(f"{path} is missing")
+    return parse(path.read_text(), str(path))

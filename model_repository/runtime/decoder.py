@@ -1,0 +1,99 @@
+"""The exported ONNX decoder, run in-process with onnxruntime, its KV cache kept resident.
+
+Imports only numpy and onnxruntime: this module runs inside the Triton container.
+One graph serves prefill (past 0) and decode (sequence 1); see tritonkit.export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """What the engine needs to know about a graph, read from its inputs."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    kv_dtype: Any  # numpy dtype of the past/present tensors
+
+
+def _kv_dtype(onnx_type: str) -> Any:
+    return {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(onnx_type, np.float32)
+
+
+class OnnxDecoder:
+    """``forward(ids, mask, positions, past) -> (last_logits, presents)`` over onnxruntime.
+
+    Presents come back as onnxruntime ``OrtValue``s and are fed to the next step as
+    they are (IO binding), so the cache is not copied through numpy between steps;
+    on a GPU provider they stay in device memory.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        providers: list[str] | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            opts.intra_op_num_threads = intra_op_threads
+        available = ort.get_available_providers()
+        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        self.session = ort.InferenceSession(path, opts, providers=chosen or None)
+        self.device = "cuda" if self.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
+        inputs = self.session.get_inputs()
+        past = [i for i in inputs if i.name.startswith("past_key_values.")]
+        shape = past[0].shape  # [batch_size, kv_heads, past_sequence_length, head_dim]
+        self.spec = DecoderSpec(
+            num_layers=len(past) // 2,
+            num_kv_heads=int(shape[1]),
+            head_dim=int(shape[3]),
+            kv_dtype=_kv_dtype(past[0].type),
+        )
+        self.past_names = [i.name for i in past]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._ort = ort
+
+    def empty_past(self, batch: int) -> list[Any]:
+        """Zero-length past tensors for a prefill: each (B, kv_heads, 0, head_dim)."""
+        s = self.spec
+        return [np.zeros((batch, s.num_kv_heads, 0, s.head_dim), s.kv_dtype)] * (2 * s.num_layers)
+
+    def forward(
+        self,
+        input_ids: np.ndarray,  # (B, S) int64
+        attention_mask: np.ndarray,  # (B, P+S) int64
+        position_ids: np.ndarray,  # (B, S) int64
+        past: list[Any],  # 2L arrays or OrtValues, each (B, kv_heads, P, head_dim)
+    ) -> tuple[np.ndarray, list[Any]]:
+        """Run one step; returns the last position's logits (B, vocab) and the presents."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, np.int64))
+        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, np.int64))
+        for name, value in zip(self.past_names, past):
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy()[:, -1, :]  # (B, S, vocab) -> (B, vocab)
+        return logits, list(outputs[1:])
+
+    @staticmethod
+    def to_numpy(values: list[Any]) -> list[np.ndarray]:
+        """Presents as numpy arrays (a copy off the device when they live on a GPU)."""
+        return [v if isinstance(v, np.ndarray) else v.numpy() for v in values]

@@ -1,0 +1,165 @@
+"""One request's generation: sampling, stop conditions, incremental text, and its output.
+
+Pure: no Triton. The entry model gives each request an ``emit`` callable that turns
+an ``Output`` into a Triton response; tests give it a list's ``append``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .detok import IncrementalDetokenizer
+from .params import GenerationParams, resolve_max_new_tokens
+from .sampling import Sampler
+from .stop import StopMatcher
+
+
+@dataclass
+class Output:
+    """One response: a streamed piece, or the final (``final`` True) one."""
+
+    text: str
+    final: bool = False
+    finish_reason: str = ""  # "stop" or "length" on the final output; "" before
+    num_input_tokens: int = 0
+    num_output_tokens: int = 0
+    error: str | None = None  # set for an error response
+    cancelled: bool = False  # the client went away; nothing more is sent
+
+
+@dataclass
+class Timing:
+    """Wall-clock marks of one request, for metrics (perf_counter seconds)."""
+
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    last_token: float | None = None
+    inter_token: list[float] = field(default_factory=list)
+
+
+class GenerationRequest:
+    """Implements the scheduler's ``Sequence`` for one request."""
+
+    def __init__(
+        self,
+        params: GenerationParams,
+        prompt_ids: Sequence[int],
+        tokenizer: Any,  # tokenizers.Tokenizer
+        eos_token_ids: Sequence[int],
+        max_context: int,
+        emit: Callable[[Output], None],
+        is_cancelled: Callable[[], bool] = lambda: False,
+        on_done: Callable[[GenerationRequest], None] | None = None,
+    ) -> None:
+        """Raises ``RequestError`` when the prompt does not fit the context."""
+        self.params = params
+        self.prompt_ids = list(prompt_ids)
+        self.max_new_tokens = resolve_max_new_tokens(params, len(self.prompt_ids), max_context)
+        self.eos = frozenset(eos_token_ids)
+        self.sampler = Sampler(
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            seed=params.seed,
+            repetition_penalty=params.repetition_penalty,
+            min_tokens=params.min_tokens,
+            eos_token_ids=list(eos_token_ids),
+        )
+        self.detok = IncrementalDetokenizer(tokenizer, self.prompt_ids)
+        self.stop = StopMatcher(params.stop)
+        self.generated: list[int] = []
+        self.completion = ""  # text emitted so far (the completion only)
+        self._emit = emit
+        self._is_cancelled = is_cancelled
+        self._on_done = on_done
+        self.timing = Timing()
+        self.done = False
+        self.finish_reason = ""
+
+    # ---- Sequence protocol -----------------------------------------------------------
+
+    def next_token(self, logits: np.ndarray) -> int:
+        return self.sampler.next_token(logits, self.generated, self.prompt_ids)
+
+    def accept(self, token: int) -> bool:
+        now = time.perf_counter()
+        t = self.timing
+        if t.first_token is None:
+            t.first_token = now
+        else:
+            t.inter_token.append(now - (t.last_token or now))
+        t.last_token = now
+
+        if token in self.eos and len(self.generated) >= self.params.min_tokens:
+            self._finish("stop")
+            return True
+        self.generated.append(token)
+        piece, stopped = self.stop.feed(self.detok.push(token))
+        if stopped:
+            self._piece(piece)
+            self._finish("stop", flush=False)
+            return True
+        if len(self.generated) >= self.max_new_tokens:
+            self._piece(piece)
+            self._finish("length")
+            return True
+        self._piece(piece)
+        return False
+
+    def cancelled(self) -> bool:
+        return self._is_cancelled()
+
+    def finish_cancelled(self) -> None:
+        self.done = True
+        self.finish_reason = "cancelled"
+        self._emit(Output("", final=True, cancelled=True, **self._counts()))
+        self._closed()
+
+    def fail(self, message: str) -> None:
+        self.done = True
+        self._emit(Output("", final=True, error=message, **self._counts()))
+        self._closed()
+
+    # ---- output ----------------------------------------------------------------------
+
+    def _counts(self) -> dict[str, int]:
+        return {
+            "num_input_tokens": len(self.prompt_ids),
+            "num_output_tokens": len(self.generated),
+        }
+
+    def _piece(self, text: str) -> None:
+        if not text:
+            return
+        self.completion += text
+        if self.params.stream:
+            self._emit(Output(text, **self._counts()))
+
+    def _finish(self, reason: str, flush: bool = True) -> None:
+        if flush:
+            tail, stopped = self.stop.feed(self.detok.flush())
+            tail += "" if stopped else self.stop.flush()
+            if stopped:
+                reason = "stop"
+            self.completion += tail
+        else:
+            tail = ""
+        self.done = True
+        self.finish_reason = reason
+        if self.params.stream:
+            text = tail
+        elif self.params.exclude_input_in_output:
+            text = self.completion
+        else:
+            text = self.params.prompt + self.completion
+        self._emit(Output(text, final=True, finish_reason=reason, **self._counts()))
+        self._closed()
+
+    def _closed(self) -> None:
+        if self._on_done is not None:
+            self._on_done(self)

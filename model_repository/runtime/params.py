@@ -1,0 +1,236 @@
+"""Parse and validate one generation request from the tensors Triton delivers.
+
+The interface is the one vLLM and TensorRT-LLM backends share, so their clients work
+unchanged: ``text_input`` plus optional scalar tensors (``max_tokens``, ``temperature``,
+...) and an optional vLLM-style ``sampling_parameters`` JSON string. An explicit tensor
+wins over the same key in ``sampling_parameters``.
+
+Every problem with a request raises ``RequestError`` (a ``ValueError``) whose message is
+one line naming the input, the valid range and the value received, so ``model.py`` can
+send it back as that request's error without failing the rest of the batch.
+
+Runs inside the Triton container: standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MAX_TOKENS = 64  # new tokens generated when a request does not say (vLLM's default is 16)
+MAX_STOP_WORDS = 16  # each stop string is matched against every streamed piece
+MAX_SEED = 2**64 - 1  # seeds feed np.random.PCG64 and arrive as UINT64
+
+# Keys accepted inside ``sampling_parameters``; anything else is a typo we report.
+SAMPLING_KEYS = (
+    "max_tokens",
+    "min_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "repetition_penalty",
+    "stop",
+)
+
+# Tensor names that mean the same field; the first name is the one the field is called.
+_TENSOR_NAMES: dict[str, tuple[str, ...]] = {
+    "max_tokens": ("max_tokens",),
+    "min_tokens": ("min_tokens", "min_length"),  # TensorRT-LLM clients send min_length
+    "temperature": ("temperature",),
+    "top_k": ("top_k",),
+    "top_p": ("top_p",),
+    "seed": ("seed", "random_seed"),  # TensorRT-LLM clients send random_seed
+    "repetition_penalty": ("repetition_penalty",),
+}
+
+
+class RequestError(ValueError):
+    """A bad request: the message is one line saying what is wrong and what is valid."""
+
+
+@dataclass
+class GenerationParams:
+    """What one request asks for, validated; defaults mean "not set by the client"."""
+
+    prompt: str
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS, clamped to the context
+    min_tokens: int = 0  # EOS is masked until this many tokens are generated
+    stream: bool = False  # one response per piece of text instead of one at the end
+    exclude_input_in_output: bool = False  # False: the output starts with the prompt
+    temperature: float = 0.0  # 0: greedy argmax
+    top_k: int = 0  # 0: off (vLLM's -1 is read as 0)
+    top_p: float = 1.0  # 1: off
+    seed: int | None = None  # None: fresh entropy per request
+    repetition_penalty: float = 1.0  # 1: off; > 1 discourages repeating seen tokens
+    stop: list[str] = field(default_factory=list)  # generation ends before any of these
+
+
+def parse_request(inputs: Mapping[str, np.ndarray | None]) -> GenerationParams:
+    """Build ``GenerationParams`` from Triton input names to numpy arrays.
+
+    BYTES inputs are object arrays of ``bytes``; scalars may have shape [1] or [1, 1].
+    Absent inputs may be missing from ``inputs``, ``None`` or empty arrays.
+
+    Raises:
+        RequestError: a missing or empty ``text_input``, bytes that are not UTF-8, a value
+            of the wrong type or out of range, malformed or unknown ``sampling_parameters``.
+    """
+    present = {name: a for name, a in inputs.items() if a is not None and np.size(a) > 0}
+    if "text_input" not in present:
+        raise RequestError("text_input is required: send the prompt as a BYTES tensor")
+    prompt = _text("text_input", _scalar("text_input", present["text_input"]))
+    if not prompt.strip():
+        raise RequestError("text_input is empty: send a prompt with some text")
+
+    # (label, raw value) per field: the JSON first, then explicit tensors over it.
+    raw: dict[str, tuple[str, Any]] = {}
+    if "sampling_parameters" in present:
+        raw.update(_sampling_parameters(present["sampling_parameters"]))
+    for key, names in _TENSOR_NAMES.items():
+        given = [(n, _scalar(n, present[n])) for n in names if n in present]
+        if len(given) == 2 and given[0][1] != given[1][1]:
+            (a, va), (b, vb) = given
+            raise RequestError(f"{a} and {b} are aliases; got {a}={va} and {b}={vb}")
+        if given:
+            raw[key] = given[0]
+    if "stop_words" in present:
+        raw["stop"] = ("stop_words", [_text("stop_words", w) for w in present["stop_words"].flat])
+
+    p = GenerationParams(prompt=prompt)
+    for key in ("stream", "exclude_input_in_output"):
+        if key in present:
+            setattr(p, key, _bool(key, _scalar(key, present[key])))
+    for key, (label, value) in raw.items():
+        if value is not None:  # JSON null means "use the default"
+            setattr(p, key, _check(key, label, value))
+    if p.max_tokens is not None and p.min_tokens > p.max_tokens:
+        raise RequestError(
+            f"min_tokens must be <= max_tokens, got min_tokens={p.min_tokens}, "
+            f"max_tokens={p.max_tokens}"
+        )
+    return p
+
+
+def resolve_max_new_tokens(params: GenerationParams, prompt_tokens: int, max_context: int) -> int:
+    """How many tokens to generate: the request's (or the default) within the context.
+
+    The result is clamped to the room left after the prompt; the caller reports
+    finish_reason "length" when generation stops there.
+
+    Raises:
+        RequestError: the prompt has no tokens, or leaves no room in the context.
+    """
+    if prompt_tokens <= 0:
+        raise RequestError("text_input has no tokens after tokenization: send a longer prompt")
+    if prompt_tokens >= max_context:
+        raise RequestError(
+            f"prompt is {prompt_tokens} tokens; the model's context is {max_context} tokens"
+        )
+    wanted = DEFAULT_MAX_TOKENS if params.max_tokens is None else params.max_tokens
+    return min(wanted, max_context - prompt_tokens)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _sampling_parameters(array: np.ndarray) -> dict[str, tuple[str, Any]]:
+    """Decode the JSON object; returns {field: ("sampling_parameters.key", value)}."""
+    text = _text("sampling_parameters", _scalar("sampling_parameters", array))
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            f"sampling_parameters is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise RequestError(f"sampling_parameters must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(SAMPLING_KEYS))
+    if unknown:
+        raise RequestError(
+            f"sampling_parameters has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"accepted keys: {', '.join(SAMPLING_KEYS)}"
+        )
+    stop = obj.get("stop")
+    if isinstance(stop, str):
+        obj["stop"] = [stop]
+    elif stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        raise RequestError(
+            f"sampling_parameters.stop must be a string or a list of strings, got {stop!r}"
+        )
+    return {key: (f"sampling_parameters.{key}", value) for key, value in obj.items()}
+
+
+def _check(key: str, label: str, value: Any) -> Any:
+    """Convert and range-check one field; ``label`` is the name the client used."""
+    if key == "stop":
+        if len(value) > MAX_STOP_WORDS:
+            raise RequestError(f"{label} has {len(value)} strings; at most {MAX_STOP_WORDS}")
+        if any(not s for s in value):
+            raise RequestError(f"{label} must be non-empty strings, got {value!r}")
+        return list(value)
+    if key in ("max_tokens", "min_tokens", "top_k", "seed"):
+        n = _int(label, value)
+        if key == "max_tokens" and n <= 0:
+            raise RequestError(f"{label} must be >= 1, got {n}")
+        if key == "min_tokens" and n < 0:
+            raise RequestError(f"{label} must be >= 0, got {n}")
+        if key == "top_k" and n < -1:
+            raise RequestError(f"{label} must be >= 0 (0 or -1 means off), got {n}")
+        if key == "seed" and not 0 <= n <= MAX_SEED:
+            raise RequestError(f"{label} must be in [0, 2**64 - 1], got {n}")
+        return 0 if key == "top_k" and n == -1 else n
+    x = _float(label, value)
+    if key == "temperature" and x < 0:
+        raise RequestError(f"{label} must be >= 0 (0 means greedy), got {x}")
+    if key == "top_p" and not 0 < x <= 1:
+        raise RequestError(f"{label} must be in (0, 1], got {x}")
+    if key == "repetition_penalty" and x <= 0:
+        raise RequestError(f"{label} must be > 0 (1 means off), got {x}")
+    return x
+
+
+def _scalar(name: str, array: np.ndarray) -> Any:
+    """The single element of a [1] or [1, 1] tensor, as a Python value."""
+    a = np.asarray(array)
+    if a.size != 1:
+        raise RequestError(f"{name} must hold one value, got shape {list(a.shape)}")
+    v = a.reshape(-1)[0]
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _text(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(
+                f"{name} is not valid UTF-8 (bad byte at position {exc.start}): send UTF-8 text"
+            ) from exc
+    raise RequestError(f"{name} must be a string (BYTES), got {value!r}")
+
+
+def _int(label: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{label} must be an integer, got {value!r}")
+    return value
+
+
+def _float(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RequestError(f"{label} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _bool(label: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RequestError(f"{label} must be a boolean, got {value!r}")
+    return value

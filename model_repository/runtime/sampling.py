@@ -1,0 +1,129 @@
+"""Pick the next token of one request from its logits: greedy or seeded sampling.
+
+Order as in Hugging Face ``generate``: min_tokens (mask EOS), repetition penalty,
+temperature, top-k, top-p. Each request owns its random generator, so a seeded request
+gives the same text whatever else shares its batch.
+
+Runs inside the Triton container: standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import chain
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .params import GenerationParams
+
+
+class Sampler:
+    """The sampling state of one request.
+
+    Raises ValueError (from ``__init__``) on settings ``parse_request`` would reject.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.0,  # 0: greedy argmax
+        top_k: int = 0,  # 0: off
+        top_p: float = 1.0,  # 1: off
+        seed: int | None = None,  # None: fresh entropy
+        repetition_penalty: float = 1.0,  # 1: off
+        min_tokens: int = 0,  # EOS is masked while fewer tokens were generated
+        eos_token_ids: Sequence[int] = (),
+    ) -> None:
+        if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or repetition_penalty <= 0:
+            raise ValueError(
+                f"bad sampling settings: temperature={temperature}, top_k={top_k}, "
+                f"top_p={top_p}, repetition_penalty={repetition_penalty}"
+            )
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.repetition_penalty = repetition_penalty
+        self.min_tokens = min_tokens
+        self.eos = np.asarray(eos_token_ids, dtype=np.int64)  # (E,)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    @classmethod
+    def from_params(cls, params: GenerationParams, eos_token_ids: Sequence[int]) -> Sampler:
+        """The sampler a parsed request asks for."""
+        return cls(
+            params.temperature,
+            params.top_k,
+            params.top_p,
+            params.seed,
+            params.repetition_penalty,
+            params.min_tokens,
+            eos_token_ids,
+        )
+
+    def is_plain_greedy(self, num_generated: int) -> bool:
+        """True when ``next_token`` is a bare argmax now, so ``greedy_batch`` may stand in."""
+        return (
+            self.temperature == 0
+            and self.repetition_penalty == 1.0
+            and (num_generated >= self.min_tokens or self.eos.size == 0)
+        )
+
+    def next_token(
+        self, logits: np.ndarray, generated: Sequence[int], prompt_ids: Sequence[int]
+    ) -> int:
+        """The next token id from ``logits`` (vocab,) of this request's last position.
+
+        Raises:
+            ValueError: ``logits`` is not one-dimensional.
+        """
+        if logits.ndim != 1:
+            raise ValueError(f"logits must have shape (vocab,), got {logits.shape}")
+        x = logits.astype(np.float32)  # (V,) a copy: the caller's logits stay untouched
+        if len(generated) < self.min_tokens and self.eos.size:
+            x[self.eos] = -np.inf
+        if self.repetition_penalty != 1.0 and (len(generated) or len(prompt_ids)):
+            seen = np.fromiter(chain(prompt_ids, generated), dtype=np.int64)  # (P+G,)
+            s = x[seen]  # duplicates write the same value, so no np.unique is needed
+            x[seen] = np.where(s > 0, s / self.repetition_penalty, s * self.repetition_penalty)
+        if self.temperature == 0:
+            return int(np.argmax(x))
+
+        x /= self.temperature
+        ids = None  # candidate token ids; None: the whole vocabulary
+        if 0 < self.top_k < x.size:
+            ids = np.argpartition(x, -self.top_k)[-self.top_k :]  # (k,) unordered
+            x = x[ids]
+        probs = np.exp(x - x.max())  # (K,) softmax over the candidates
+        probs /= probs.sum()
+        if self.top_p < 1.0:
+            keep = _top_p(probs, self.top_p)  # (n,)
+            ids, probs = (keep if ids is None else ids[keep]), probs[keep]
+        cdf = np.cumsum(probs)  # (K,); a zero-probability token is never drawn
+        i = min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), cdf.size - 1)
+        return int(i if ids is None else ids[i])
+
+
+def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Indices of the fewest most-likely tokens whose mass reaches ``top_p``, most likely first.
+
+    Sorting 150k probabilities per token is slow, and the nucleus is usually a few dozen
+    tokens: partition out the top m, widen m only while those hold too little mass.
+    """
+    m = min(64, probs.size)
+    while True:
+        top = np.argpartition(probs, -m)[-m:] if m < probs.size else np.arange(probs.size)  # (m,)
+        if m == probs.size or probs[top].sum() >= top_p:
+            break
+        m = min(4 * m, probs.size)
+    top = top[np.argsort(-probs[top], kind="stable")]  # (m,) most likely first
+    n = int(np.searchsorted(np.cumsum(probs[top]), top_p)) + 1  # first prefix reaching top_p
+    return top[:n]
+
+
+def greedy_batch(logits: np.ndarray) -> np.ndarray:
+    """Argmax of every row of ``logits`` (B, vocab) -> (B,) int64, for all-greedy batches.
+
+    Use only for rows whose ``Sampler.is_plain_greedy`` is true.
+    """
+    return np.argmax(logits, axis=-1).astype(np.int64)  # (B,)

@@ -1,0 +1,183 @@
+"""``validate_repository``: parse every config with the ModelConfig schema and check the files.
+
+Checks, per model: the config parses and names its folder; numeric version folders
+exist for what the version policy serves; each version holds its backend's files
+(``model.py`` or ``model.onnx``); an entry model's I/O is the interface clients
+expect, and its decoder, tokenizer and runtime are present; a decoder's config
+matches its ONNX graph's inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+from tritonkit.errors import RepositoryError
+
+from . import config as cfg
+from .build import RUNTIME_PACKAGE
+
+
+@dataclass
+class Finding:
+    """One check on one model."""
+
+    model: str
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class ValidationReport:
+    """All findings for a repository; ``ok`` when none failed."""
+
+    path: Path
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def add(self, model: str, check: str, ok: bool, detail: str = "") -> bool:
+        self.findings.append(Finding(model, check, ok, detail))
+        return ok
+
+    def table(self) -> str:
+        """A plain-text table of every finding."""
+        width = max((len(f.model) for f in self.findings), default=5)
+        lines = [f"{'model':{width}}  {'check':30}  result"]
+        for f in self.findings:
+            mark = "ok" if f.ok else "FAIL"
+            lines.append(f"{f.model:{width}}  {f.check:30}  {mark}  {f.detail}".rstrip())
+        return "\n".join(lines)
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _served_versions(config: Any, present: list[int]) -> list[int]:
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "specific":
+        return sorted(policy.specific.versions)
+    if which == "all":
+        return present
+    n = policy.latest.num_versions if which == "latest" else 1
+    return present[-n:] if present else []
+
+
+def _is_entry(config: Any) -> bool:
+    return any(i.name == "text_input" for i in config.input)
+
+
+def _onnx_io(path: Path) -> tuple[dict[str, int], dict[str, int]] | None:
+    try:
+        import onnx
+    except ImportError:
+        return None
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def io(values: Any) -> dict[str, int]:
+        return {v.name: len(v.type.tensor_type.shape.dim) for v in values}
+
+    return io(graph.input), io(graph.output)
+
+
+def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) -> None:
+    name = config.name
+    for expected, actual, kind in (
+        (cfg.ENTRY_INPUTS, config.input, "inputs"),
+        (cfg.ENTRY_OUTPUTS, config.output, "outputs"),
+    ):
+        have = {t.name: t.data_type for t in actual}
+        wrong = [
+            s.name
+            for s in expected
+            if (s.name not in have and not s.optional)
+            or (s.name in have and have[s.name] != s.data_type)
+        ]
+        report.add(name, f"entry {kind}", not wrong, f"missing or mistyped: {wrong}" if wrong else "")
+    report.add(
+        name,
+        "decoupled",
+        config.model_transaction_policy.decoupled,
+        "" if config.model_transaction_policy.decoupled else "entry model must be decoupled",
+    )
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    decoder, dver = params.get("decoder_model", ""), params.get("decoder_version", "")
+    onnx_path = repo / decoder / dver / "model.onnx"
+    report.add(name, "decoder graph", onnx_path.is_file(), str(onnx_path.relative_to(repo)))
+    for rel in ("tokenizer/tokenizer.json", "tokenizer/generation.json", f"{RUNTIME_PACKAGE}"):
+        report.add(name, f"has {rel}", (vdir / rel).exists(), f"{vdir.name}/{rel}")
+
+
+def _check_decoder(report: ValidationReport, config: Any, onnx_path: Path) -> None:
+    io = _onnx_io(onnx_path)
+    if io is None:
+        report.add(config.name, "I/O matches ONNX", True, "skipped: onnx not installed")
+        return
+    graph_in, graph_out = io
+    cfg_in = {t.name: len(t.dims) for t in config.input}
+    cfg_out = {t.name: len(t.dims) for t in config.output}
+    ok = cfg_in == graph_in and cfg_out == graph_out
+    detail = "" if ok else f"config {sorted(cfg_in)} vs graph {sorted(graph_in)}"
+    report.add(config.name, "I/O matches ONNX", ok, detail)
+
+
+def validate_repository(path: str | Path) -> ValidationReport:
+    """Validate the model repository at ``path``; never raises on a failed check.
+
+    Raises:
+        RepositoryError: ``path`` is not a folder.
+    """
+    repo = Path(path).expanduser().resolve()
+    if not repo.is_dir():
+        raise RepositoryError(f"model repository {str(repo)!r} does not exist")
+    report = ValidationReport(repo)
+    model_dirs = sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not model_dirs:
+        report.add("-", "has models", False, "no model folders")
+    for model_dir in model_dirs:
+        model = model_dir.name
+        try:
+            config = cfg.read(model_dir)
+        except RepositoryError as exc:
+            report.add(model, "config parses", False, str(exc))
+            continue
+        report.add(model, "config parses", True)
+        report.add(
+            model, "name matches folder", config.name in ("", model), f"config name {config.name!r}"
+        )
+        config.name = config.name or model
+        present = _versions(model_dir)
+        served = _served_versions(config, present)
+        missing = [v for v in served if v not in present]
+        report.add(
+            model,
+            "versions present",
+            bool(served) and not missing,
+            f"serves {served}" + (f", missing {missing}" if missing else ""),
+        )
+        for v in [v for v in served if v in present]:
+            vdir = model_dir / str(v)
+            if config.backend == "python":
+                report.add(model, f"v{v} has model.py", (vdir / "model.py").is_file())
+            if config.platform == "onnxruntime_onnx" or (
+                config.backend == "python" and (vdir / "model.onnx").exists()
+            ):
+                ok = report.add(model, f"v{v} has model.onnx", (vdir / "model.onnx").is_file())
+                if ok:
+                    _check_decoder(report, config, vdir / "model.onnx")
+            if _is_entry(config):
+                _check_entry(report, repo, config, vdir)
+        if config.max_batch_size < 0:
+            report.add(model, "max_batch_size", False, "must be >= 0")
+    return report
