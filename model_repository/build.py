@@ -7,7 +7,10 @@
       export.json                      NAME/config.pbtxt                    (decoupled, python)
                                        NAME/V/model.py + tritonkit_runtime/
                                        NAME/V/tokenizer/ (tokenizer, generation.json, export.json)
+                                       NAME_sync/  (unary twin of NAME, one BLS call a request)
 
+``NAME_sync`` is a small non-decoupled twin of the entry model for unary calls
+(HTTP /infer, gRPC ModelInfer), which Triton refuses on decoupled models.
 The entry model runs the decoder's graph in-process from ``NAME_decoder/V/``, so the
 weights are stored once; the decoder model serves the same file to perf_analyzer
 and direct callers.
@@ -61,7 +64,8 @@ def read_export(export_dir: Path, allow_unverified: bool = False) -> dict[str, A
     report_path = export_dir / "export.json"
     if not report_path.is_file():
         raise RepositoryError(
-            f"{export_dir} has no export.json; run `tritonkit export onnx --output {export_dir}` first"
+            f"{export_dir} has no export.json; "
+            f"run `tritonkit export onnx --output {export_dir}` first"
         )
     report: dict[str, Any] = json.loads(report_path.read_text())
     if not report.get("passed") and not allow_unverified:
@@ -93,6 +97,7 @@ def build_repository(
     force: bool = False,
     allow_unverified: bool = False,
     tensorrt_accelerator: bool = False,
+    sync_instances: int = 4,
 ) -> BuiltRepository:
     """Assemble a Triton model repository from an export folder.
 
@@ -159,4 +164,9 @@ def build_repository(
             ),
             entry_dir,
         )
+        # The unary twin: HTTP /infer and gRPC ModelInfer reject decoupled models.
+        sync_dir = repo / f"{name}_sync"
+        (sync_dir / str(version)).mkdir(parents=True)
+        shutil.copy2(HERE / "llm_sync" / "model.py", sync_dir / str(version) / "model.py")
+        cfg.write(cfg.sync_config(f"{name}_sync", name, sync_instances, target), sync_dir)
     return BuiltRepository(output, name, decoder, version, target)

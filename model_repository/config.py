@@ -71,7 +71,9 @@ def tensor_from_report(entry: dict[str, Any]) -> TensorSpec:
     try:
         data_type = _ONNX_TO_TRITON[entry["dtype"]]
     except KeyError:
-        raise RepositoryError(f"unsupported ONNX type {entry['dtype']} for {entry['name']}") from None
+        raise RepositoryError(
+            f"unsupported ONNX type {entry['dtype']} for {entry['name']}"
+        ) from None
     dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in entry["shape"])
     return TensorSpec(entry["name"], data_type, dims)
 
@@ -125,6 +127,21 @@ def entry_config(
     )
     set_versions(config, versions)
     return config
+
+
+def sync_config(name: str, entry_model: str, instances: int, target: str) -> Any:
+    """The non-decoupled twin of the entry model, for unary HTTP /infer and gRPC ModelInfer."""
+    return mc.ModelConfig(
+        name=name,
+        backend="python",
+        max_batch_size=0,
+        input=_inputs(ENTRY_INPUTS),
+        output=_outputs(ENTRY_OUTPUTS),
+        instance_group=[
+            mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        ],
+        parameters=_params({"entry_model": entry_model}),
+    )
 
 
 def decoder_config(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from tritonkit.errors import RepositoryError
 
 from . import config as cfg
@@ -75,7 +74,13 @@ def _served_versions(config: Any, present: list[int]) -> list[int]:
 
 
 def _is_entry(config: Any) -> bool:
-    return any(i.name == "text_input" for i in config.input)
+    return "decoder_model" in config.parameters
+
+
+def _check_sync(report: ValidationReport, repo: Path, config: Any) -> None:
+    entry = config.parameters["entry_model"].string_value
+    ok = (repo / entry / cfg.CONFIG_FILE).is_file()
+    report.add(config.name, "forwards to entry model", ok, entry)
 
 
 def _onnx_io(path: Path) -> tuple[dict[str, int], dict[str, int]] | None:
@@ -104,7 +109,9 @@ def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) 
             if (s.name not in have and not s.optional)
             or (s.name in have and have[s.name] != s.data_type)
         ]
-        report.add(name, f"entry {kind}", not wrong, f"missing or mistyped: {wrong}" if wrong else "")
+        report.add(
+            name, f"entry {kind}", not wrong, f"missing or mistyped: {wrong}" if wrong else ""
+        )
     report.add(
         name,
         "decoupled",
@@ -178,6 +185,8 @@ def validate_repository(path: str | Path) -> ValidationReport:
                     _check_decoder(report, config, vdir / "model.onnx")
             if _is_entry(config):
                 _check_entry(report, repo, config, vdir)
+        if "entry_model" in config.parameters:
+            _check_sync(report, repo, config)
         if config.max_batch_size < 0:
             report.add(model, "max_batch_size", False, "must be >= 0")
     return report

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +73,69 @@ def tiny_model_folder(tmp_path: Path) -> Callable[..., Path]:
         return save_tiny_model(arch, tmp_path / f"hf-{arch}", **overrides)
 
     return make
+
+
+# ---- a real Triton serving real exports ------------------------------------------------
+
+
+@dataclass
+class Served:
+    """A running tritonserver with the session's models, and where they came from."""
+
+    server: Any  # tritonkit.serve.TritonServer
+    repository: Path
+    sources: dict[str, Path]  # entry model name -> Hugging Face folder it was exported from
+
+    @property
+    def grpc_url(self) -> str:
+        return str(self.server.grpc_url)
+
+    @property
+    def http_url(self) -> str:
+        return str(self.server.http_url)
+
+    @property
+    def metrics_url(self) -> str:
+        return str(self.server.metrics_url)
+
+
+def build_served_repository(root: Path, models: dict[str, str]) -> tuple[Path, dict[str, Path]]:
+    """Export each ``name -> arch`` (``tiny-llama`` for the embedded one) into one repository."""
+    from tritonkit.export import main_export, tiny
+    from tritonkit.model_repository import build_repository
+
+    repository = root / "repository"
+    repository.mkdir()
+    sources = {}
+    for name, arch in models.items():
+        if arch == tiny.NAME:
+            src = tiny.save(root / "hf" / name)
+        else:
+            src = save_tiny_model(arch, root / "hf" / name)
+        sources[name] = src
+        main_export(str(src), root / "exports" / name)
+        built = build_repository(
+            root / "exports" / name, root / "repos" / name, name=name, sync_instances=2
+        )
+        for model_dir in built.path.iterdir():
+            shutil.move(str(model_dir), repository / model_dir.name)
+    return repository, sources
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real Triton for the session: tiny GPT-2, tiny Llama and tiny-llama (as ``llm``)."""
+    from tritonkit.serve import TritonServer
+
+    root = tmp_path_factory.mktemp("served")
+    repository, sources = build_served_repository(
+        root, {"gpt2": "gpt2", "llama": "llama", "llm": "tiny-llama"}
+    )
+    server = TritonServer(
+        repository, http_port=0, grpc_port=0, metrics_port=0, log_file=root / "server.log"
+    )
+    server.start()
+    try:
+        yield Served(server, repository, sources)
+    finally:
+        server.stop()

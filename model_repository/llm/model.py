@@ -23,10 +23,10 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tritonkit_runtime.decoder import OnnxDecoder  # noqa: E402
-from tritonkit_runtime.generation import GenerationRequest, Output  # noqa: E402
-from tritonkit_runtime.params import RequestError, parse_request  # noqa: E402
-from tritonkit_runtime.scheduler import Scheduler, StepStats  # noqa: E402
+from tritonkit_runtime.decoder import OnnxDecoder
+from tritonkit_runtime.generation import GenerationRequest, Output
+from tritonkit_runtime.params import RequestError, parse_request
+from tritonkit_runtime.scheduler import Scheduler, StepStats
 
 INPUTS = (
     "text_input", "max_tokens", "min_tokens", "min_length", "stream",
@@ -67,6 +67,10 @@ class Metrics:
         )
         self.batch = family("tritonkit_running_batch_size", gauge, "Sequences in the batch")
         self.waiting = family("tritonkit_waiting_requests", gauge, "Requests waiting to join")
+        self.steps = family("tritonkit_decode_steps_total", counter, "Batched decode steps")
+        self.rows = family(
+            "tritonkit_decode_rows_total", counter, "Sequences advanced by decode steps (sum)"
+        )
 
 
 class TritonPythonModel:
@@ -155,13 +159,18 @@ class TritonPythonModel:
             pb_utils.Tensor("num_input_tokens", np.array([out.num_input_tokens], np.uint32)),
             pb_utils.Tensor("num_output_tokens", np.array([out.num_output_tokens], np.uint32)),
         ]
-        sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if out.final else 0)
+        sender.send(
+            pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if out.final else 0
+        )
         if out.final:
             self.metrics.generated.increment(out.num_output_tokens)
 
     def _on_step(self, stats: StepStats) -> None:
         self.metrics.batch.set(stats.batch_size)
         self.metrics.waiting.set(stats.waiting)
+        if stats.decoded_rows:
+            self.metrics.steps.increment(1)
+            self.metrics.rows.increment(stats.decoded_rows)
 
     def _on_done(self, seq: GenerationRequest) -> None:
         t = seq.timing

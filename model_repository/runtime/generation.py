@@ -127,7 +127,7 @@ class GenerationRequest:
 
     # ---- output ----------------------------------------------------------------------
 
-    def _counts(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, Any]:
         return {
             "num_input_tokens": len(self.prompt_ids),
             "num_output_tokens": len(self.generated),

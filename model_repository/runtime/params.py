@@ -160,7 +160,9 @@ def _sampling_parameters(array: np.ndarray) -> dict[str, tuple[str, Any]]:
     stop = obj.get("stop")
     if isinstance(stop, str):
         obj["stop"] = [stop]
-    elif stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+    elif stop is not None and not (
+        isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+    ):
         raise RequestError(
             f"sampling_parameters.stop must be a string or a list of strings, got {stop!r}"
         )

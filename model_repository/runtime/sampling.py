@@ -75,7 +75,7 @@ class Sampler:
         """The next token id from ``logits`` (vocab,) of this request's last position.
 
         Raises:
-            ValueError: ``logits`` is not one-dimensional.
+            ValueError: ``logits`` is not one-dimensional, or holds NaN/inf when sampling.
         """
         if logits.ndim != 1:
             raise ValueError(f"logits must have shape (vocab,), got {logits.shape}")
@@ -95,7 +95,10 @@ class Sampler:
             ids = np.argpartition(x, -self.top_k)[-self.top_k :]  # (k,) unordered
             x = x[ids]
         probs = np.exp(x - x.max())  # (K,) softmax over the candidates
-        probs /= probs.sum()
+        total = probs.sum()
+        if not np.isfinite(total) or total <= 0:
+            raise ValueError("logits hold NaN or inf; cannot sample from them")
+        probs /= total
         if self.top_p < 1.0:
             keep = _top_p(probs, self.top_p)  # (n,)
             ids, probs = (keep if ids is None else ids[keep]), probs[keep]
@@ -108,14 +111,17 @@ def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
     """Indices of the fewest most-likely tokens whose mass reaches ``top_p``, most likely first.
 
     Sorting 150k probabilities per token is slow, and the nucleus is usually a few dozen
-    tokens: partition out the top m, widen m only while those hold too little mass.
+    tokens. Every token at least as likely as some cut is a top prefix, so once such a
+    prefix holds ``top_p`` the nucleus lies inside it: lower the cut until it does, then
+    sort only those tokens.
     """
-    m = min(64, probs.size)
+    cut = float(probs.max())
     while True:
-        top = np.argpartition(probs, -m)[-m:] if m < probs.size else np.arange(probs.size)  # (m,)
-        if m == probs.size or probs[top].sum() >= top_p:
+        cut /= 4
+        top = np.flatnonzero(probs >= cut)  # (m,) every token at least this likely
+        # Below 1e-20 the rest of the vocabulary cannot move a float32 sum: stop there.
+        if top.size == probs.size or cut < 1e-20 or probs[top].sum() >= top_p:
             break
-        m = min(4 * m, probs.size)
     top = top[np.argsort(-probs[top], kind="stable")]  # (m,) most likely first
     n = int(np.searchsorted(np.cumsum(probs[top]), top_p)) + 1  # first prefix reaching top_p
     return top[:n]

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -54,7 +54,8 @@ class Sequence(Protocol):
 class StepStats:
     """What one loop iteration did, for metrics."""
 
-    batch_size: int
+    batch_size: int  # running after the step
+    decoded_rows: int  # sequences that advanced together in this step's decode (0: none)
     prefilled: int
     waiting: int
     step_seconds: float
@@ -129,6 +130,7 @@ class Scheduler:
         started = time.perf_counter()
         self._drop_cancelled()
         prefilled = self._admit()
+        rows = len(self._running)
         if self._running:
             try:
                 self._decode_step()
@@ -137,7 +139,11 @@ class Scheduler:
         if self.on_step:
             self.on_step(
                 StepStats(
-                    len(self._running), prefilled, len(self._waiting), time.perf_counter() - started
+                    batch_size=len(self._running),
+                    decoded_rows=rows,
+                    prefilled=prefilled,
+                    waiting=len(self._waiting),
+                    step_seconds=time.perf_counter() - started,
                 )
             )
 
@@ -204,8 +210,3 @@ class Scheduler:
         self._running = []
         self._last = []
         self._batch = KVBatch()
-
-
-def make_scheduler(path: str, **kwargs: Any) -> Scheduler:
-    """A scheduler over the ONNX decoder at ``path`` (kwargs go to ``Scheduler``)."""
-    return Scheduler(OnnxDecoder(path), **kwargs)

@@ -1,0 +1,175 @@
+"""``tritonkit generate``, ``health`` and ``models``: forward to ``tritonkit.client.LLMClient``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+GENERATE_HELP = """\
+Send a prompt to the LLM on a Triton server and print the answer. Over gRPC (default,
+port 8001) the request is a stream; over HTTP (port 8000) it uses Triton's generate
+extension. Without --stream the model returns the prompt followed by the completion.
+With --stream the completion's pieces print as they arrive. A stats line (time to first
+token, tokens/s) goes to stderr; --json prints the whole result as JSON instead.
+
+examples:
+  tritonkit generate "The capital of France is" --max-tokens 16
+  tritonkit generate "Once upon a time" --stream --temperature 0.8 --top-p 0.95 --seed 1
+  tritonkit generate "List three colors:" --url 127.0.0.1:8000 --protocol http --json
+  tritonkit generate "Q: 2+2? A:" --stop "Q:" --stop "\\n" --max-tokens 8
+"""
+
+HEALTH_HELP = """\
+Ask a Triton server whether it is live and ready (and, with --model, whether that model
+is ready). Exits 0 when ready, 1 otherwise or when nothing answers.
+
+examples:
+  tritonkit health
+  tritonkit health --url 127.0.0.1:8000 --protocol http --model llm
+"""
+
+MODELS_HELP = """\
+List the models of a Triton server's repository with their versions and states
+(READY, UNAVAILABLE with the reason, ...).
+
+examples:
+  tritonkit models
+  tritonkit models --url 127.0.0.1:8000 --protocol http
+"""
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        metavar="HOST:PORT",
+        help="server address (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+    )
+    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="default grpc")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="default 120")
+
+
+def add_parser(sub: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    g = sub.add_parser(
+        "generate",
+        help="send a prompt to a served LLM",
+        description=GENERATE_HELP,
+        formatter_class=fmt,
+    )
+    g.add_argument("prompt", metavar="PROMPT")
+    _connection_args(g)
+    g.add_argument("--model", default="llm", help="model name (default llm)")
+    g.add_argument("--max-tokens", type=int, metavar="N", help="new tokens at most")
+    g.add_argument("--min-tokens", type=int, metavar="N", help="new tokens before it may stop")
+    g.add_argument("--temperature", type=float, metavar="T", help="0: greedy")
+    g.add_argument("--top-k", type=int, metavar="K")
+    g.add_argument("--top-p", type=float, metavar="P")
+    g.add_argument("--seed", type=int, metavar="S")
+    g.add_argument("--repetition-penalty", type=float, metavar="R")
+    g.add_argument("--stop", action="append", metavar="WORD", help="stop word (repeatable)")
+    g.add_argument("--exclude-input", action="store_true", help="print only the completion")
+    g.add_argument("--stream", action="store_true", help="print pieces as they arrive")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.set_defaults(handler=_generate)
+
+    h = sub.add_parser(
+        "health",
+        help="is a Triton server live and ready",
+        description=HEALTH_HELP,
+        formatter_class=fmt,
+    )
+    _connection_args(h)
+    h.add_argument("--model", help="also check that this model is ready")
+    h.set_defaults(handler=_health)
+
+    m = sub.add_parser(
+        "models", help="list a Triton server's models", description=MODELS_HELP, formatter_class=fmt
+    )
+    _connection_args(m)
+    m.set_defaults(handler=_models)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from tritonkit.client import LLMClient
+
+    model = getattr(args, "model", None) or "llm"
+    return LLMClient(args.url, protocol=args.protocol, model=model, timeout=args.timeout)
+
+
+def _stats(result: Any) -> str:
+    parts = []
+    if result.time_to_first_token_s is not None:
+        parts.append(f"first token {result.time_to_first_token_s * 1000:.0f} ms")
+    if result.num_output_tokens is not None:
+        parts.append(f"{result.num_output_tokens} tokens in {result.latency_s:.2f} s")
+    if result.tokens_per_s is not None:
+        parts.append(f"{result.tokens_per_s:.1f} tokens/s")
+    parts.append(f"finish: {result.finish_reason or '?'}")
+    line = " · ".join(parts)
+    return f"\x1b[2m{line}\x1b[0m" if sys.stderr.isatty() else line
+
+
+def _generate(args: argparse.Namespace) -> int:
+    params = {
+        "max_tokens": args.max_tokens,
+        "min_tokens": args.min_tokens,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "repetition_penalty": args.repetition_penalty,
+        "stop": args.stop,
+        "exclude_input_in_output": args.exclude_input,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+
+    def show(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    on_text = show if args.stream and not args.json else None
+    if args.stream and on_text is None:
+        on_text = _ignore
+    with _client(args) as client:
+        result = client.generate(args.prompt, on_text=on_text, **params)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print("" if args.stream else result.text)
+    print(_stats(result), file=sys.stderr)
+    return 0
+
+
+def _ignore(piece: str) -> None:
+    """Streams without printing: --stream --json measures a streamed generation."""
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        live = client.is_live()
+        ready = client.is_ready()
+        print(f"server {args.url or client.url}: live={_yes(live)} ready={_yes(ready)}")
+        model_ok = True
+        if args.model:
+            model_ok = client.is_model_ready(args.model)
+            print(f"model {args.model}: ready={_yes(model_ok)}")
+    return 0 if live and ready and model_ok else 1
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.models()
+    rows = [("MODEL", "VERSION", "STATE", "REASON")]
+    rows += [(m.name, m.version or "-", m.state or "-", m.reason) for m in models]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:{widths[0]}}  {r[1]:{widths[1]}}  {r[2]:{widths[2]}}  {r[3]}".rstrip())
+    if not models:
+        print("(no models in the repository)", file=sys.stderr)
+    return 0
