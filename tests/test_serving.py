@@ -173,7 +173,7 @@ def test_grpc_cancel_mid_stream_stops_generation(served):
     fields = {"text_input": PROMPT, "max_tokens": 1500, "min_tokens": 1500, "stream": True}
     client.async_stream_infer("llm", grpc_inputs(fields))
     for _ in range(3):
-        result, error = responses.get(timeout=60)
+        _, error = responses.get(timeout=60)
         assert error is None
     client.stop_stream(cancel_requests=True)
     client.close()
