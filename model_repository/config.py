@@ -121,7 +121,7 @@ def entry_config(
                 "decoder_version": str(decoder_version),
                 "max_batch_size": str(max_batch_size),  # sequences per decode step
                 "max_context": str(max_context),
-                "intra_op_threads": "0",  # 0: onnxruntime picks (all cores)
+                "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
             }
         ),
     )

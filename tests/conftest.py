@@ -132,7 +132,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         root, {"gpt2": "gpt2", "llama": "llama", "llm": "tiny-llama"}
     )
     server = TritonServer(
-        repository, http_port=0, grpc_port=0, metrics_port=0, log_file=root / "server.log"
+        repository,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_s=3,
+        log_file=root / "server.log",
     )
     server.start()
     try:

@@ -18,7 +18,7 @@ examples:
   tritonkit generate "The capital of France is" --max-tokens 16
   tritonkit generate "Once upon a time" --stream --temperature 0.8 --top-p 0.95 --seed 1
   tritonkit generate "List three colors:" --url 127.0.0.1:8000 --protocol http --json
-  tritonkit generate "Q: 2+2? A:" --stop "Q:" --stop "\\n" --max-tokens 8
+  tritonkit generate "Q: 2+2? A:" --stop "Q:" --max-tokens 8
 """
 
 HEALTH_HELP = """\

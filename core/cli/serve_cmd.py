@@ -39,9 +39,15 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--repository", required=True, metavar="REPO", help="model repository")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="metrics port (default 8002)")
+    p.add_argument(
+        "--http-port", type=int, metavar="PORT", default=8000, help="HTTP port (default 8000)"
+    )
+    p.add_argument(
+        "--grpc-port", type=int, metavar="PORT", default=8001, help="gRPC port (default 8001)"
+    )
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT", default=8002, help="metrics port (default 8002)"
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",

@@ -6,6 +6,7 @@ One graph serves prefill (past 0) and decode (sequence 1); see tritonkit.export.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,16 @@ class DecoderSpec:
     num_kv_heads: int
     head_dim: int
     kv_dtype: Any  # numpy dtype of the past/present tensors
+
+
+SMALL_MODEL_BYTES = 64 << 20  # below this a step is overhead-bound: one thread is fastest
+
+
+def auto_threads(path: str) -> int:
+    """1 intra-op thread for small graphs (thread hand-offs cost more than they save,
+    measured on tiny-llama: 3.2x vs 2.6x batch-8 speed-up), else 0 (onnxruntime decides)."""
+    size = sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.exists(p))
+    return 1 if size < SMALL_MODEL_BYTES else 0
 
 
 def _kv_dtype(onnx_type: str) -> Any:
@@ -38,15 +49,18 @@ class OnnxDecoder:
         self,
         path: str,
         providers: list[str] | None = None,
-        intra_op_threads: int = 0,
+        intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
     ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            opts.intra_op_num_threads = intra_op_threads
+        threads = auto_threads(path) if intra_op_threads is None else intra_op_threads
+        if threads:
+            opts.intra_op_num_threads = threads
+        # Spinning worker threads would take the cores that Triton's request threads need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
         self.session = ort.InferenceSession(path, opts, providers=chosen or None)

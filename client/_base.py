@@ -1,0 +1,281 @@
+"""What ``LLMClient`` and ``AsyncLLMClient`` share: settings, request building, decoding.
+
+Both clients speak the vLLM / TensorRT-LLM style interface of the "llm" model: a
+``text_input`` string plus optional sampling inputs in, ``text_output``, ``finish_reason``
+and token counts out. Over gRPC every generation is a ``ModelStreamInfer`` stream (unary
+``ModelInfer`` refuses decoupled models); over HTTP it is Triton's generate extension
+(``/generate`` returns one JSON, ``/generate_stream`` sends server-sent events).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl as ssl_lib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+from urllib.parse import quote
+
+import numpy as np
+
+from tritonkit.errors import UsageError
+
+from .errors import InvalidRequest, ServerStreamError, from_triton
+from .results import ModelInfo, StreamChunk
+
+Protocol = Literal["grpc", "http"]
+
+DEFAULT_URLS: dict[str, str] = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+DEFAULT_MODEL = "llm"
+DEFAULT_TIMEOUT_S = 120.0  # one whole request, a stream included
+
+# Optional scalar inputs: name -> (Triton datatype, numpy dtype, Python type).
+SCALAR_INPUTS: dict[str, tuple[str, type, type]] = {
+    "max_tokens": ("INT32", np.int32, int),
+    "min_tokens": ("INT32", np.int32, int),
+    "temperature": ("FP32", np.float32, float),
+    "top_k": ("INT32", np.int32, int),
+    "top_p": ("FP32", np.float32, float),
+    "seed": ("UINT64", np.uint64, int),
+    "repetition_penalty": ("FP32", np.float32, float),
+}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """The keyword arguments of ``generate`` and ``stream``; None leaves the model's default."""
+
+    max_tokens: int | None = None  # new tokens at most
+    min_tokens: int | None = None  # new tokens before a stop word or EOS may end it
+    temperature: float | None = None  # 0 or None: greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: Sequence[str] | str | None = None  # stop words, sent as ``stop_words``
+    repetition_penalty: float | None = None
+    exclude_input_in_output: bool = False  # non-streamed text without the prompt
+    sampling_parameters: Mapping[str, Any] | None = None  # vLLM-style JSON, sent as is
+
+    @classmethod
+    def from_kwargs(cls, params: Mapping[str, Any]) -> GenerationParams:
+        """Build from ``**params``.
+
+        Raises:
+            TypeError: an unknown parameter name (a typo in the caller's code).
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise TypeError(f"unknown generation parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+def request_values(prompt: str, stream: bool, params: GenerationParams) -> dict[str, Any]:
+    """The request's inputs as JSON-ready values, keyed by Triton input name.
+
+    Raises:
+        InvalidRequest: the prompt is not a string, or a parameter has the wrong type.
+    """
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"the prompt must be a string, not {type(prompt).__name__}")
+    values: dict[str, Any] = {
+        "text_input": prompt,
+        "stream": stream,
+        "exclude_input_in_output": bool(params.exclude_input_in_output),
+    }
+    for name, (_, _, cast) in SCALAR_INPUTS.items():
+        value = getattr(params, name)
+        if value is None:
+            continue
+        try:
+            values[name] = cast(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(f"{name} must be {cast.__name__}, not {value!r}") from exc
+    if params.stop:
+        values["stop_words"] = [params.stop] if isinstance(params.stop, str) else list(params.stop)
+    if params.sampling_parameters is not None:
+        values["sampling_parameters"] = json.dumps(dict(params.sampling_parameters))
+    return values
+
+
+def request_arrays(values: Mapping[str, Any]) -> list[tuple[str, str, np.ndarray]]:
+    """``(name, datatype, array)`` per input, shaped as the model declares them."""
+    arrays: list[tuple[str, str, np.ndarray]] = []
+    for name, value in values.items():
+        if name in ("text_input", "sampling_parameters"):
+            arrays.append((name, "BYTES", np.array([value.encode()], dtype=np.object_)))  # (1,)
+        elif name == "stop_words":
+            words = [w.encode() for w in value]
+            arrays.append((name, "BYTES", np.array(words, dtype=np.object_)))  # (n_words,)
+        elif name in ("stream", "exclude_input_in_output"):
+            arrays.append((name, "BOOL", np.array([value], dtype=np.bool_)))  # (1,)
+        else:
+            datatype, dtype, _ = SCALAR_INPUTS[name]
+            arrays.append((name, datatype, np.array([value], dtype=dtype)))  # (1,)
+    return arrays
+
+
+def _scalar(array: np.ndarray | None) -> Any:
+    if array is None or array.size == 0:
+        return None
+    value = array.reshape(-1)[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value.item()
+
+
+def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -> StreamChunk:
+    """Decode one gRPC response (``get`` is ``InferResult.as_numpy``)."""
+    counts = (_scalar(get("num_input_tokens")), _scalar(get("num_output_tokens")))
+    return StreamChunk(
+        text=_scalar(get("text_output")) or "",
+        is_final=is_final,
+        finish_reason=_scalar(get("finish_reason")) or None,
+        num_input_tokens=None if counts[0] is None else int(counts[0]),
+        num_output_tokens=None if counts[1] is None else int(counts[1]),
+    )
+
+
+def chunk_from_json(obj: Mapping[str, Any], url: str, is_final: bool | None = None) -> StreamChunk:
+    """Decode one HTTP generate response; ``is_final`` None: final when it has a finish reason.
+
+    Raises:
+        InvalidRequest / ModelNotFound: the object is Triton's ``{"error": ...}``.
+    """
+    if "error" in obj:
+        raise from_triton(None, str(obj["error"]), url)
+    finish = obj.get("finish_reason") or None
+    n_in, n_out = obj.get("num_input_tokens"), obj.get("num_output_tokens")
+    return StreamChunk(
+        text=str(obj.get("text_output") or ""),
+        is_final=bool(finish) if is_final is None else is_final,
+        finish_reason=finish,
+        num_input_tokens=None if n_in is None else int(n_in),
+        num_output_tokens=None if n_out is None else int(n_out),
+    )
+
+
+def sse_data(line: bytes | str) -> dict[str, Any] | None:
+    """The JSON of one server-sent-event ``data:`` line; None for other lines.
+
+    Raises:
+        ServerStreamError: a ``data:`` line that is not JSON.
+    """
+    text = (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).strip()
+    if not text.startswith("data:"):
+        return None
+    try:
+        obj = json.loads(text[5:])
+    except ValueError as exc:
+        raise ServerStreamError(f"unreadable server-sent event: {text[:200]}") from exc
+    if not isinstance(obj, dict):
+        raise ServerStreamError(f"unexpected server-sent event: {text[:200]}")
+    return obj
+
+
+def model_infos(index: Any) -> list[ModelInfo]:
+    """The repository index of either protocol as ``ModelInfo`` entries."""
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    return [
+        ModelInfo(
+            name=str(m.get("name", "")),
+            version=str(m.get("version", "")),
+            state=str(m.get("state", "")),
+            reason=str(m.get("reason", "")),
+        )
+        for m in entries or []
+    ]
+
+
+def normalize_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """gRPC's JSON writes int64 shapes as strings; make both protocols give ints."""
+    for key in ("inputs", "outputs"):
+        for tensor in meta.get(key, []):
+            tensor["shape"] = [int(d) for d in tensor.get("shape", [])]
+    return meta
+
+
+class BaseLLMClient:
+    """Settings shared by the sync and async clients; no I/O here."""
+
+    def __init__(
+        self,
+        url: str | None = None,  # HOST:PORT; default 127.0.0.1:8001 (grpc) or :8000 (http)
+        *,
+        protocol: Protocol = "grpc",
+        model: str = DEFAULT_MODEL,
+        timeout: float | None = DEFAULT_TIMEOUT_S,  # seconds per request; None waits forever
+        headers: Mapping[str, str] | None = None,  # sent with every call (API keys)
+        ssl: bool = False,  # TLS (https for HTTP); implied by an https:// or grpcs:// url
+        root_certificates: str | None = None,  # CA bundle (PEM file)
+        private_key: str | None = None,  # client key for mutual TLS (PEM file)
+        certificate_chain: str | None = None,  # client certificate for mutual TLS (PEM file)
+        insecure: bool = False,  # HTTP only: skip certificate verification
+    ) -> None:
+        """Check the settings; nothing connects until the first call.
+
+        Raises:
+            UsageError: an unknown protocol, or a url that is not HOST:PORT.
+        """
+        if protocol not in ("grpc", "http"):
+            raise UsageError(f"protocol must be grpc or http, not {protocol!r}")
+        url = url or DEFAULT_URLS[protocol]
+        scheme, sep, rest = url.partition("://")
+        if sep:
+            if scheme not in ("http", "https", "grpc", "grpcs"):
+                raise UsageError(f"unsupported url scheme {scheme!r} in {url}: use HOST:PORT")
+            ssl = ssl or scheme in ("https", "grpcs")
+            url = rest
+        url = url.rstrip("/")
+        if not url or "/" in url:
+            raise UsageError(f"url must be HOST:PORT, not {url!r}")
+        self.protocol: Protocol = protocol
+        self.url = url
+        self.model = model
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self.ssl = ssl
+        self.root_certificates = root_certificates
+        self.private_key = private_key
+        self.certificate_chain = certificate_chain
+        self.insecure = insecure
+        self._init_transport()
+
+    def _init_transport(self) -> None:
+        """Set up the subclass's (lazily connected) transports."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.url!r}, protocol={self.protocol!r}, model={self.model!r})"
+        )
+
+    @property
+    def _grpc_headers(self) -> dict[str, str] | None:
+        # gRPC metadata keys must be lower case.
+        return {k.lower(): v for k, v in self.headers.items()} or None
+
+    def _grpc_options(self) -> dict[str, Any]:
+        return {
+            "ssl": self.ssl,
+            "root_certificates": self.root_certificates,
+            "private_key": self.private_key,
+            "certificate_chain": self.certificate_chain,
+        }
+
+    def _ssl_context(self) -> ssl_lib.SSLContext | None:
+        """The TLS context for HTTP, or None for plain HTTP."""
+        if not self.ssl:
+            return None
+        context = ssl_lib.create_default_context(cafile=self.root_certificates)
+        if self.certificate_chain:
+            context.load_cert_chain(self.certificate_chain, self.private_key)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl_lib.CERT_NONE
+        return context
+
+    def _generate_url(self, stream: bool) -> str:
+        scheme = "https" if self.ssl else "http"
+        endpoint = "generate_stream" if stream else "generate"
+        return f"{scheme}://{self.url}/v2/models/{quote(self.model, safe='')}/{endpoint}"
+
+    def _request(self, prompt: str, stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:
+        return request_values(prompt, stream, GenerationParams.from_kwargs(params))

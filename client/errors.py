@@ -1,0 +1,121 @@
+"""Every error the client raises, in one tree under ``tritonkit.errors.TritonkitError``.
+
+    ClientError                  base: talking to a running Triton server failed
+    ├── ConnectionFailed         the server is down or unreachable (refused, DNS, TLS)
+    ├── Timeout                  no answer within the client's ``timeout``
+    ├── ModelNotFound            the server has no such model, or it is not loaded
+    ├── InvalidRequest           the server or the model rejected the request (its message verbatim)
+    └── ServerStreamError        a response stream broke off or could not be read
+
+tritonclient, gRPC, urllib and aiohttp errors are mapped here, at the boundary, to the
+most specific class, and chained (``raise mapped from exc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+
+from tritonkit.errors import TritonkitError
+
+
+class ClientError(TritonkitError):
+    """Talking to a running Triton server failed."""
+
+
+class ConnectionFailed(ClientError):
+    """The server is down or unreachable."""
+
+
+class Timeout(ClientError):
+    """The server did not answer within the client's timeout."""
+
+
+class ModelNotFound(ClientError):
+    """The server has no such model (or no loaded version of it)."""
+
+
+class InvalidRequest(ClientError):
+    """The server or the model rejected the request; the message is the server's own."""
+
+
+class ServerStreamError(ClientError):
+    """A response stream broke off before its final response, or was not readable."""
+
+
+# Triton's words for a model it does not serve, over every protocol.
+_NOT_FOUND = re.compile(r"unknown model|has no available versions", re.I)
+
+# asyncio's is its own class before Python 3.11.
+_TIMEOUTS = (socket.timeout, TimeoutError, asyncio.TimeoutError)
+
+_GRPC_CODES: dict[str, type[ClientError]] = {
+    "UNAVAILABLE": ConnectionFailed,
+    "DEADLINE_EXCEEDED": Timeout,
+    "NOT_FOUND": ModelNotFound,
+    "CANCELLED": ServerStreamError,
+    "INTERNAL": InvalidRequest,
+}
+
+
+def from_triton(status: object, message: str, url: str) -> ClientError:
+    """Map a tritonclient / gRPC status and message to a ``ClientError``.
+
+    ``status`` is a gRPC code ("StatusCode.NOT_FOUND", a ``grpc.StatusCode``), an HTTP
+    status (404), or None for an error response inside a stream.
+    """
+    code = str(status or "").rsplit(".", 1)[-1].upper()
+    if code.isdigit():
+        return from_http(int(code), message, url)
+    cls = _GRPC_CODES.get(code)
+    if cls is ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot reach Triton at {url} (is it running there?): {_first_line(message)}"
+        )
+    if cls is Timeout:
+        return Timeout(f"no answer from {url} within the timeout: {_first_line(message)}")
+    if cls is None or cls is InvalidRequest:
+        cls = ModelNotFound if _NOT_FOUND.search(message) else InvalidRequest
+    return cls(message)
+
+
+def from_http(status: int, body: str | bytes, url: str) -> ClientError:
+    """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
+    message = error_message(body) or f"HTTP {status} from {url}"
+    if status == 404 or _NOT_FOUND.search(message):
+        return ModelNotFound(message)
+    if status in (502, 503, 504):
+        return ConnectionFailed(f"Triton at {url} is unavailable (HTTP {status}): {message}")
+    return InvalidRequest(message)
+
+
+def from_os_error(exc: BaseException, url: str) -> ClientError:
+    """Map a socket-level failure (refused, reset, timed out, TLS) to a ``ClientError``."""
+    if isinstance(exc, _TIMEOUTS):
+        return Timeout(f"no answer from {url} within the timeout")
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, _TIMEOUTS):
+        return Timeout(f"no answer from {url} within the timeout")
+    return ConnectionFailed(f"cannot reach Triton at {url} (is it running there?): {reason}")
+
+
+def error_message(body: str | bytes) -> str | None:
+    """The ``error`` field of a Triton error body, plain JSON or SSE ``data: {...}``."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    for line in text.splitlines() or [text]:
+        line = line.strip()
+        if line.startswith("data:"):
+            line = line[5:].strip()
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "error" in obj:
+            return str(obj["error"])
+    return text.strip() or None
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else "no details"

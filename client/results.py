@@ -1,0 +1,103 @@
+"""What the client returns: a finished generation, the pieces of a stream, a model's state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One response of a generation.
+
+    ``finish_reason`` is "stop" or "length" on the final chunk and None before it. The
+    final chunk (``is_final``) carries the last counts the server sent; its text may be
+    empty when the server closes the stream with an empty final response.
+    """
+
+    text: str
+    is_final: bool = False
+    finish_reason: str | None = None
+    num_input_tokens: int | None = None
+    num_output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished generation with its timings.
+
+    ``time_to_first_token_s`` is when the first text arrived (for a non-streamed
+    generation that is the whole latency); ``latency_s`` is when the final response did.
+    """
+
+    text: str
+    finish_reason: str | None
+    num_input_tokens: int | None
+    num_output_tokens: int | None
+    time_to_first_token_s: float | None
+    latency_s: float
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second over the whole request (None without a count)."""
+        if not self.num_output_tokens or self.latency_s <= 0:
+            return None
+        return self.num_output_tokens / self.latency_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields and ``tokens_per_s``, ready for ``json.dumps``."""
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One entry of the server's model repository index."""
+
+    name: str
+    version: str
+    state: str  # READY, UNAVAILABLE, LOADING, ... ("" for a model never loaded)
+    reason: str = ""  # why it is not ready, when the server says
+
+
+class ResultBuilder:
+    """Folds chunks into a ``GenerationResult``, timing them from construction."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._parts: list[str] = []
+        self._first: float | None = None
+        self._last: StreamChunk | None = None
+
+    def add(self, chunk: StreamChunk) -> StreamChunk:
+        """Record ``chunk``; returns it with the finish reason and counts seen so far filled in."""
+        if chunk.text:
+            self._parts.append(chunk.text)
+            if self._first is None:
+                self._first = time.perf_counter() - self._start
+        previous = self._last
+        if previous is not None:
+            chunk = StreamChunk(
+                text=chunk.text,
+                is_final=chunk.is_final,
+                finish_reason=chunk.finish_reason or previous.finish_reason,
+                num_input_tokens=_pick(chunk.num_input_tokens, previous.num_input_tokens),
+                num_output_tokens=_pick(chunk.num_output_tokens, previous.num_output_tokens),
+            )
+        self._last = chunk
+        return chunk
+
+    def result(self) -> GenerationResult:
+        last = self._last or StreamChunk(text="")
+        return GenerationResult(
+            text="".join(self._parts),
+            finish_reason=last.finish_reason,
+            num_input_tokens=last.num_input_tokens,
+            num_output_tokens=last.num_output_tokens,
+            time_to_first_token_s=self._first,
+            latency_s=time.perf_counter() - self._start,
+        )
+
+
+def _pick(value: int | None, fallback: int | None) -> int | None:
+    return value if value is not None else fallback

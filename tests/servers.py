@@ -1,0 +1,46 @@
+"""Real tritonservers for tests: the toy LLM repository, and broken repositories."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tritonkit.serve import TritonServer
+
+# A decoupled python-backend "llm" with the real model's inputs and outputs that echoes
+# the prompt's words back (see toy_llm/llm/1/model.py).
+TOY_REPOSITORY = Path(__file__).parent / "toy_llm"
+
+# Quick stops: the toy model has nothing in flight worth waiting for.
+FAST = {"exit_timeout_s": 2, "startup_timeout_s": 60.0}
+
+
+def toy_server(repository: str | Path = TOY_REPOSITORY, **kwargs: Any) -> TritonServer:
+    """A (not yet started) server on free loopback ports; use it as a context manager."""
+    options: dict[str, Any] = {"http_port": 0, "grpc_port": 0, "metrics_port": 0, **FAST}
+    return TritonServer(repository, **{**options, **kwargs})
+
+
+BROKEN_MODEL = """
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("weights file model.onnx is missing")
+"""
+
+BROKEN_CONFIG = """
+name: "broken"
+backend: "python"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
+"""
+
+
+def broken_repository(folder: Path) -> Path:
+    """The toy repository plus a model "broken" whose ``initialize`` raises."""
+    shutil.copytree(TOY_REPOSITORY, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "broken" / "1").mkdir(parents=True)
+    (folder / "broken" / "config.pbtxt").write_text(BROKEN_CONFIG)
+    (folder / "broken" / "1" / "model.py").write_text(BROKEN_MODEL)
+    return folder
