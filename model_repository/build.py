@@ -6,6 +6,7 @@
       generation.json                  NAME_decoder/V/model.py               (CPU target only)
       export.json                      NAME/config.pbtxt                    (decoupled, python)
                                        NAME/V/model.py + tritonkit_runtime/
+                                       NAME/V/decoder.json  (which decoder version V runs)
                                        NAME/V/tokenizer/ (tokenizer, generation.json, export.json)
                                        NAME_sync/  (unary twin of NAME, one BLS call a request)
 
@@ -31,6 +32,7 @@ from . import config as cfg
 
 HERE = Path(__file__).parent
 RUNTIME_PACKAGE = "tritonkit_runtime"  # the name of runtime/ inside the repository
+DECODER_REF = "decoder.json"  # in NAME/V/: {"model": NAME_decoder, "version": V}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -148,6 +150,10 @@ def build_repository(
         vdir.mkdir(parents=True)
         shutil.copy2(HERE / "llm" / "model.py", vdir / "model.py")
         copy_runtime(vdir / RUNTIME_PACKAGE)
+        # Which decoder graph this version runs: versions of NAME and NAME_decoder move together.
+        (vdir / DECODER_REF).write_text(
+            json.dumps({"model": decoder, "version": version}, indent=2) + "\n"
+        )
         tok_dir = vdir / "tokenizer"
         tok_dir.mkdir()
         for filename in TOKENIZER_FILES:
@@ -157,7 +163,6 @@ def build_repository(
             cfg.entry_config(
                 name,
                 decoder,
-                version,
                 target,
                 max_batch_size=max_batch_size,
                 max_context=int(report["dims"]["max_positions"]),

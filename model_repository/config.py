@@ -100,7 +100,6 @@ def _kind(target: str) -> Any:
 def entry_config(
     name: str,
     decoder_model: str,
-    decoder_version: int,
     target: str,
     max_batch_size: int,
     max_context: int,
@@ -117,8 +116,7 @@ def entry_config(
         instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
         parameters=_params(
             {
-                "decoder_model": decoder_model,
-                "decoder_version": str(decoder_version),
+                "decoder_model": decoder_model,  # each version names its graph in decoder.json
                 "max_batch_size": str(max_batch_size),  # sequences per decode step
                 "max_context": str(max_context),
                 "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's

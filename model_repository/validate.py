@@ -9,6 +9,7 @@ matches its ONNX graph's inputs and outputs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from tritonkit.errors import RepositoryError
 
 from . import config as cfg
-from .build import RUNTIME_PACKAGE
+from .build import DECODER_REF, RUNTIME_PACKAGE
 
 
 @dataclass
@@ -118,10 +119,15 @@ def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) 
         config.model_transaction_policy.decoupled,
         "" if config.model_transaction_policy.decoupled else "entry model must be decoupled",
     )
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    decoder, dver = params.get("decoder_model", ""), params.get("decoder_version", "")
-    onnx_path = repo / decoder / dver / "model.onnx"
-    report.add(name, "decoder graph", onnx_path.is_file(), str(onnx_path.relative_to(repo)))
+    try:
+        ref = json.loads((vdir / DECODER_REF).read_text())
+        onnx_path = repo / ref["model"] / str(ref["version"]) / "model.onnx"
+    except (OSError, ValueError, KeyError) as exc:
+        report.add(name, f"v{vdir.name} {DECODER_REF}", False, f"unreadable: {exc}")
+        return
+    report.add(
+        name, f"v{vdir.name} decoder graph", onnx_path.is_file(), str(onnx_path.relative_to(repo))
+    )
     for rel in ("tokenizer/tokenizer.json", "tokenizer/generation.json", f"{RUNTIME_PACKAGE}"):
         report.add(name, f"has {rel}", (vdir / rel).exists(), f"{vdir.name}/{rel}")
 

@@ -17,7 +17,10 @@ from tritonkit import __version__
 from tritonkit.errors import TritonkitError
 
 # Each module has add_parser(subparsers); its handler forwards to one library function.
-COMMAND_MODULES = ("export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd")
+COMMAND_MODULES = (
+    "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
+    "publish_cmd", "versions_cmd", "bench_cmd", "gateway_cmd",
+)  # fmt: skip
 
 EPILOG = """\
 the path from a Hugging Face model to an API:

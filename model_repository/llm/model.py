@@ -84,9 +84,10 @@ class TritonPythonModel:
         model_dir = args["model_repository"]
         version_dir = os.path.join(model_dir, args["model_version"])
         repo_root = os.path.dirname(os.path.abspath(model_dir))
-        decoder_path = os.path.join(
-            repo_root, params["decoder_model"], params["decoder_version"], "model.onnx"
-        )
+        # This version's graph: NAME/V/decoder.json names the decoder model and version.
+        with open(os.path.join(version_dir, "decoder.json")) as f:
+            ref = json.load(f)
+        decoder_path = os.path.join(repo_root, ref["model"], str(ref["version"]), "model.onnx")
         tokenizer_dir = os.path.join(version_dir, "tokenizer")
         self.tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
         with open(os.path.join(tokenizer_dir, "generation.json")) as f:
