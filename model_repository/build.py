@@ -100,6 +100,8 @@ def build_repository(
     allow_unverified: bool = False,
     tensorrt_accelerator: bool = False,
     sync_instances: int = 4,
+    backend: str = "onnxruntime",
+    engine: str | Path | None = None,
 ) -> BuiltRepository:
     """Assemble a Triton model repository from an export folder.
 
@@ -111,6 +113,18 @@ def build_repository(
     output = Path(output).expanduser().resolve()
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise UsageError(f"unknown backend {backend!r}; choose onnxruntime or tensorrt")
+    plan = None
+    if backend == "tensorrt":
+        if target != "gpu":
+            raise UsageError("--backend tensorrt needs --target gpu (engines run on a GPU)")
+        plan = Path(engine or "").expanduser().resolve() / "model.plan"
+        if engine is None or not plan.is_file():
+            raise UsageError(
+                "--backend tensorrt needs --engine DIR holding model.plan "
+                "(build it on the GPU with `tritonkit export tensorrt`)"
+            )
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
     if not name.replace("_", "").replace("-", "").isalnum():
@@ -133,6 +147,8 @@ def build_repository(
                 link_or_copy(export_dir / filename, dec_dir / str(version) / filename)
         if target == "cpu":
             shutil.copy2(HERE / "decoder" / "model.py", dec_dir / str(version) / "model.py")
+        if plan is not None:  # Triton serves the engine; the entry model keeps the ONNX graph
+            link_or_copy(plan, dec_dir / str(version) / "model.plan")
         cfg.write(
             cfg.decoder_config(
                 decoder,
@@ -140,6 +156,7 @@ def build_repository(
                 [cfg.tensor_from_report(t) for t in report["outputs"]],
                 target,
                 tensorrt_accelerator=tensorrt_accelerator,
+                backend=backend,
             ),
             dec_dir,
         )
@@ -166,6 +183,7 @@ def build_repository(
                 target,
                 max_batch_size=max_batch_size,
                 max_context=int(report["dims"]["max_positions"]),
+                execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
             ),
             entry_dir,
         )

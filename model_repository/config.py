@@ -104,8 +104,13 @@ def entry_config(
     max_batch_size: int,
     max_context: int,
     versions: Iterable[int] = (),
+    execution_provider: str = "cuda",
 ) -> Any:
-    """The decoupled python-backend entry model's config."""
+    """The decoupled python-backend entry model's config.
+
+    ``execution_provider`` (gpu target): ``cuda``, or ``tensorrt`` for onnxruntime's
+    TensorRT execution provider inside the entry model.
+    """
     config = mc.ModelConfig(
         name=name,
         backend="python",
@@ -119,6 +124,7 @@ def entry_config(
                 "decoder_model": decoder_model,  # each version names its graph in decoder.json
                 "max_batch_size": str(max_batch_size),  # sequences per decode step
                 "max_context": str(max_context),
+                "execution_provider": execution_provider if target == "gpu" else "cpu",
                 "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
             }
         ),
@@ -149,8 +155,11 @@ def decoder_config(
     target: str,
     tensorrt_accelerator: bool = False,
     versions: Iterable[int] = (),
+    backend: str = "onnxruntime",
 ) -> Any:
-    """The standalone decoder: native onnxruntime on a GPU, python backend on CPU."""
+    """The standalone decoder: python backend on CPU; on a GPU Triton's native
+    ``onnxruntime_onnx`` (optionally with the TensorRT accelerator) or, with
+    ``backend="tensorrt"``, a prebuilt engine as ``tensorrt_plan``."""
     config = mc.ModelConfig(
         name=name,
         max_batch_size=0,  # the batch is the graph's own dynamic first dim
@@ -158,7 +167,10 @@ def decoder_config(
         output=_outputs(outputs),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
     )
-    if target == "gpu":
+    if target == "gpu" and backend == "tensorrt":
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = "model.plan"
+    elif target == "gpu":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
         if tensorrt_accelerator:

@@ -19,12 +19,19 @@ from tritonkit.errors import TritonkitError
 # Each module has add_parser(subparsers); its handler forwards to one library function.
 COMMAND_MODULES = (
     "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
-    "publish_cmd", "versions_cmd", "bench_cmd", "gateway_cmd",
+    "publish_cmd", "versions_cmd", "bench_cmd", "gateway_cmd", "deploy_cmd",
 )  # fmt: skip
 
 EPILOG = """\
 the path from a Hugging Face model to an API:
-  tritonkit export onnx --model tiny-llama --output out/tiny-llama
+  tritonkit export onnx --model tiny-llama --output out/export      # verified ONNX + KV cache
+  tritonkit repo build --export out/export --output out/repo        # Triton model repository
+  tritonkit publish out/repo --container models --connection-string "$AZ"   # numbered versions
+  tritonkit serve --repository out/repo                             # a real Triton server
+  tritonkit generate "Hello" --url 127.0.0.1:8001 --stream          # call it from anywhere
+  tritonkit bench --url 127.0.0.1:8001 --model llm                  # profile it
+  tritonkit gateway --triton-url 127.0.0.1:8001                     # OpenAI-compatible API
+or everything at once on this machine: tritonkit demo
 """
 
 

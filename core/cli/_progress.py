@@ -30,6 +30,6 @@ def stages(total: int, desc: str, enabled: bool = True) -> Iterator[Any]:
 
     try:
         yield say
-        bar.update(bar.total - bar.n)
+        bar.update((bar.total or 0) - bar.n)
     finally:
         bar.close()

@@ -43,6 +43,11 @@ def add_parser(sub: Any) -> None:
         "--tensorrt-accelerator", action="store_true",
         help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
     )  # fmt: skip
+    b.add_argument(
+        "--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
+        help="gpu target: the decoder model's runtime (tensorrt needs --engine)",
+    )  # fmt: skip
+    b.add_argument("--engine", metavar="DIR", help="a `tritonkit export tensorrt` folder")
     b.add_argument("--force", action="store_true", help="replace a non-empty REPO")
     b.add_argument(
         "--allow-unverified", action="store_true", help="accept an export that failed verification"
@@ -72,6 +77,8 @@ def _build(args: argparse.Namespace) -> int:
         force=args.force,
         allow_unverified=args.allow_unverified,
         tensorrt_accelerator=args.tensorrt_accelerator,
+        backend=args.backend,
+        engine=args.engine,
     )
     report = validate_repository(built.path)
     print(report.table())

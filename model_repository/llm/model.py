@@ -87,7 +87,9 @@ class TritonPythonModel:
         # This version's graph: NAME/V/decoder.json names the decoder model and version.
         with open(os.path.join(version_dir, "decoder.json")) as f:
             ref = json.load(f)
-        decoder_path = os.path.join(repo_root, ref["model"], str(ref["version"]), "model.onnx")
+        decoder_path = os.path.join(
+            repo_root, ref["model"], str(ref["version"]), ref.get("file", "model.onnx")
+        )
         tokenizer_dir = os.path.join(version_dir, "tokenizer")
         self.tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
         with open(os.path.join(tokenizer_dir, "generation.json")) as f:
@@ -96,10 +98,17 @@ class TritonPythonModel:
         self.max_context = int(params.get("max_context") or settings["max_context"])
 
         gpu = args.get("model_instance_kind") == "GPU"
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
+        providers = None  # CPU
+        if gpu:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if params.get("execution_provider") == "tensorrt":
+                providers.insert(0, "TensorrtExecutionProvider")
         threads = params.get("intra_op_threads", "auto")
         decoder = OnnxDecoder(
-            decoder_path, providers, intra_op_threads=None if threads == "auto" else int(threads)
+            decoder_path,
+            providers,
+            intra_op_threads=None if threads == "auto" else int(threads),
+            device_id=int(args.get("model_instance_device_id") or 0),
         )
         self.metrics = Metrics({"model": args["model_name"], "version": args["model_version"]})
         self.scheduler = Scheduler(

@@ -23,6 +23,7 @@ class DecoderSpec:
     kv_dtype: Any  # numpy dtype of the past/present tensors
 
 
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 SMALL_MODEL_BYTES = 64 << 20  # below this a step is overhead-bound: one thread is fastest
 
 
@@ -48,8 +49,9 @@ class OnnxDecoder:
     def __init__(
         self,
         path: str,
-        providers: list[str] | None = None,
+        providers: list[str] | None = None,  # e.g. ["CUDAExecutionProvider", "CPU..."]
         intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
+        device_id: int = 0,  # the GPU Triton gave this instance (KIND_GPU)
     ) -> None:
         import onnxruntime as ort
 
@@ -62,9 +64,17 @@ class OnnxDecoder:
         # Spinning worker threads would take the cores that Triton's request threads need.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
-        chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available]
+        chosen: list[Any] = [
+            (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
+            for p in (providers or ["CPUExecutionProvider"])
+            if p in available
+        ]
         self.session = ort.InferenceSession(path, opts, providers=chosen or None)
-        self.device = "cuda" if self.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
+        on_gpu = self.session.get_providers()[0] in GPU_PROVIDERS
+        # On a GPU the presents are bound to device memory and fed back as they are:
+        # the KV cache stays on the GPU between steps.
+        self.device = "cuda" if on_gpu else "cpu"
+        self.device_id = device_id if on_gpu else 0
         inputs = self.session.get_inputs()
         past = [i for i in inputs if i.name.startswith("past_key_values.")]
         shape = past[0].shape  # [batch_size, kv_heads, past_sequence_length, head_dim]
@@ -101,7 +111,7 @@ class OnnxDecoder:
             else:
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
-            binding.bind_output(name, self.device)
+            binding.bind_output(name, self.device, self.device_id)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         logits = outputs[0].numpy()[:, -1, :]  # (B, S, vocab) -> (B, vocab)

@@ -1,0 +1,59 @@
+"""``tritonkit deploy``: the compose stack to a GPU VM over SSH (forwards to tritonkit.deploy)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = """\
+Deploy the compose stack (Triton on the GPU, model-sync from Blob, the gateway) to a
+VM over SSH, in one of two ways:
+  default       a Docker context over SSH (docker context create NAME --docker
+                host=ssh://USER@VM); compose builds and runs on the VM
+  --ship-image  build the image here and stream it to the VM
+                (docker save | gzip | ssh VM 'gunzip | docker load'), then start it
+
+Needs .env next to compose.yaml (copy .env.example) and SSH access to the VM.
+deploy/azure/create_vm.sh creates such a VM from an empty subscription.
+
+examples:
+  tritonkit deploy --host azureuser@20.1.2.3 --dry-run
+  tritonkit deploy --host azureuser@20.1.2.3
+  tritonkit deploy --host azureuser@20.1.2.3 --ship-image --context gpu1
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "deploy",
+        help="run the compose stack on a GPU VM over SSH",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", required=True, metavar="USER@VM", help="SSH destination")
+    p.add_argument("--context", help="docker context name (default tritonkit-<vm>)")
+    p.add_argument("--ship-image", action="store_true", help="build here, ship the image")
+    p.add_argument("--project-dir", default=".", help="folder with compose.yaml and .env")
+    p.add_argument("--tag", default="24.10", help="Triton image tag (default 24.10)")
+    p.add_argument("--profile", action="append", default=[], help="extra compose profile")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tritonkit.deploy import plan_deploy, run_plan
+
+    plan = plan_deploy(
+        args.host,
+        args.project_dir,
+        context=args.context,
+        ship_image=args.ship_image,
+        tag=args.tag,
+        profiles=tuple(args.profile),
+    )
+    if args.dry_run:
+        print(plan.render())
+        return 0
+    run_plan(plan)
+    print(f"\ndeployed to {args.host} (docker context {plan.context})")
+    return 0

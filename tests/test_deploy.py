@@ -1,0 +1,258 @@
+"""The GPU-VM deployment files, checked statically (no Docker engine, no GPU, no Azure here).
+
+compose.yaml is validated by Debian's docker-compose, cloud-init by ``cloud-init schema``,
+shell scripts by shellcheck; the flags they pass are checked against what tritonserver
+and tritonkit accept. What needs a GPU (TensorRT) is checked for its clear refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tritonkit.cli import build_parser, run
+from tritonkit.errors import ExportError, UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("docker-compose", "shellcheck", "cloud-init")),
+    reason="run scripts/install_deploy_tools.sh (make setup does)",
+)
+
+
+def _compose_config(
+    compose: Path, tmp_path: Path, env_text: str | None = None
+) -> subprocess.CompletedProcess:
+    env_file = tmp_path / "env"
+    text = env_text or (ROOT / ".env.example").read_text()
+    env_file.write_text(text.replace("TRITON_ADMIN_KEY=\n", "TRITON_ADMIN_KEY=secret\n"))
+    keys = tmp_path / "keys.txt"
+    keys.write_text("k\n")
+    env = {**os.environ, "GATEWAY_API_KEYS_FILE": str(keys)}
+    return subprocess.run(
+        ["docker-compose", "--env-file", str(env_file), "-f", str(compose), "--profile", "local",
+         "--profile", "engine", "--profile", "blob-direct", "config"],
+        capture_output=True, text=True, env=env, cwd=compose.parent, timeout=60,
+    )  # fmt: skip
+
+
+def test_compose_file_is_valid(tmp_path):
+    result = _compose_config(ROOT / "compose.yaml", tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    services = config["services"]
+    assert set(services) == {"model-sync", "triton", "triton-blob", "gateway", "engine", "azurite"}
+    triton = services["triton"]
+    gpu = triton["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    assert triton["restart"] == "unless-stopped"
+    assert "v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert triton["depends_on"]["model-sync"]["condition"] == "service_completed_successfully"
+
+    # Triton listens on the VM's loopback; the gateway is the only public port.
+    def host_ip(port) -> str:  # "127.0.0.1:8000:8000", "9000:9000" or a long-form mapping
+        if isinstance(port, dict):
+            return str(port.get("host_ip", "0.0.0.0"))
+        parts = str(port).split(":")
+        return parts[0] if len(parts) == 3 else "0.0.0.0"
+
+    published = {s: [host_ip(p) for p in v.get("ports", [])] for s, v in services.items()}
+    assert set(published["triton"]) == {"127.0.0.1"}
+    assert published["gateway"] == ["0.0.0.0"]
+    assert triton["environment"]["TRITON_ADMIN_KEY"] == "secret"
+    assert services["azurite"]["profiles"] == ["local"]
+    assert services["engine"]["profiles"] == ["engine"]
+
+
+def test_broken_compose_file_is_rejected(tmp_path):
+    broken = tmp_path / "compose.yaml"
+    text = (ROOT / "compose.yaml").read_text().replace("restart: unless-stopped", "restart: 5", 1)
+    broken.write_text(text.replace("    healthcheck:\n", "    healthcheck: nope\n    x:\n", 1))
+    result = _compose_config(broken, tmp_path)
+    assert result.returncode != 0
+
+
+def test_compose_requires_the_admin_key(tmp_path):
+    text = (ROOT / ".env.example").read_text()
+    result = _compose_config(
+        ROOT / "compose.yaml", tmp_path, text.replace("TRITON_ADMIN_KEY=\n", "X=\n")
+    )
+    assert result.returncode != 0 and "TRITON_ADMIN_KEY" in result.stderr
+
+
+def test_every_compose_variable_is_documented():
+    used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "compose.yaml").read_text()))
+    documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert used - documented == set()
+    entry = (ROOT / "deploy" / "triton-entrypoint.sh").read_text()
+    for var in re.findall(r"\$\{([A-Z_]+):-", entry):
+        assert var in (ROOT / "compose.yaml").read_text() or var in {"EXIT_TIMEOUT_SECS"}
+
+
+def test_tritonserver_accepts_the_entrypoint_flags():
+    from tritonkit.serve.binary import find_distribution, server_environment
+
+    dist = find_distribution()
+    proc = subprocess.run(
+        [str(dist.binary), "--help"], capture_output=True, text=True,
+        env=server_environment(dist), timeout=60,
+    )  # fmt: skip
+    help_text = proc.stdout + proc.stderr
+    flags = set(re.findall(r"--([a-z-]+)=", (ROOT / "deploy" / "triton-entrypoint.sh").read_text()))
+    assert flags, "no flags found"
+    for flag in flags:
+        assert f"--{flag} " in help_text, f"tritonserver has no --{flag}"
+    assert "--no-such-flag " not in help_text  # the check can fail
+
+
+def test_tritonkit_accepts_the_compose_commands():
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    parser = build_parser()
+    for name in ("model-sync", "gateway"):
+        argv = [re.sub(r"\$\{[^}]*\}", "x", a) for a in services[name]["command"]]
+        parser.parse_args(argv)  # exits (SystemExit) on an unknown flag
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pull", "--no-such-flag"])
+
+
+def test_cloud_init_is_valid_and_a_broken_one_is_not(tmp_path):
+    good = ROOT / "deploy" / "azure" / "cloud-init.yaml"
+    ok = subprocess.run(["cloud-init", "schema", "--config-file", str(good)],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(good.read_text().replace("package_update: true", "package_update: 7"))
+    bad = subprocess.run(["cloud-init", "schema", "--config-file", str(broken)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0
+    text = good.read_text()
+    for needed in ("docker.io", "nvidia-container-toolkit", "nvidia-ctk runtime configure"):
+        assert needed in text
+
+
+def test_scripts_pass_shellcheck_and_a_broken_one_does_not(tmp_path):
+    scripts = [*(ROOT / "deploy").rglob("*.sh"), *(ROOT / "scripts").glob("*.sh")]
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    broken = tmp_path / "broken.sh"
+    broken.write_text("#!/bin/bash\nrm -rf $1/*\n")
+    assert subprocess.run(["shellcheck", str(broken)], capture_output=True).returncode != 0
+
+
+def test_create_vm_script_makes_what_the_vm_needs():
+    text = (ROOT / "deploy" / "azure" / "create_vm.sh").read_text()
+    for needed in ("az vm create", "NvidiaGpuDriverLinux", "az storage account create",
+                   "az storage container create", "az identity create",
+                   '"Storage Blob Data Reader"', "--custom-data", "--assign-identity"):  # fmt: skip
+        assert needed in text
+
+
+# ---- tritonkit deploy ------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copy(ROOT / "compose.yaml", tmp_path / "compose.yaml")
+    (tmp_path / ".env").write_text("TRITON_ADMIN_KEY=x\n")
+    return tmp_path
+
+
+def test_deploy_over_a_docker_context(project):
+    from tritonkit.deploy import plan_deploy
+
+    plan = plan_deploy("azureuser@20.1.2.3", project)
+    commands = [s.render() for s in plan.steps]
+    assert commands[0] == "docker context inspect tritonkit-20.1.2.3"
+    assert commands[1] == (
+        "docker context create tritonkit-20.1.2.3 --docker host=ssh://azureuser@20.1.2.3"
+    )
+    assert commands[2].startswith("docker --context tritonkit-20.1.2.3 compose")
+    assert commands[2].endswith("up -d --build")
+
+
+def test_deploy_shipping_the_image(project):
+    from tritonkit.deploy import plan_deploy
+
+    plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
+    commands = [s.render() for s in plan.steps]
+    assert (
+        "docker save tritonkit-triton:24.10 | gzip | ssh me@vm.example.org 'gunzip | docker load'"
+        in commands
+    )
+    assert any(c.startswith("docker --context gpu1 compose") and c.endswith("up -d --no-build")
+               for c in commands)  # fmt: skip
+
+
+def test_deploy_refuses_bad_input(project, capsys):
+    from tritonkit.deploy import plan_deploy
+
+    with pytest.raises(UsageError, match="USER@HOST"):
+        plan_deploy("just-a-host", project)
+    (project / ".env").unlink()
+    with pytest.raises(UsageError, match=r"copy \.env\.example"):
+        plan_deploy("me@vm", project)
+    (project / ".env").write_text("TRITON_ADMIN_KEY=x\n")
+    assert run(["deploy", "--host", "me@vm", "--project-dir", str(project), "--dry-run"]) == 0
+    assert "docker context create tritonkit-vm" in capsys.readouterr().out
+
+
+# ---- GPU-only paths: clear refusals here ---------------------------------------------
+
+
+def test_tensorrt_export_without_a_gpu_is_a_one_line_error(tmp_path):
+    from tritonkit.export.tensorrt import require_tensorrt
+
+    with pytest.raises(ExportError, match="no CUDA GPU"):
+        require_tensorrt()
+    proc = subprocess.run(
+        [str(Path(os.sys.executable)), "-m", "tritonkit", "export", "tensorrt", "--export",
+         str(tmp_path), "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1 and "tritonkit: error:" in proc.stderr
+
+
+def test_gpu_target_configs(tmp_path, tiny_model_folder):
+    # Config writing only: a placeholder file stands in for an engine, which needs a GPU.
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tritonkit.export import main_export
+    from tritonkit.model_repository import build_repository
+
+    export = main_export(str(tiny_model_folder("llama")), tmp_path / "e").output
+    gpu = build_repository(export, tmp_path / "gpu", target="gpu", tensorrt_accelerator=True)
+    dec = text_format.Parse(
+        (gpu.path / "llm_decoder" / "config.pbtxt").read_text(), mc.ModelConfig()
+    )
+    assert dec.platform == "onnxruntime_onnx"
+    assert dec.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert dec.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    entry = text_format.Parse((gpu.path / "llm" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert entry.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert entry.parameters["execution_provider"].string_value == "tensorrt"
+    assert not (gpu.path / "llm_decoder" / "1" / "model.py").exists()
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "model.plan").write_bytes(b"placeholder")
+    trt = build_repository(
+        export, tmp_path / "trt", target="gpu", backend="tensorrt", engine=engine
+    )
+    dec = text_format.Parse(
+        (trt.path / "llm_decoder" / "config.pbtxt").read_text(), mc.ModelConfig()
+    )
+    assert dec.platform == "tensorrt_plan" and dec.default_model_filename == "model.plan"
+    assert (trt.path / "llm_decoder" / "1" / "model.onnx").is_file()  # the entry model's graph
+    ref = json.loads((trt.path / "llm" / "1" / "decoder.json").read_text())
+    assert ref == {"model": "llm_decoder", "version": 1}
+    with pytest.raises(UsageError, match="--engine"):
+        build_repository(export, tmp_path / "x", target="gpu", backend="tensorrt")
