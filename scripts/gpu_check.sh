@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# GPU check, for a machine with an NVIDIA GPU and PyTorch with CUDA (no Docker, no
+# TensorRT and no onnxruntime-gpu needed). Runs in a few minutes:
+#   export tiny-llama on the GPU in float32 and float16, verified against PyTorch there;
+#   greedy parity; transformers generate on the GPU vs the onnxruntime KV loop; and says
+#   plainly what it could not run. Usage: bash scripts/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# Use this checkout's code without installing it (the GPU machine may be offline).
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/tritonkit"
+for pkg in export model_repository serve client; do ln -s "$PWD/$pkg" "$tmp/tritonkit/$pkg"; done
+for f in core/*.py; do ln -s "$PWD/$f" "$tmp/tritonkit/$(basename "$f")"; done
+PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" timeout 470 "$PY" scripts/gpu_check.py
