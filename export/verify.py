@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tritonkit.errors import ExportError
+
 from .architectures import ModelDims
 from .wrapper import DecoderWithPast, input_names, output_names
 
@@ -129,7 +131,17 @@ class Verifier:
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(onnx_path, opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            hint = (
+                "; onnxruntime's CPU kernels lack bfloat16: verify on a GPU "
+                "(--device cuda with onnxruntime-gpu) or export float16"
+                if dtype == "bfloat16"
+                else ""
+            )
+            raise ExportError(f"onnxruntime cannot load the exported graph: {first}{hint}") from exc
         self.inputs = input_names(dims.num_layers)
         self.outputs = output_names(dims.num_layers)
         self.atol, self.rtol = TOLERANCES[dtype]

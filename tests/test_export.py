@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import save_tiny_model
 
 from tritonkit.errors import (
     ExportError,
@@ -171,6 +172,19 @@ def test_failing_disk_leaves_nothing(tmp_path, monkeypatch):
         main_export("tiny-llama", out)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no partial folder left behind
+
+
+def test_bfloat16_on_cpu_is_refused_clearly(tmp_path):
+    out = tmp_path / "bf16"
+    with pytest.raises(ExportError, match="lack bfloat16"):
+        main_export(str(save_tiny_model("llama", tmp_path / "hf")), out, dtype="bfloat16")
+    assert not out.exists()  # nothing that looks complete
+
+
+def test_float16_export_passes(tiny_model_folder, tmp_path):
+    result = main_export(str(tiny_model_folder("qwen2")), tmp_path / "fp16", dtype="float16")
+    assert result.report["dtype"] == "float16" and result.passed
+    assert result.report["inputs"][3]["dtype"] == "FLOAT16"
 
 
 def test_cli_prints_one_line_error(tmp_path):
