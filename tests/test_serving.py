@@ -154,13 +154,19 @@ def test_concurrent_requests_share_decode_steps(served):
             pool.map(lambda p: grpc_stream(served.grpc_url, "llm", {"text_input": p, **fields}),
                      prompts)
         )  # fmt: skip
-    after = metrics(served.metrics_url)
+    # Metrics are flushed every 0.25 s: wait until the batch's rows are all counted.
+    deadline = time.monotonic() + 10
+    while True:
+        after = metrics(served.metrics_url)
+        rows = after["tritonkit_decode_rows_total"] - before["tritonkit_decode_rows_total"]
+        if rows >= 8 * 47 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for prompt, result in zip(prompts, together):
         assert "error" not in result
         assert result["text"] == alone[prompt]  # batched == alone, token for token
         assert result["num_output_tokens"] == 48
     steps = after["tritonkit_decode_steps_total"] - before["tritonkit_decode_steps_total"]
-    rows = after["tritonkit_decode_rows_total"] - before["tritonkit_decode_rows_total"]
     assert rows >= 8 * 47
     assert rows / steps > 2.0, f"mean batch {rows / steps:.2f}: requests were not batched"
 
@@ -253,6 +259,7 @@ def test_decoder_model_serves_the_raw_graph(served):
 
 def test_metrics_are_published(served):
     http_generate(served.http_url, "llm", {"text_input": PROMPT, "max_tokens": 4})
+    time.sleep(0.6)  # custom metrics are flushed every 0.25 s
     values = metrics(served.metrics_url)
     for name in ("tritonkit_prompt_tokens_total", "tritonkit_generated_tokens_total",
                  "tritonkit_time_to_first_token_seconds_count",
