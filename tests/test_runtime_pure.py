@@ -183,8 +183,16 @@ def test_unknown_key_message_lists_accepted_keys() -> None:
 def test_out_of_range_message_names_value_and_range() -> None:
     with pytest.raises(RequestError, match=r"^temperature must be >= 0 .*got -1\.0$"):
         parse_request(req(temperature=np.array([-1.0], np.float32)))
-    with pytest.raises(RequestError, match=r"^sampling_parameters\.temperature must be a finite"):
+    with pytest.raises(RequestError, match=r"^sampling_parameters\.temperature must be a number"):
         parse_request(req(sampling_parameters=sp(temperature="hot")))
+
+
+def test_numbers_sent_as_strings_are_accepted_like_vllm() -> None:
+    # genai-perf --backend vllm sends {"max_tokens": "12"}; vLLM's backend accepts it.
+    params = parse_request(req(sampling_parameters=sp(max_tokens="12", temperature="0.5")))
+    assert params.max_tokens == 12 and params.temperature == 0.5
+    with pytest.raises(RequestError, match="max_tokens must be an integer"):
+        parse_request(req(sampling_parameters=sp(max_tokens="1.5")))
 
 
 def test_resolve_max_new_tokens() -> None:

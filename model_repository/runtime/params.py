@@ -166,7 +166,22 @@ def _sampling_parameters(array: np.ndarray) -> dict[str, tuple[str, Any]]:
         raise RequestError(
             f"sampling_parameters.stop must be a string or a list of strings, got {stop!r}"
         )
+    for key, value in obj.items():
+        if key != "stop" and isinstance(value, str):
+            obj[key] = _number_from_text(f"sampling_parameters.{key}", value)
     return {key: (f"sampling_parameters.{key}", value) for key, value in obj.items()}
+
+
+def _number_from_text(label: str, text: str) -> int | float:
+    """vLLM's backend accepts numbers sent as strings (genai-perf --backend vllm does so)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise RequestError(f"{label} must be a number, got {text!r}") from None
 
 
 def _check(key: str, label: str, value: Any) -> Any:

@@ -1,0 +1,178 @@
+"""Triton through genai-perf vs in-process onnxruntime vs transformers, and KV-cache scaling.
+
+    .venv/bin/python benchmarks/bench_side_by_side.py [--tokens 64] [--output DIR]
+
+One run on tiny-llama (16-token prompts, greedy, exactly --tokens new tokens):
+  * Triton (the entry model on a real local tritonserver) profiled by genai-perf,
+    unmodified, at concurrency 1 and 8 (``tritonkit.bench.run_bench``; token counts
+    are the server's);
+  * the same ONNX graph in-process: a plain greedy loop with the KV cache;
+  * transformers ``generate`` (greedy, KV cache, one torch thread like onnxruntime's);
+and KV-cache scaling: the latency of one output token at position 16 against position
+512, for one decode step of the graph in-process and for the stream through Triton
+(target: at most 1.3x: with the cache a step attends over the past, it does not
+recompute it). Medians throughout (this machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _table import table
+from serving_bench import ort_loop, transformers_generate
+
+from tritonkit.bench import run_bench
+from tritonkit.bench.inputs import load_tokenizer, make_prompts
+from tritonkit.export import main_export
+from tritonkit.model_repository import build_repository
+from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+from tritonkit.serve import TritonServer
+
+PROMPT_TOKENS = 16
+NEAR, FAR = 16, 512  # sequence positions compared (the KV cache holds that many tokens)
+LONG_PROMPT = 8  # the long stream: output token k sits at sequence position 8 + k
+WINDOW = 8  # positions either side averaged in the stream's per-position latency
+
+
+def decode_step_ms(decoder: OnnxDecoder, past_len: int, repeat: int = 200) -> float:
+    """Median time of one batch-1 decode step on a KV cache of ``past_len`` positions."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 500, (1, past_len))  # (1, P)
+    _, past = decoder.forward(
+        ids, np.ones((1, past_len), np.int64), np.arange(past_len)[None], decoder.empty_past(1)
+    )
+    token = np.asarray([[7]])  # (1, 1)
+    mask = np.ones((1, past_len + 1), np.int64)  # (1, P+1)
+    position = np.asarray([[past_len]])  # (1, 1)
+    times = []
+    for i in range(repeat + 10):
+        t0 = time.perf_counter()
+        decoder.forward(token, mask, position, past)  # the same step again: the cache stays P
+        if i >= 10:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def recompute_ms(decoder: OnnxDecoder, length: int, repeat: int = 20) -> float:
+    """Median time to get the next token with no cache: run the whole sequence again."""
+    ids = np.random.default_rng(0).integers(3, 500, (1, length))  # (1, L)
+    mask, positions = np.ones((1, length), np.int64), np.arange(length)[None]  # (1, L) each
+    times = []
+    for _ in range(repeat + 3):
+        t0 = time.perf_counter()
+        decoder.forward(ids, mask, positions, decoder.empty_past(1))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[3:]) * 1e3
+
+
+def window_ms(positions: list[float], at: int) -> float:
+    """Median latency of the output tokens around sequence position ``at``.
+
+    ``positions[k - 1]`` is output token k, at sequence position ``LONG_PROMPT + k``;
+    token 1 (the time to first token, a prefill) is left out.
+    """
+    k = at - LONG_PROMPT
+    return statistics.median(positions[max(1, k - 1 - WINDOW) : k + WINDOW])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    parser.add_argument("--output", help="keep the bench results and plots here")
+    args = parser.parse_args()
+    n = args.tokens
+
+    from tritonkit.export.loading import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.output) if args.output else Path(tmp) / "bench"
+        export = main_export("tiny-llama", Path(tmp) / "export").output
+        repo = build_repository(export, Path(tmp) / "repo", sync_instances=1).path
+        tokenizer = load_tokenizer(repo / "llm" / "1" / "tokenizer")
+        ids = tokenizer.encode(make_prompts(tokenizer, PROMPT_TOKENS, 1)[0]).ids
+        loaded = load("tiny-llama")
+        # One thread, as onnxruntime uses for graphs this small (auto_threads): on a busy
+        # 2-core machine torch's second thread spins and runs 10x slower, not faster.
+        torch.set_num_threads(1)
+
+        decoder = OnnxDecoder(str(export / "model.onnx"))
+        ort_runs = [ort_loop(decoder, ids, n) for _ in range(23)][3:]
+        hf_runs = [transformers_generate(loaded.model, ids, n) for _ in range(5)]
+        step_near, step_far = decode_step_ms(decoder, NEAR), decode_step_ms(decoder, FAR)
+        redo_near, redo_far = recompute_ms(decoder, NEAR + 1), recompute_ms(decoder, FAR + 1)
+
+        with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=3) as s:
+            common = dict(repository=repo, metrics_url=s.metrics_url, tool="genai-perf", plots=True)
+            report = run_bench(
+                s.grpc_url, "llm", concurrency=[1, 8], input_tokens=PROMPT_TOKENS,
+                output_tokens=n, output=out / "c1-c8", **common,
+            )  # fmt: skip
+            # One long stream per request, to read the latency at positions 16 and 512.
+            long = run_bench(
+                s.grpc_url, "llm", concurrency=[1], input_tokens=LONG_PROMPT,
+                output_tokens=FAR - LONG_PROMPT + WINDOW, requests=10, output=out / "kv", **common,
+            )  # fmt: skip
+
+    def per_request(runs: list[tuple[float, float]]) -> tuple[float, float, float]:
+        ttft = statistics.median(t for t, _ in runs) * 1e3
+        itl = statistics.median((total - t) / (n - 1) for t, total in runs) * 1e3
+        return ttft, itl, statistics.median(n / total for _, total in runs)
+
+    ort_ttft, ort_itl, ort_tps = per_request(ort_runs)
+    hf_ttft, hf_itl, hf_tps = per_request(hf_runs)
+    rows = [
+        ["in-process onnxruntime loop", 1, ort_ttft, ort_itl, ort_tps, ort_tps, 1.0],
+        ["transformers generate", 1, hf_ttft, hf_itl, hf_tps, hf_tps, hf_tps / ort_tps],
+    ]
+    for level in report.levels:
+        f = level.client
+        rows.append([
+            "Triton via genai-perf", level.concurrency, f.time_to_first_token_ms.p50,
+            f.inter_token_latency_ms.p50, f.output_tokens_per_s_per_request.p50,
+            f.output_tokens_per_s, f.output_tokens_per_s / ort_tps,
+        ])  # fmt: skip
+    print(f"tiny-llama, {PROMPT_TOKENS}-token prompts, {n} new tokens per request, greedy; medians")
+    print(
+        table(
+            ["path", "concurrency", "TTFT ms", "ITL ms", "tok/s per request", "tok/s total",
+             "total vs onnxruntime loop (x)"],
+            rows,
+        )
+    )  # fmt: skip
+    c1, c8 = report.levels[0].client, report.levels[1].client
+    print(
+        f"\nTriton c=1 / in-process loop: {c1.output_tokens_per_s / ort_tps:.2f}x; "
+        f"Triton c=8 / c=1 total tok/s: {c8.output_tokens_per_s / c1.output_tokens_per_s:.2f}x"
+    )
+
+    positions = long.levels[0].client.position_latency_ms
+    stream_near, stream_far = window_ms(positions, NEAR), window_ms(positions, FAR)
+    print(f"\nKV-cache scaling: a token at sequence position {NEAR} vs {FAR} (target <= 1.3x)")
+    print(
+        table(
+            ["measured", f"position {NEAR} ms", f"position {FAR} ms", "ratio (x)"],
+            [
+                ["decode step, onnxruntime in-process", step_near, step_far,
+                 step_far / step_near],
+                ["no cache: the whole sequence again, in-process", redo_near, redo_far,
+                 redo_far / redo_near],
+                [f"Triton stream via genai-perf (c=1, median of up to +-{WINDOW} positions)",
+                 stream_near, stream_far, stream_far / stream_near],
+            ],
+        )
+    )  # fmt: skip
+    if args.output:
+        print(f"\nbench results and plots: {out}/c1-c8, {out}/kv")
+
+
+if __name__ == "__main__":
+    main()
