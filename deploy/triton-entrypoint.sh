@@ -16,7 +16,8 @@ args=(
   --log-verbose="${LOG_VERBOSE:-0}"
 )
 if [[ -n "${TRITON_ADMIN_KEY:-}" ]]; then
-  # Only callers with the header may load, unload or index models (version switches).
+  # Only callers with the header may load, unload or index models (version switches):
+  # HTTP header "admin-key", gRPC metadata "triton-grpc-protocol-admin-key".
   args+=(
     --http-restricted-api="model-repository:admin-key=${TRITON_ADMIN_KEY}"
     --grpc-restricted-protocol="model-repository:admin-key=${TRITON_ADMIN_KEY}"

@@ -1,1 +1,32 @@
-"""(in progress)"""
+"""An OpenAI-compatible HTTP API in front of Triton: ``tritonkit gateway``.
+
+    from tritonkit.gateway import GatewayConfig, GatewayServer, create_app, serve
+
+    serve(GatewayConfig(triton_url="127.0.0.1:8001", api_keys=("secret",)), port=9000)
+
+then any OpenAI client works against it::
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:9000/v1", api_key="secret")
+    client.chat.completions.create(model="llm", messages=[{"role": "user", "content": "Hi"}])
+
+``create_app`` gives the FastAPI (ASGI) app to run under any ASGI server. The gateway
+imports FastAPI, uvicorn, jinja2 and prometheus-client (the ``gateway`` extra) and the
+client; never torch or transformers. Errors are OpenAI error JSON (``http_errors``).
+"""
+
+from .app import create_app
+from .chat import PLAIN_TEMPLATE, ChatTemplate, ChatTemplateError
+from .config import DEFAULT_PORT, GatewayConfig
+from .server import GatewayServer, serve
+
+__all__ = [
+    "DEFAULT_PORT",
+    "PLAIN_TEMPLATE",
+    "ChatTemplate",
+    "ChatTemplateError",
+    "GatewayConfig",
+    "GatewayServer",
+    "create_app",
+    "serve",
+]

@@ -1,0 +1,195 @@
+"""Which models the gateway serves: Triton's ready entry models, their clients and chat templates.
+
+Without ``--model-map`` a model is served under its Triton name when Triton reports it
+READY and it is an entry model: decoupled, with ``text_input`` in and ``text_output``
+out (so ``NAME_decoder`` and the unary twin ``NAME_sync`` are not listed). With a map,
+exactly the mapped ids are served, each while its Triton model is READY. The list is
+read from Triton's repository index and trusted for ``refresh_s`` seconds; an id not in
+it makes one fresh read (at most once a second) before the 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonkit.client import AsyncLLMClient, ModelNotFound
+
+from .chat import ChatTemplate
+from .http_errors import unknown_model
+
+_MIN_REFRESH_S = 1.0  # an unknown id re-reads the index at most this often
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model id clients can ask for."""
+
+    id: str  # the name in requests and /v1/models
+    triton_model: str  # the Triton entry model it runs on
+    version: str  # the newest READY version Triton reports
+    created: int  # when this gateway first saw it ready (Unix seconds)
+
+    def card(self) -> dict[str, Any]:
+        """The OpenAI model object."""
+        return {"id": self.id, "object": "model", "created": self.created, "owned_by": "tritonkit"}
+
+
+class TritonAdmin(AsyncLLMClient):
+    """``AsyncLLMClient`` plus the model configuration (to tell entry models apart)."""
+
+    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        """The model's configuration as JSON.
+
+        Raises:
+            ModelNotFound, ConnectionFailed, Timeout.
+        """
+        reply = await self._admin("get_model_config", name, version, grpc_json=True)
+        config: dict[str, Any] = dict(reply).get("config", {})
+        return config
+
+
+class ModelCatalog:
+    """The served models, one ``AsyncLLMClient`` per Triton model, and their chat templates."""
+
+    def __init__(
+        self,
+        triton_url: str,
+        *,
+        model_map: Mapping[str, str] | None = None,
+        repository: Path | None = None,
+        tokenizers: Mapping[str, Path] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 600.0,
+        refresh_s: float = 5.0,
+    ) -> None:
+        """Read the ``tokenizers`` folders now; nothing talks to Triton until the first call.
+
+        Raises:
+            UsageError: a tokenizer folder whose files are not JSON or whose template is
+                not valid jinja.
+        """
+        self.triton_url = triton_url
+        self.model_map = dict(model_map or {})
+        self.repository = repository
+        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self._headers = dict(headers or {})  # sent with every call to Triton
+        self.admin = TritonAdmin(triton_url, timeout=min(timeout_s, 30.0), headers=self._headers)
+        self._clients: dict[str, AsyncLLMClient] = {}
+        self._templates: dict[tuple[str, str], ChatTemplate] = {
+            (name, ""): ChatTemplate.from_dir(folder) for name, folder in (tokenizers or {}).items()
+        }
+        self._models: dict[str, ServedModel] = {}
+        self._read_at = float("-inf")
+        self._first_seen: dict[str, int] = {}
+        self._entry: dict[tuple[str, str], bool] = {}  # (model, version) -> is an entry model
+        self._lock = asyncio.Lock()
+
+    async def served(self) -> list[ServedModel]:
+        """The models served now, by id.
+
+        Raises:
+            ConnectionFailed, Timeout: Triton cannot be asked.
+        """
+        await self._refresh(self.refresh_s)
+        return sorted(self._models.values(), key=lambda m: m.id)
+
+    async def get(self, model_id: str) -> ServedModel:
+        """The served model ``model_id``.
+
+        Raises:
+            APIError: 404 when no such model is served (or it is not ready).
+            ConnectionFailed, Timeout: Triton cannot be asked.
+        """
+        await self._refresh(self.refresh_s)
+        if model_id not in self._models:
+            await self._refresh(_MIN_REFRESH_S)
+        if model_id not in self._models:
+            raise unknown_model(model_id)
+        return self._models[model_id]
+
+    def client(self, model: ServedModel) -> AsyncLLMClient:
+        """The (lazily connected) client of ``model``'s Triton model."""
+        client = self._clients.get(model.triton_model)
+        if client is None:
+            client = AsyncLLMClient(
+                self.triton_url,
+                model=model.triton_model,
+                timeout=self.timeout_s,
+                headers=self._headers,
+            )
+            self._clients[model.triton_model] = client
+        return client
+
+    def chat_template(self, model: ServedModel) -> ChatTemplate:
+        """The chat template of ``model``: ``--tokenizer``, the repository's, else plain.
+
+        Raises:
+            UsageError: the repository's tokenizer files are broken.
+        """
+        for key in ((model.id, ""), (model.triton_model, ""), (model.triton_model, model.version)):
+            if key in self._templates:
+                return self._templates[key]
+        template = ChatTemplate.plain()
+        if self.repository is not None:
+            folder = Path(self.repository) / model.triton_model / model.version / "tokenizer"
+            if folder.is_dir():
+                template = ChatTemplate.from_dir(folder)
+        self._templates[(model.triton_model, model.version)] = template
+        return template
+
+    async def close(self) -> None:
+        """Close every connection to Triton."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in [*clients, self.admin]:
+            await client.close()
+
+    # -- reading Triton's index --------------------------------------------------------
+
+    async def _refresh(self, max_age_s: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self._read_at < max_age_s:
+                return
+            index = await self.admin.models()
+            ready: dict[str, str] = {}
+            for info in index:
+                if info.state == "READY" and _newer(info.version, ready.get(info.name)):
+                    ready[info.name] = info.version
+            if self.model_map:
+                pairs = [(i, t) for i, t in self.model_map.items() if t in ready]
+            else:
+                pairs = [(n, n) for n, v in sorted(ready.items()) if await self._is_entry(n, v)]
+            now = int(time.time())
+            models = {}
+            for model_id, triton in pairs:
+                created = self._first_seen.setdefault(model_id, now)
+                models[model_id] = ServedModel(model_id, triton, ready[triton], created)
+            self._models = models
+            self._read_at = time.monotonic()
+
+    async def _is_entry(self, name: str, version: str) -> bool:
+        key = (name, version)
+        if key not in self._entry:
+            try:
+                config = await self.admin.model_config(name, version)
+            except ModelNotFound:  # unloaded since the index was read
+                return False
+            decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
+            inputs = {t.get("name") for t in config.get("input", [])}
+            outputs = {t.get("name") for t in config.get("output", [])}
+            self._entry[key] = decoupled and "text_input" in inputs and "text_output" in outputs
+        return self._entry[key]
+
+
+def _newer(version: str, than: str | None) -> bool:
+    if than is None:
+        return True
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return version > than

@@ -1,0 +1,202 @@
+"""The OpenAI request bodies the gateway accepts, and what they become for Triton.
+
+Parameters map onto the entry model's inputs: ``max_tokens`` (chat:
+``max_completion_tokens`` too), ``temperature``, ``top_p``, ``seed``, ``stop``, and the
+vLLM-style extras ``top_k``, ``min_tokens``, ``repetition_penalty`` (``extra_body`` in
+the SDK). A parameter left out takes the model's default (tiny-llama: greedy, 64
+tokens), not OpenAI's. Features the model cannot honour (``n`` > 1, ``logprobs``,
+penalties other than 0, ``logit_bias``, tools, JSON mode) are refused with a 400 rather
+than silently ignored; unknown fields are ignored, as vLLM does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .http_errors import APIError, bad_request
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False  # one more chunk before [DONE], with the usage and no choices
+
+
+class _GenerationBody(_Body):
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = 1
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # vLLM-style extras
+    top_k: int | None = None
+    min_tokens: int | None = None
+    repetition_penalty: float | None = None
+
+    def check_supported(self) -> None:
+        """Refuse what the model cannot do.
+
+        Raises:
+            APIError: 400 naming the parameter.
+        """
+        if self.n not in (None, 1):
+            raise bad_request(f"n must be 1: this gateway returns one choice, got n={self.n}", "n")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise bad_request(
+                    f"{name} is not supported by this model; use repetition_penalty (a number "
+                    "> 1 discourages repeats) in the request body instead",
+                    name,
+                )
+        if self.logit_bias:
+            raise bad_request("logit_bias is not supported by this model", "logit_bias")
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options is only allowed with stream=true", "stream_options")
+
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncLLMClient.generate`` / ``stream_events``."""
+        kwargs: dict[str, Any] = {
+            "max_tokens": self.max_new_tokens(),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop or None,
+            "top_k": self.top_k,
+            "min_tokens": self.min_tokens,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs["exclude_input_in_output"] = True  # the gateway adds the prompt itself (echo)
+        return kwargs
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_GenerationBody):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool | None = False
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.logprobs is not None:
+            raise bad_request("logprobs is not supported by this gateway", "logprobs")
+        if self.best_of not in (None, 1):
+            raise bad_request("best_of must be 1", "best_of")
+        if self.suffix:
+            raise bad_request("suffix is not supported by this model", "suffix")
+
+    def text_prompt(self) -> str:
+        """The one prompt string.
+
+        Raises:
+            APIError: 400 for token ids or more than one prompt.
+        """
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise bad_request(
+                    "prompt must be one string (or a list of exactly one string); token ids "
+                    "and batches of prompts are not supported: send one request per prompt",
+                    "prompt",
+                )
+            prompt = prompt[0]
+        return prompt
+
+
+class ChatMessage(_Body):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def as_template_input(self) -> dict[str, Any]:
+        """The message for the chat template: its fields, with ``content`` as one string.
+
+        Raises:
+            APIError: 400 for a content part that is not text.
+        """
+        message = self.model_dump(exclude_none=True)
+        content = self.content
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise bad_request(
+                        f"only text content parts are supported, got type {part.get('type')!r}",
+                        "messages",
+                    )
+                texts.append(part["text"])
+            content = "\n".join(texts)
+        message["content"] = content or ""
+        return message
+
+
+class ChatCompletionRequest(_GenerationBody):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if not self.messages:
+            raise bad_request("messages must hold at least one message", "messages")
+        if self.logprobs or self.top_logprobs:
+            raise bad_request("logprobs is not supported by this gateway", "logprobs")
+        if self.tools:
+            raise bad_request("tools are not supported by this gateway", "tools")
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            raise bad_request(
+                "response_format other than text is not supported by this gateway",
+                "response_format",
+            )
+
+    def max_new_tokens(self) -> int | None:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+
+_B = TypeVar("_B", bound=_GenerationBody)
+
+
+def parse_body(cls: type[_B], data: Any) -> _B:
+    """Validate a JSON body as ``cls`` and check it asks for nothing unsupported.
+
+    Raises:
+        APIError: 400 naming the first bad parameter.
+    """
+    if not isinstance(data, dict):
+        raise bad_request("the request body must be a JSON object")
+    try:
+        body = cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
+    body.check_supported()
+    return body
