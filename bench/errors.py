@@ -1,4 +1,4 @@
-"""Errors of ``tritonkit bench``, under ``tritonkit.errors.TritonkitError``.
+"""Errors of ``tritonkit bench`` (defined in ``tritonkit.errors``, re-exported here).
 
     BenchError          base: a profiling run that could not be done
     ├── ToolNotFound    perf_analyzer or genai-perf missing or not starting (says what to install)
@@ -11,16 +11,6 @@ A server that is down or a model it does not serve raise the client's errors
 
 from __future__ import annotations
 
-from tritonkit.errors import TritonkitError
+from tritonkit.errors import BenchError, ToolFailed, ToolNotFound
 
-
-class BenchError(TritonkitError):
-    """A profiling run that could not be done."""
-
-
-class ToolNotFound(BenchError):
-    """perf_analyzer or genai-perf is not installed, or cannot start here."""
-
-
-class ToolFailed(BenchError):
-    """perf_analyzer or genai-perf ran and exited with an error."""
+__all__ = ["BenchError", "ToolFailed", "ToolNotFound"]

@@ -1,4 +1,4 @@
-"""Every error the client raises, in one tree under ``tritonkit.errors.TritonkitError``.
+"""The client's errors (defined in ``tritonkit.errors``) and the mapping onto them.
 
     ClientError                  base: talking to a running Triton server failed
     ├── ConnectionFailed         the server is down or unreachable (refused, DNS, TLS)
@@ -18,31 +18,27 @@ import json
 import re
 import socket
 
-from tritonkit.errors import TritonkitError
+from tritonkit.errors import (
+    ClientError,
+    ConnectionFailed,
+    InvalidRequest,
+    ModelNotFound,
+    ServerStreamError,
+    Timeout,
+)
 
-
-class ClientError(TritonkitError):
-    """Talking to a running Triton server failed."""
-
-
-class ConnectionFailed(ClientError):
-    """The server is down or unreachable."""
-
-
-class Timeout(ClientError):
-    """The server did not answer within the client's timeout."""
-
-
-class ModelNotFound(ClientError):
-    """The server has no such model (or no loaded version of it)."""
-
-
-class InvalidRequest(ClientError):
-    """The server or the model rejected the request; the message is the server's own."""
-
-
-class ServerStreamError(ClientError):
-    """A response stream broke off before its final response, or was not readable."""
+__all__ = [
+    "ClientError",
+    "ConnectionFailed",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ServerStreamError",
+    "Timeout",
+    "error_message",
+    "from_http",
+    "from_os_error",
+    "from_triton",
+]
 
 
 # Triton's words for a model it does not serve, over every protocol.

@@ -8,8 +8,19 @@
     │   └── VerificationError       the export ran but does not match PyTorch
     ├── RepositoryError             a Triton model repository that cannot be built or is invalid
     ├── ServerError                 the local tritonserver cannot start or stopped
-    └── ClientError                 (tritonkit.client.errors) talking to a running server
+    ├── DeployError                 a deployment command (docker, ssh) failed
+    ├── ClientError                 talking to a running Triton server failed
+    │   ├── ConnectionFailed        the server is down or unreachable (refused, DNS, TLS)
+    │   ├── Timeout                 no answer within the client's timeout
+    │   ├── ModelNotFound           the server has no such model, or it is not loaded
+    │   ├── InvalidRequest          the server or the model rejected the request (its message)
+    │   └── ServerStreamError       a response stream broke off or could not be read
+    ├── BenchError                  a profiling run that could not be done
+    │   ├── ToolNotFound            perf_analyzer or genai-perf missing (says what to install)
+    │   └── ToolFailed              the tool ran and failed (its own error lines, its log)
 
+The classes live here, in one module; ``tritonkit.client.errors`` and the other packages
+re-export theirs and hold the code that maps lower-level errors onto them.
 The CLI prints a ``TritonkitError`` as one line and exits non-zero; anything else is
 a bug and keeps its traceback. Lower-level exceptions are chained with ``raise ... from``.
 """
@@ -51,3 +62,43 @@ class RepositoryError(TritonkitError):
 
 class ServerError(TritonkitError):
     """The local Triton server could not start, or stopped unexpectedly."""
+
+
+class DeployError(TritonkitError):
+    """A deployment command (docker, ssh) failed."""
+
+
+class ClientError(TritonkitError):
+    """Talking to a running Triton server failed."""
+
+
+class ConnectionFailed(ClientError):
+    """The server is down or unreachable."""
+
+
+class Timeout(ClientError):
+    """The server did not answer within the client's timeout."""
+
+
+class ModelNotFound(ClientError):
+    """The server has no such model (or no loaded version of it)."""
+
+
+class InvalidRequest(ClientError):
+    """The server or the model rejected the request; the message is the server's own."""
+
+
+class ServerStreamError(ClientError):
+    """A response stream broke off before its final response, or was not readable."""
+
+
+class BenchError(TritonkitError):
+    """A profiling run that could not be done."""
+
+
+class ToolNotFound(BenchError):
+    """perf_analyzer or genai-perf is not installed, or cannot start here."""
+
+
+class ToolFailed(BenchError):
+    """perf_analyzer or genai-perf ran and exited with an error."""

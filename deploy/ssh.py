@@ -21,14 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonkit.errors import TritonkitError, UsageError
+from tritonkit.errors import DeployError, UsageError
 
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
 IMAGE = "tritonkit-triton:{tag}"
-
-
-class DeployError(TritonkitError):
-    """A deployment command failed."""
 
 
 @dataclass(frozen=True)
