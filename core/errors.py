@@ -15,6 +15,12 @@
     │   ├── ModelNotFound           the server has no such model, or it is not loaded
     │   ├── InvalidRequest          the server or the model rejected the request (its message)
     │   └── ServerStreamError       a response stream broke off or could not be read
+    ├── BlobError                   Azure Blob Storage (or Azurite) refused or failed
+    │   ├── BlobAuthError           the credentials were rejected (wrong key, expired SAS, no role)
+    │   ├── ContainerNotFound       the container does not exist
+    │   ├── NothingPublished        no repository (or no such model/version) under the prefix
+    │   ├── ChecksumError           a downloaded file does not match its manifest's SHA-256
+    │   └── VersionConflict         another publisher took the version, or changed config.pbtxt
     ├── BenchError                  a profiling run that could not be done
     │   ├── ToolNotFound            perf_analyzer or genai-perf missing (says what to install)
     │   └── ToolFailed              the tool ran and failed (its own error lines, its log)
@@ -102,3 +108,27 @@ class ToolNotFound(BenchError):
 
 class ToolFailed(BenchError):
     """perf_analyzer or genai-perf ran and exited with an error."""
+
+
+class BlobError(TritonkitError):
+    """Azure Blob Storage refused a request, or could not be reached."""
+
+
+class BlobAuthError(BlobError):
+    """The storage account rejected the credentials."""
+
+
+class ContainerNotFound(BlobError):
+    """The container does not exist in the storage account."""
+
+
+class NothingPublished(BlobError):
+    """No model repository, model or complete version where one was asked for."""
+
+
+class ChecksumError(BlobError):
+    """A downloaded file does not match the SHA-256 its version's manifest lists."""
+
+
+class VersionConflict(BlobError):
+    """A concurrent publisher won the version number, or changed ``config.pbtxt`` first."""

@@ -83,6 +83,13 @@ def add_parser(sub: Any) -> None:
         metavar="S",
         help="seconds to wait for the server to become ready (default 300)",
     )
+    p.add_argument(
+        "--azure-auth",
+        default="key",
+        choices=["key", "managed_identity", "default"],
+        help="with an as:// repository: key (AZURE_STORAGE_KEY, default) or an Azure identity "
+        "(managed_identity, default: Triton releases newer than 2.51)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -93,6 +100,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tritonkit.serve import TritonServer
 
+    env = None
+    if args.repository.startswith("as://"):  # Triton reads Blob itself: hand it credentials
+        from tritonkit.blob import triton_azure_env
+
+        env = triton_azure_env(args.repository, args.azure_auth)
     server = TritonServer(
         args.repository,
         http_port=args.http_port,
@@ -106,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         startup_timeout_s=args.startup_timeout,
         forward_log=None if args.log_file else sys.stderr,
         log_file=args.log_file,
+        env=env,
     )
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -1,0 +1,216 @@
+"""What a published version is: its ``manifest.json``, and the local files it is made from.
+
+Layout in the container (PREFIX may be empty)::
+
+    PREFIX/MODEL/config.pbtxt          which versions Triton serves (version_policy)
+    PREFIX/MODEL/N/<files>             the version's files, as in a local repository
+    PREFIX/MODEL/N/manifest.json       written LAST: a version without it is incomplete
+    PREFIX/MODEL/N.claim               the publisher's claim on N (a leased blob)
+
+The manifest lists every file with its size, SHA-256 and MD5, and carries the
+config the version was published with (``config.pbtxt`` text, version_policy [N]),
+the decoder version an entry model runs, the export report, the source, the time and
+the tool's version.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonkit.errors import RepositoryError
+
+from .errors import BlobError
+
+MANIFEST = "manifest.json"
+CONFIG = "config.pbtxt"
+DECODER_REF = "decoder.json"  # tritonkit.model_repository.build.DECODER_REF
+FORMAT = 1
+HASH_CHUNK = 4 * 1024 * 1024
+SKIPPED_DIRS = {"__pycache__"}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version: its path inside the version folder and its digests."""
+
+    path: str  # posix, relative to MODEL/N/
+    size: int
+    sha256: str  # hex
+    md5: str  # base64, as Azure's Content-MD5
+
+
+@dataclass
+class Manifest:
+    """``MODEL/N/manifest.json``."""
+
+    model: str
+    version: int
+    files: list[FileEntry]
+    config: str  # config.pbtxt as served with this version (version_policy [N])
+    published_at: str
+    tritonkit_version: str
+    decoder: dict[str, Any] | None = None  # {"model": NAME_decoder, "version": M}
+    export: dict[str, Any] | None = None  # the export report (export.json)
+    source: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> Manifest:
+        """Parse a manifest.
+
+        Raises:
+            BlobError: not a manifest this version of tritonkit can read.
+        """
+        try:
+            raw = json.loads(data)
+            files = [FileEntry(**f) for f in raw.pop("files")]
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"format {raw.get('format')}, expected {FORMAT}")
+            return cls(files=files, **raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BlobError(f"{where} is not a tritonkit manifest ({exc}); re-publish it") from exc
+
+
+@dataclass
+class Digests:
+    """SHA-256 (hex) and MD5 (base64) of some bytes, computed in one pass."""
+
+    sha256: str
+    md5: str
+
+
+class Hasher:
+    """SHA-256 and MD5 together, fed in order."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5()
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+        self._md5.update(data)
+
+    def digests(self) -> Digests:
+        return Digests(self._sha.hexdigest(), base64.b64encode(self._md5.digest()).decode())
+
+
+def hash_bytes(data: bytes) -> Digests:
+    """Both digests of ``data``."""
+    hasher = Hasher()
+    hasher.update(data)
+    return hasher.digests()
+
+
+def hash_file(path: Path) -> Digests:
+    """Both digests of a file, read in chunks."""
+    hasher = Hasher()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            hasher.update(chunk)
+    return hasher.digests()
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 (hex) of a file."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+@dataclass
+class LocalModel:
+    """One model of a local repository, at the version that will be published."""
+
+    name: str
+    folder: Path  # REPO/MODEL
+    version: int  # the local version folder published (its highest)
+    config: Any  # model_config_pb2.ModelConfig
+    files: list[Path]  # relative to folder/version, sorted
+
+    @property
+    def version_dir(self) -> Path:
+        return self.folder / str(self.version)
+
+    def decoder_ref(self) -> dict[str, Any] | None:
+        """The decoder an entry model's version runs (its ``decoder.json``), if any."""
+        path = self.version_dir / DECODER_REF
+        if not path.is_file():
+            return None
+        try:
+            ref: dict[str, Any] = json.loads(path.read_text())
+            return {"model": str(ref["model"]), "version": int(ref["version"])}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"{path} is not a decoder reference: {exc}") from exc
+
+    def export_report(self) -> dict[str, Any] | None:
+        """The export report shipped inside the version (tokenizer/export.json), if any."""
+        for rel in ("tokenizer/export.json", "export.json"):
+            path = self.version_dir / rel
+            if path.is_file():
+                report: dict[str, Any] = json.loads(path.read_text())
+                return report
+        return None
+
+
+def _version_files(version_dir: Path) -> list[Path]:
+    files = []
+    for path in sorted(version_dir.rglob("*")):
+        rel = path.relative_to(version_dir)
+        if any(p in SKIPPED_DIRS or p.startswith(".") for p in rel.parts):
+            continue  # caches and hidden files are not part of a model
+        if path.suffix == ".pyc" or rel.as_posix() == MANIFEST or not path.is_file():
+            continue
+        files.append(rel)
+    return files
+
+
+def scan_repository(repository: Path, models: list[str] | None = None) -> list[LocalModel]:
+    """The models of a local repository (or the named ones), each at its highest version.
+
+    Raises:
+        RepositoryError: no models, a named model is missing, or a model has no version.
+    """
+    from tritonkit.model_repository import config as cfg
+
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {str(repository)!r} does not exist")
+    found = {
+        p.name: p
+        for p in sorted(repository.iterdir())
+        if p.is_dir() and (p / CONFIG).is_file() and not p.name.startswith(".")
+    }
+    if not found:
+        raise RepositoryError(
+            f"{repository} holds no models (no MODEL/config.pbtxt); build one with "
+            "`tritonkit repo build`"
+        )
+    missing = [m for m in models or [] if m not in found]
+    if missing:
+        raise RepositoryError(
+            f"{repository} has no model {', '.join(missing)}; it has {', '.join(found)}"
+        )
+    result = []
+    for name in models or list(found):
+        folder = found[name]
+        versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        if not versions:
+            raise RepositoryError(f"{folder} has no numeric version folder")
+        files = _version_files(folder / str(versions[-1]))
+        if not files:
+            raise RepositoryError(f"{folder / str(versions[-1])} holds no files")
+        result.append(LocalModel(name, folder, versions[-1], cfg.read(folder), files))
+    return result

@@ -1,0 +1,225 @@
+"""``pull_repository``: complete versions in Blob -> a local model repository.
+
+Only versions with a manifest are pulled, and every file's SHA-256 is checked against
+it. Downloads land in a cache next to the output, named by their hash
+(``.OUTPUT.pull-cache/SHA256``) only once verified, so an interrupted pull resumes
+where it stopped; files already in the output with the right hash are reused too.
+The repository is assembled in a staging folder and moved into place at the end: a
+failed pull (a checksum mismatch included) leaves the output as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonkit.errors import UsageError
+from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
+
+from ._parallel import run_all
+from .errors import BlobError, ChecksumError, NothingPublished
+from .manifest import CONFIG, MANIFEST, FileEntry, sha256_file
+from .remote import RemoteModel, require_models
+from .store import BlobStore
+from .versions import with_policy
+
+CHUNK_CONCURRENCY = 4  # parallel range requests within one large file
+
+
+@dataclass
+class PullResult:
+    """What ``pull_repository`` wrote."""
+
+    output: Path
+    versions: dict[str, list[int]]  # model -> versions pulled
+    served: dict[str, list[int]]  # model -> versions its local config.pbtxt serves
+    files: int = 0
+    bytes_downloaded: int = 0
+    files_reused: int = 0  # from the resume cache or the previous output
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _selection(
+    remote: dict[str, RemoteModel], models: list[str] | None, version: int | None, where: str
+) -> dict[str, list[int]]:
+    """model -> versions to pull: the named version, or all complete ones, plus decoders."""
+    chosen: dict[str, set[int]] = {}
+    for name in models or sorted(remote):
+        rm = remote[name]
+        if version is not None and version not in rm.complete:
+            raise NothingPublished(
+                f"version {version} of {name} is not complete in {where} "
+                f"(complete: {', '.join(map(str, rm.complete))})"
+            )
+        chosen.setdefault(name, set()).update([version] if version is not None else rm.complete)
+    for name in list(chosen):
+        for v in list(chosen[name]):
+            manifest = remote[name].versions[v].manifest
+            if manifest and manifest.decoder:  # the graph this version runs comes along
+                dec, dv = manifest.decoder["model"], int(manifest.decoder["version"])
+                if dec not in remote or dv not in remote[dec].complete:
+                    raise NothingPublished(
+                        f"{name} version {v} runs {dec} version {dv}, which is not complete "
+                        f"in {where}; publish the repository again"
+                    )
+                chosen.setdefault(dec, set()).add(dv)
+    return {name: sorted(vs) for name, vs in sorted(chosen.items())}
+
+
+def pull_repository(
+    store: BlobStore,
+    output: str | Path,
+    *,
+    models: list[str] | None = None,
+    version: int | None = None,
+    force: bool = False,
+    concurrency: int = 8,
+    progress: bool = False,
+) -> PullResult:
+    """Download complete versions (all, or ``version`` of ``models``) into ``output``.
+
+    Raises:
+        UsageError: bad arguments, or a non-empty ``output`` without ``force``.
+        NothingPublished: nothing complete under the prefix, or not the asked model/version.
+        ChecksumError: a downloaded file does not match its manifest (nothing is written).
+        BlobAuthError, ContainerNotFound, BlobError: what the account answered.
+    """
+    started = time.monotonic()
+    output = Path(output).expanduser().resolve()
+    if version is not None and not models:
+        raise UsageError("--version needs --model: version numbers are per model")
+    if concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    check_output_dir(output, force)
+    store.check()
+    remote = require_models(store, models, everything=True)
+    chosen = _selection(remote, models, version, store.where)
+    result = PullResult(output, chosen, {})
+    wanted: list[tuple[str, int, FileEntry]] = []
+    for name, versions in chosen.items():
+        for v in versions:
+            manifest = remote[name].versions[v].manifest
+            assert manifest is not None
+            wanted += [(name, v, f) for f in manifest.files]
+    cache = output.parent / f".{output.name}.pull-cache"
+    try:
+        with staged_output(output, BlobError) as stage:
+            sources = _fetch(store, wanted, cache, output, concurrency, progress, result)
+            for name, v, f in wanted:
+                dest = stage / name / str(v) / f.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(sources[f.sha256], dest)
+            for name, versions in chosen.items():
+                rm = remote[name]
+                for v in versions:
+                    manifest = rm.versions[v].manifest
+                    assert manifest is not None
+                    (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
+                result.served[name] = _write_config(stage, rm, versions, result.notes)
+            result.files = len(wanted)
+    except ChecksumError:
+        shutil.rmtree(cache, ignore_errors=True)  # nothing from this pull stays behind
+        raise
+    shutil.rmtree(cache, ignore_errors=True)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _write_config(stage: Path, rm: RemoteModel, versions: list[int], notes: list[str]) -> list[int]:
+    """The model's config.pbtxt, serving only versions that were pulled."""
+    served = rm.served
+    text = rm.config_text or _newest_config(rm, versions)
+    if not served or not set(served) <= set(versions):
+        served = [max(versions)]
+        text = with_policy(text, served, f"{rm.name}/{CONFIG}")
+        notes.append(f"{rm.name}: serving version {served[0]} locally (the ones served in "
+                     f"Blob, {rm.served}, were not pulled)")  # fmt: skip
+    (stage / rm.name / CONFIG).write_text(text)
+    return served
+
+
+def _newest_config(rm: RemoteModel, versions: list[int]) -> str:
+    manifest = rm.versions[max(versions)].manifest
+    assert manifest is not None
+    return manifest.config
+
+
+def _fetch(
+    store: BlobStore,
+    wanted: list[tuple[str, int, FileEntry]],
+    cache: Path,
+    previous: Path,
+    concurrency: int,
+    progress: bool,
+    result: PullResult,
+) -> dict[str, Path]:
+    """sha256 -> a verified local file with that content (cached, reused or downloaded)."""
+    from tqdm import tqdm
+
+    cache.mkdir(parents=True, exist_ok=True)
+    sources: dict[str, Path] = {}
+    todo: dict[str, tuple[str, FileEntry]] = {}  # sha -> (blob name, entry)
+    for name, v, f in wanted:
+        if f.sha256 in sources or f.sha256 in todo:
+            continue
+        cached = cache / f.sha256
+        old = previous / name / str(v) / f.path
+        if cached.is_file() and cached.stat().st_size == f.size:
+            sources[f.sha256] = cached  # verified when it was cached
+        elif old.is_file() and old.stat().st_size == f.size and sha256_file(old) == f.sha256:
+            sources[f.sha256] = old
+        else:
+            todo[f.sha256] = (store.name(name, v, f.path), f)
+    result.files_reused = sum(1 for _, _, f in wanted if f.sha256 in sources)
+    bar = tqdm(
+        total=sum(f.size for _, f in todo.values()), desc="pull", unit="B", unit_scale=True,
+        unit_divisor=1024, file=sys.stderr, disable=None if progress else True,
+    )  # fmt: skip
+    lock = threading.Lock()
+
+    def fetch(item: tuple[str, tuple[str, FileEntry]]) -> None:
+        sha, (blob_name, entry) = item
+        part = cache / f"{sha}.part"
+        got = _download(store, blob_name, part, bar)
+        if got != sha:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{blob_name}: SHA-256 {got[:12]}… does not match the manifest's {sha[:12]}… "
+                "(the blob was changed or corrupted after publishing); nothing was written, "
+                "re-publish that version"
+            )
+        part.rename(cache / sha)
+        with lock:
+            sources[sha] = cache / sha
+            result.bytes_downloaded += entry.size
+
+    try:
+        run_all(
+            fetch,
+            sorted(todo.items(), key=lambda kv: -kv[1][1].size),
+            concurrency,
+            "tritonkit-pull",
+        )
+    finally:
+        bar.close()
+    return sources
+
+
+def _download(store: BlobStore, blob_name: str, dest: Path, bar: Any) -> str:
+    """Download one blob to ``dest``; returns the SHA-256 of what arrived."""
+    seen = [0]
+
+    def hook(current: int, total: int | None) -> None:
+        bar.update(current - seen[0])
+        seen[0] = current
+
+    with store.translate(f"download {blob_name}"), open(dest, "wb") as f:
+        blob = store.client.get_blob_client(blob_name)
+        blob.download_blob(max_concurrency=CHUNK_CONCURRENCY, progress_hook=hook).readinto(f)
+    return sha256_file(dest)

@@ -1,0 +1,188 @@
+"""``tritonkit publish`` and ``tritonkit pull``: forward to ``tritonkit.blob``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+PUBLISH_HELP = """\
+Upload a model repository to Azure Blob Storage as a new numeric version of each model.
+Files go up in parallel blocks with a progress bar; each blob gets Content-MD5 and a
+SHA-256; a file already in the container for that model is copied server-side instead
+(re-publishing an unchanged repository uploads 0 bytes of model files). A version
+becomes visible only when complete: MODEL/N/manifest.json is written last, then
+MODEL/config.pbtxt (its version_policy) with an etag-conditional write. Concurrent
+publishers get different version numbers; with --version N the loser gets an error.
+
+credentials (one of):
+  --connection-string S           or AZURE_STORAGE_CONNECTION_STRING
+  --account-url URL --credential default   managed identity / az login (DefaultAzureCredential)
+  --account-url URL --credential key       AZURE_STORAGE_KEY
+  --account-url URL --credential sas       AZURE_STORAGE_SAS_TOKEN
+
+examples:
+  tritonkit publish out/repo --container models --prefix tiny-llama \\
+      --account-url https://myaccount.blob.core.windows.net --credential default
+  tritonkit publish out/repo --container models --prefix tiny-llama --no-promote
+  tritonkit publish out/repo --container models --version 7 --model llm
+"""
+
+PULL_HELP = """\
+Download complete versions (those with a manifest) of a model repository from Azure
+Blob Storage, check every file's SHA-256, and write a repository Triton can serve.
+An interrupted pull resumes (verified downloads are cached next to OUTPUT); a checksum
+mismatch fails the pull and leaves OUTPUT as it was. A non-empty OUTPUT is refused
+unless --force. An entry model's decoder versions come along.
+
+examples:
+  tritonkit pull --container models --prefix tiny-llama --output out/pulled
+  tritonkit pull --container models --prefix tiny-llama --output out/pulled --model llm --version 2
+then:
+  tritonkit serve --repository out/pulled
+"""
+
+
+def add_location_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--container, --prefix and the credential options, shared with ``versions``."""
+    g = p.add_argument_group("Blob location and credentials")
+    g.add_argument("--container", required=required, metavar="C", help="Blob container")
+    g.add_argument(
+        "--prefix", default="", metavar="P", help="folder inside the container (default: root)"
+    )
+    g.add_argument(
+        "--connection-string",
+        metavar="S",
+        help="storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING)",
+    )
+    g.add_argument("--account-url", metavar="URL", help="https://ACCOUNT.blob.core.windows.net")
+    g.add_argument(
+        "--credential",
+        default="default",
+        choices=["default", "key", "sas"],
+        help="with --account-url: default (managed identity, az login), key "
+        "($AZURE_STORAGE_KEY) or sas ($AZURE_STORAGE_SAS_TOKEN)",
+    )
+
+
+def store_from_args(args: argparse.Namespace) -> Any:
+    """A ``BlobStore`` from the shared options.
+
+    Raises:
+        UsageError: no account or credential given.
+    """
+    from tritonkit.blob import connect
+
+    return connect(
+        args.container,
+        args.prefix,
+        connection_string=args.connection_string,
+        account_url=args.account_url,
+        credential=args.credential,
+    )
+
+
+def human(n: float) -> str:
+    """Bytes as B, KiB, MiB or GiB."""
+    for unit in ("B", "KiB", "MiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GiB"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="upload a model repository to Azure Blob as new model versions",
+        description=PUBLISH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("repository", metavar="REPO", help="local model repository to publish")
+    add_location_args(p)
+    p.add_argument(
+        "--model", action="append", metavar="M", help="publish only M (repeatable; its decoder "
+        "comes along)",
+    )  # fmt: skip
+    p.add_argument("--version", type=int, metavar="N", help="exactly this version number")
+    p.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="upload the version but keep serving the current one (promote it later)",
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    p.add_argument(
+        "--create-container", action="store_true", help="create the container if missing"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_publish)
+
+    q = sub.add_parser(
+        "pull",
+        help="download complete, verified model versions from Azure Blob",
+        description=PULL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_location_args(q)
+    q.add_argument("--output", required=True, metavar="REPO", help="local repository to write")
+    q.add_argument("--model", action="append", metavar="M", help="only M (repeatable)")
+    q.add_argument("--version", type=int, metavar="N", help="only version N (needs --model)")
+    q.add_argument("--force", action="store_true", help="replace a non-empty OUTPUT")
+    q.add_argument("--concurrency", type=int, default=8, help="downloads in flight (default 8)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(handler=_pull)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from tritonkit.blob import publish_repository
+
+    result = publish_repository(
+        args.repository,
+        store_from_args(args),
+        models=args.model,
+        version=args.version,
+        promote=not args.no_promote,
+        concurrency=args.concurrency,
+        create_container=args.create_container,
+        progress=not args.quiet,
+    )
+    print(f"{'model':16} {'version':>7} {'files':>5} {'size':>10}  serves")
+    for m in result.models:
+        served = ",".join(map(str, m.served)) or "-"
+        print(f"{m.model:16} {m.version:>7} {m.files:>5} {human(m.size):>10}  {served}")
+    s = result.stats
+    rate = s.bytes_uploaded / result.seconds / 2**20 if result.seconds else 0.0
+    speed = f", {rate:.1f} MiB/s" if s.files_uploaded else ""
+    print(
+        f"\npublished to {result.where} in {result.seconds:.1f}s: uploaded "
+        f"{human(s.bytes_uploaded)} ({s.files_uploaded} files{speed}), copied "
+        f"{s.files_copied} files server-side, {s.files_present} already in place, "
+        f"{human(s.bytes_metadata)} of manifests and configs"
+    )
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from tritonkit.blob import pull_repository
+
+    result = pull_repository(
+        store_from_args(args),
+        args.output,
+        models=args.model,
+        version=args.version,
+        force=args.force,
+        concurrency=args.concurrency,
+        progress=not args.quiet,
+    )
+    print(f"{'model':16} {'versions':>10}  serves")
+    for model, versions in result.versions.items():
+        served = ",".join(map(str, result.served[model]))
+        print(f"{model:16} {','.join(map(str, versions)):>10}  {served}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(
+        f"\npulled {result.files} files into {result.output} in {result.seconds:.1f}s: "
+        f"downloaded {human(result.bytes_downloaded)}, reused {result.files_reused} files, "
+        "every SHA-256 checked"
+    )
+    print(f"next: tritonkit serve --repository {result.output}")
+    return 0
