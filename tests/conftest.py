@@ -16,33 +16,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Small configs per architecture: 2 layers, GQA where the architecture has it.
+_DECODER = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,  # grouped-query attention: 2 KV heads for 4 query heads
+    max_position_embeddings=256,
+)
 TINY_CONFIGS: dict[str, dict] = {
     "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
-    "llama": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    ),
-    "qwen2": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    ),
-    "mistral": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        sliding_window=None,
-    ),
+    "llama": _DECODER,
+    "qwen2": _DECODER,
+    "mistral": {**_DECODER, "num_key_value_heads": 1, "sliding_window": None},  # MQA
 }
 
 
