@@ -240,6 +240,12 @@ class TritonServer:
             raise
         return self
 
+    def _metrics_enabled(self) -> bool:
+        return not any(a.replace(" ", "=") == "--allow-metrics=false" for a in self.extra_args)
+
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
     def _wait_ready(self) -> None:
         assert self._process is not None and self._log is not None
         deadline = time.monotonic() + self.startup_timeout_s
@@ -249,7 +255,11 @@ class TritonServer:
                 self._log.join(timeout=5)
                 reason = self._log.failure_reason() or "no error line in its log"
                 raise ServerError(f"tritonserver exited during startup (code {code}): {reason}")
-            if self.is_ready():
+            # Triton starts its metrics service after HTTP answers ready: wait for both.
+            metrics_up = not self._metrics_enabled() or port_in_use(
+                self._ports["metrics"], self._connect_host()
+            )
+            if self.is_ready() and metrics_up:
                 return
             if time.monotonic() > deadline:
                 why = self._log.failure_reason()

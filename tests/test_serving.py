@@ -143,11 +143,27 @@ def test_max_tokens_beyond_context_is_clamped(served):
     assert body["num_input_tokens"] + body["num_output_tokens"] == 256
 
 
+def wait_until_idle(url: str, timeout: float = 60) -> None:
+    """Until the entry model runs and awaits nothing, steps included, for two flushes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        m = metrics(url)
+        now = (m["tritonkit_running_batch_size"], m["tritonkit_waiting_requests"],
+               m["tritonkit_decode_steps_total"])  # fmt: skip
+        if now[:2] == (0, 0) and now == last:
+            return
+        last = now
+        time.sleep(0.3)
+    raise AssertionError("the server never became idle")
+
+
 def test_concurrent_requests_share_decode_steps(served):
     prompts = [f"Request {i}: the quick brown fox" for i in range(8)]
     fields = {"max_tokens": 48, "min_tokens": 48, "stream": True}
     alone = {p: grpc_stream(served.grpc_url, "llm", {"text_input": p, **fields})["text"]
              for p in prompts}  # fmt: skip
+    wait_until_idle(served.metrics_url)  # earlier tests' cancelled streams must not count
     before = metrics(served.metrics_url)
     with cf.ThreadPoolExecutor(8) as pool:
         together = list(
