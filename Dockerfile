@@ -21,6 +21,7 @@ COPY client /opt/tritonkit/client
 COPY blob /opt/tritonkit/blob
 COPY bench /opt/tritonkit/bench
 COPY gateway /opt/tritonkit/gateway
+COPY deploy /opt/tritonkit/deploy
 RUN python3 -m pip install --no-cache-dir "/opt/tritonkit[azure,gateway]"
 
 COPY deploy/triton-entrypoint.sh /usr/local/bin/triton-entrypoint.sh

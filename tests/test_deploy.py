@@ -112,6 +112,19 @@ def test_tritonserver_accepts_the_entrypoint_flags():
     assert "--no-such-flag " not in help_text  # the check can fail
 
 
+def test_the_image_gets_every_package_folder():
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    copied = set(
+        re.findall(r"^COPY (\S+) /opt/tritonkit/\1$", (ROOT / "Dockerfile").read_text(), re.M)
+    )
+    assert folders - copied == set(), "pip install in the image would miss these"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".tools" in ignored
+
+
 def test_tritonkit_accepts_the_compose_commands():
     services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     parser = build_parser()
