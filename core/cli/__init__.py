@@ -47,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tritonkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tritonkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"tritonkit.cli.{name}":
-                raise
-            continue  # a command module not written yet
-        module.add_parser(sub)
+        importlib.import_module(f"tritonkit.cli.{name}").add_parser(sub)
     return parser
 
 
