@@ -17,6 +17,7 @@ from ._base import (
     BaseLLMClient,
     chunk_from_arrays,
     chunk_from_json,
+    config_from_reply,
     model_infos,
     normalize_metadata,
     request_arrays,
@@ -231,6 +232,15 @@ class AsyncLLMClient(BaseLLMClient):
         """
         meta = await self._admin("get_model_metadata", name or self.model, version, grpc_json=True)
         return normalize_metadata(dict(meta))
+
+    async def model_config(self, name: str | None = None, version: str = "") -> dict[str, Any]:
+        """A model's configuration as JSON (default: this client's model).
+
+        Raises:
+            ModelNotFound, ConnectionFailed, Timeout.
+        """
+        reply = await self._admin("get_model_config", name or self.model, version, grpc_json=True)
+        return config_from_reply(reply)
 
     async def _admin(self, method: str, *args: Any, grpc_json: bool = False) -> Any:
         import aiohttp

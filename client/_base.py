@@ -185,6 +185,12 @@ def model_infos(index: Any) -> list[ModelInfo]:
     ]
 
 
+def config_from_reply(reply: Any) -> dict[str, Any]:
+    """The model config from either protocol's reply (gRPC wraps it in ``config``)."""
+    data = dict(reply)
+    return dict(data.get("config", data))
+
+
 def normalize_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """gRPC's JSON writes int64 shapes as strings; make both protocols give ints."""
     for key in ("inputs", "outputs"):

@@ -20,6 +20,7 @@ from ._base import (
     BaseLLMClient,
     chunk_from_arrays,
     chunk_from_json,
+    config_from_reply,
     model_infos,
     normalize_metadata,
     request_arrays,
@@ -258,6 +259,15 @@ class LLMClient(BaseLLMClient):
         """
         meta = self._admin("get_model_metadata", name or self.model, version, grpc_json=True)
         return normalize_metadata(dict(meta))
+
+    def model_config(self, name: str | None = None, version: str = "") -> dict[str, Any]:
+        """A model's configuration as JSON (default: this client's model).
+
+        Raises:
+            ModelNotFound, ConnectionFailed, Timeout.
+        """
+        reply = self._admin("get_model_config", name or self.model, version, grpc_json=True)
+        return config_from_reply(reply)
 
     def _admin(self, method: str, *args: Any, grpc_json: bool = False) -> Any:
         kwargs: dict[str, Any]

@@ -39,20 +39,6 @@ class ServedModel:
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "tritonkit"}
 
 
-class TritonAdmin(AsyncLLMClient):
-    """``AsyncLLMClient`` plus the model configuration (to tell entry models apart)."""
-
-    async def model_config(self, name: str, version: str = "") -> dict[str, Any]:
-        """The model's configuration as JSON.
-
-        Raises:
-            ModelNotFound, ConnectionFailed, Timeout.
-        """
-        reply = await self._admin("get_model_config", name, version, grpc_json=True)
-        config: dict[str, Any] = dict(reply).get("config", {})
-        return config
-
-
 class ModelCatalog:
     """The served models, one ``AsyncLLMClient`` per Triton model, and their chat templates."""
 
@@ -79,7 +65,7 @@ class ModelCatalog:
         self.timeout_s = timeout_s
         self.refresh_s = refresh_s
         self._headers = dict(headers or {})  # sent with every call to Triton
-        self.admin = TritonAdmin(triton_url, timeout=min(timeout_s, 30.0), headers=self._headers)
+        self.admin = AsyncLLMClient(triton_url, timeout=min(timeout_s, 30.0), headers=self._headers)
         self._clients: dict[str, AsyncLLMClient] = {}
         self._templates: dict[tuple[str, str], ChatTemplate] = {
             (name, ""): ChatTemplate.from_dir(folder) for name, folder in (tokenizers or {}).items()

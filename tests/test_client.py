@@ -216,6 +216,20 @@ def test_timeout_of_a_generate(client: LLMClient, server: TritonServer) -> None:
         assert count_cancelled(server) == before
 
 
+def test_model_config(client: LLMClient, server: TritonServer, protocol: str) -> None:
+    config = client.model_config()
+    assert config["name"] == "llm"
+    assert config["model_transaction_policy"]["decoupled"] is True
+    with pytest.raises(ModelNotFound):
+        client.model_config("nope")
+
+    async def run() -> dict:
+        async with AsyncLLMClient(url_of(server, protocol), protocol=protocol) as c:  # type: ignore[arg-type]
+            return await c.model_config()
+
+    assert asyncio.run(run()) == config
+
+
 def test_health_models_metadata(client: LLMClient) -> None:
     assert client.is_live() and client.is_ready() and client.is_model_ready()
     assert [(m.name, m.version, m.state) for m in client.models()] == [("llm", "1", "READY")]
