@@ -24,7 +24,7 @@ from tritonkit.fsutil import check_output_dir, staged_output
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
 from .loading import load
-from .verify import verify
+from .verify import failure_summary, verify
 from .wrapper import DecoderWithPast, example_inputs, input_names, output_names
 
 DEFAULT_OPSET = 18  # onnxruntime 1.19 in Triton 24.10 runs opsets up to 21
@@ -202,11 +202,14 @@ def main_export(
     new_tokens: int = 32,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     progress: Callable[[str], None] | None = None,
+    gguf_file: str | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``output`` and verify it; the one entry point the CLI forwards to.
 
-    The output is written to a temporary sibling folder and moved into place at the end,
-    so an interrupted export never leaves a folder that looks complete.
+    ``model`` is an alias (``tiny-llama``, ``smollm2``), a ``.gguf`` file, a folder or a
+    hub id; ``gguf_file`` names a GGUF file inside the folder ``model``. The output is
+    written to a temporary sibling folder and moved into place at the end, so an
+    interrupted export never leaves a folder that looks complete.
 
     Raises:
         UsageError: bad arguments, or ``output`` exists and is not empty without ``force``.
@@ -230,7 +233,9 @@ def main_export(
 
     started = time.perf_counter()
     say(f"loading {model}")
-    loaded = load(model, dtype=dtype, device=device)
+    loaded = load(
+        model, dtype=dtype, device=device, gguf_file=gguf_file, progress=progress is not None
+    )
     dims = dims_of(loaded.model.config)
     t_load = time.perf_counter() - started
 
@@ -263,7 +268,7 @@ def main_export(
         report = {
             "passed": passed,
             "greedy_match": greedy.match,
-            "source": {"model": loaded.source, "kind": loaded.kind, "revision": loaded.revision},
+            "source": loaded.source_report(),
             "architecture": loaded.model.config.model_type,
             "dims": dims.to_dict(),
             "dtype": dtype,
@@ -290,19 +295,5 @@ def main_export(
 
     result = ExportResult(output, report)
     if not passed:
-        raise VerificationError(failure_summary(report))
+        raise VerificationError(failure_summary(report, REPORT_FILE))
     return result
-
-
-def failure_summary(report: dict[str, Any]) -> str:
-    """One line naming what failed in a report, and where the full report is."""
-    failed = [c for c in report["checks"] if not c["passed"]]
-    parts = []
-    for c in failed[:3]:
-        why = "NaN/Inf" if not c["finite"] else f"max abs diff {c['max_abs_diff']:.3g}"
-        parts.append(f"{c['name']} ({c['worst_output']}: {why} > atol {c['atol']:g})")
-    if not report["greedy_match"]:
-        g = report["greedy"]
-        parts.append(f"greedy decode differs from transformers at new token {g['first_mismatch']}")
-    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-    return "verification failed: " + "; ".join(parts) + more + f" (see {REPORT_FILE})"

@@ -1,0 +1,82 @@
+"""Faults written into an exported ONNX graph, to show that verification catches them.
+
+Each takes the path of a ``model.onnx`` (weights inline) and rewrites it in place:
+* ``perturb_weight``: one weight matrix moved by ``eps`` (every element, random sign);
+* ``wrong_rope_base``: the rotary ``inv_freq`` recomputed for another base;
+* ``swap_kv_heads``: the first two KV heads of the first key projection swapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def _edit(path: Path, name: str, change) -> None:
+    model = onnx.load(str(path))
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            array = change(numpy_helper.to_array(tensor).copy())
+            tensor.CopyFrom(numpy_helper.from_array(array, name))
+            onnx.save(model, str(path))
+            return
+    raise LookupError(f"no initializer {name!r} in {path}")
+
+
+def _matmul_weights(path: Path) -> list[onnx.TensorProto]:
+    """The 2-D initializers that feed a MatMul, in graph order."""
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {t.name: t for t in model.graph.initializer if len(t.dims) == 2}
+    seen, out = set(), []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            for name in node.input:
+                if name in inits and name not in seen:
+                    seen.add(name)
+                    out.append(inits[name])
+    return out
+
+
+def perturb_weight(path: Path, eps: float = 1e-2, index: int = 0) -> str:
+    """Add ``±eps`` to every element of the ``index``-th MatMul weight; returns its name."""
+    name = _matmul_weights(path)[index].name
+    rng = np.random.default_rng(0)
+    _edit(path, name, lambda w: w + (eps * rng.choice([-1, 1], size=w.shape)).astype(w.dtype))
+    return name
+
+
+def perturb_element(path: Path, eps: float = 1e-2, index: int = 0) -> str:
+    """Add ``eps`` to one element of the ``index``-th MatMul weight."""
+    name = _matmul_weights(path)[index].name
+
+    def change(w):
+        w[0, 0] += eps
+        return w
+
+    _edit(path, name, change)
+    return name
+
+
+def wrong_rope_base(path: Path, base: float, head_dim: int) -> None:
+    """Recompute the rotary ``inv_freq`` for ``base`` (the model's own is another)."""
+    model = onnx.load(str(path), load_external_data=False)
+    name = next(t.name for t in model.graph.initializer if t.name.endswith("inv_freq"))
+    exponent = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
+    _edit(path, name, lambda f: (1.0 / base**exponent).astype(f.dtype))
+
+
+def swap_kv_heads(path: Path, hidden: int, kv_heads: int, head_dim: int) -> str:
+    """Swap KV heads 0 and 1 in the first key projection ((hidden, kv*hd) after transpose)."""
+    weight = next(w for w in _matmul_weights(path) if list(w.dims) == [hidden, kv_heads * head_dim])
+
+    def change(w):
+        first = w[:, :head_dim].copy()
+        w[:, :head_dim] = w[:, head_dim : 2 * head_dim]
+        w[:, head_dim : 2 * head_dim] = first
+        return w
+
+    _edit(path, weight.name, change)
+    return weight.name
