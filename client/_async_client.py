@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from ._base import (
     BaseLLMClient,
+    chat_params,
     chunk_from_arrays,
     chunk_from_json,
     config_from_reply,
@@ -23,6 +24,7 @@ from ._base import (
     request_arrays,
     sse_data,
 )
+from .chat import ChatTemplate
 from .errors import ServerStreamError, from_http, from_os_error, from_triton
 from .results import GenerationResult, ModelInfo, ResultBuilder, StreamChunk
 
@@ -66,6 +68,36 @@ class AsyncLLMClient(BaseLLMClient):
                 if on_text is not None and chunk.text:
                     on_text(chunk.text)
         return builder.result()
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        on_text: Callable[[str], None] | None = None,
+        **params: Any,
+    ) -> GenerationResult:
+        """Answer ``messages`` (dicts with ``role`` and ``content``): the model's own chat
+        template renders them into a prompt (``chat_template``), then as ``generate``;
+        ``text`` is the answer alone.
+
+        Raises:
+            ChatTemplateError: the template refused the messages; as ``generate``.
+        """
+        prompt = (await self.chat_template()).render(messages)
+        return await self.generate(prompt, on_text=on_text, **chat_params(params))
+
+    async def chat_template(self, name: str | None = None) -> ChatTemplate:
+        """The model's chat template, read once from its config on the server (the plain
+        ``role: content`` template when the model has none).
+
+        Raises:
+            ModelNotFound, ConnectionFailed, Timeout; UsageError for a malformed template.
+        """
+        name = name or self.model
+        if name not in self._chat_templates:
+            config = await self.model_config(name)
+            self._chat_templates[name] = ChatTemplate.from_model_config(config, name)
+        return self._chat_templates[name]
 
     def stream_events(self, prompt: str, **params: Any) -> AsyncGenerator[StreamChunk, None]:
         """Stream ``StreamChunk``s; the last has ``is_final``, the finish reason and counts.

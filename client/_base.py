@@ -20,6 +20,7 @@ import numpy as np
 
 from tritonkit.errors import UsageError
 
+from .chat import ChatTemplate
 from .errors import InvalidRequest, ServerStreamError, from_triton
 from .results import ModelInfo, StreamChunk
 
@@ -199,6 +200,11 @@ def normalize_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def chat_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A chat's generation parameters: the answer alone, never the rendered prompt."""
+    return {"exclude_input_in_output": True, **params}
+
+
 class BaseLLMClient:
     """Settings shared by the sync and async clients; no I/O here."""
 
@@ -243,6 +249,7 @@ class BaseLLMClient:
         self.private_key = private_key
         self.certificate_chain = certificate_chain
         self.insecure = insecure
+        self._chat_templates: dict[str, ChatTemplate] = {}  # model -> its template, read once
         self._init_transport()
 
     def _init_transport(self) -> None:

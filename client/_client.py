@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import tritonclient.grpc as grpcclient
@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from ._base import (
     BaseLLMClient,
+    chat_params,
     chunk_from_arrays,
     chunk_from_json,
     config_from_reply,
@@ -26,6 +27,7 @@ from ._base import (
     request_arrays,
     sse_data,
 )
+from .chat import ChatTemplate
 from .errors import ServerStreamError, Timeout, from_http, from_os_error, from_triton
 from .results import GenerationResult, ModelInfo, ResultBuilder, StreamChunk
 
@@ -78,6 +80,36 @@ class LLMClient(BaseLLMClient):
                 if on_text is not None and chunk.text:
                     on_text(chunk.text)
         return builder.result()
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        on_text: Callable[[str], None] | None = None,
+        **params: Any,
+    ) -> GenerationResult:
+        """Answer ``messages`` (dicts with ``role`` and ``content``): the model's own chat
+        template renders them into a prompt (``chat_template``), then as ``generate``;
+        ``text`` is the answer alone.
+
+        Raises:
+            ChatTemplateError: the template refused the messages; as ``generate``.
+        """
+        prompt = self.chat_template().render(messages)
+        return self.generate(prompt, on_text=on_text, **chat_params(params))
+
+    def chat_template(self, name: str | None = None) -> ChatTemplate:
+        """The model's chat template, read once from its config on the server (the plain
+        ``role: content`` template when the model has none).
+
+        Raises:
+            ModelNotFound, ConnectionFailed, Timeout; UsageError for a malformed template.
+        """
+        name = name or self.model
+        if name not in self._chat_templates:
+            config = self.model_config(name)
+            self._chat_templates[name] = ChatTemplate.from_model_config(config, name)
+        return self._chat_templates[name]
 
     def stream_events(self, prompt: str, **params: Any) -> Generator[StreamChunk, None, None]:
         """Stream the completion as ``StreamChunk``s; the last has ``is_final``, the finish

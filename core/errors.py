@@ -2,6 +2,7 @@
 
     TritonkitError                  base: a one-line message that says what to do next
     ├── UsageError                  bad arguments or bad input from the user
+    │   └── ChatTemplateError       a chat template refused the messages or failed to render
     ├── ModelSourceError            a model that cannot be found or loaded
     │   └── UnsupportedModelError   not a causal LM, or an architecture with no export config
     ├── ExportError                 the ONNX export itself failed (disk, exporter)
@@ -44,6 +45,10 @@ class UsageError(TritonkitError):
     """Bad arguments or bad input from the user."""
 
     exit_code = 2
+
+
+class ChatTemplateError(UsageError, ValueError):
+    """A model's chat template refused the messages (``raise_exception``) or failed."""
 
 
 class ModelSourceError(TritonkitError):

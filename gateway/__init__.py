@@ -15,8 +15,10 @@ imports FastAPI, uvicorn, jinja2 and prometheus-client (the ``gateway`` extra) a
 client; never torch or transformers. Errors are OpenAI error JSON (``http_errors``).
 """
 
+from tritonkit.client.chat import PLAIN_TEMPLATE, ChatTemplate
+from tritonkit.errors import ChatTemplateError
+
 from .app import create_app
-from .chat import PLAIN_TEMPLATE, ChatTemplate, ChatTemplateError
 from .config import DEFAULT_PORT, GatewayConfig
 from .server import GatewayServer, serve
 

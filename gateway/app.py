@@ -25,11 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tritonkit.client import AsyncLLMClient, ClientError, StreamChunk
-from tritonkit.errors import UsageError
+from tritonkit.errors import ChatTemplateError, UsageError
 
 from .auth import KeyChecker, presented_key
 from .catalog import ModelCatalog, ServedModel
-from .chat import ChatTemplateError
 from .config import GatewayConfig
 from .connection import ClientDisconnected, EventStream, Limiter, Slot, until_disconnected
 from .http_errors import APIError, bad_request, from_client_error
@@ -152,7 +151,7 @@ class _Gateway:
         try:
             model = await self.catalog.get(body.model)
             if isinstance(body, ChatCompletionRequest):
-                prompt, echo = self._chat_prompt(model, body), ""
+                prompt, echo = await self._chat_prompt(model, body), ""
             else:
                 prompt = body.text_prompt()
                 echo = prompt if body.echo else ""
@@ -259,10 +258,10 @@ class _Gateway:
                 code="invalid_api_key",
             )
 
-    def _chat_prompt(self, model: ServedModel, body: ChatCompletionRequest) -> str:
+    async def _chat_prompt(self, model: ServedModel, body: ChatCompletionRequest) -> str:
         messages = [m.as_template_input() for m in body.messages]
         try:
-            template = self.catalog.chat_template(model)
+            template = await self.catalog.chat_template(model)
         except UsageError as exc:
             raise APIError(500, str(exc), type="server_error", code="chat_template") from exc
         try:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.client import AsyncLLMClient, ModelNotFound
+from tritonkit.client.chat import ChatTemplate
 
-from .chat import ChatTemplate
 from .http_errors import unknown_model
 
 _MIN_REFRESH_S = 1.0  # an unknown id re-reads the index at most this often
@@ -112,20 +112,29 @@ class ModelCatalog:
             self._clients[model.triton_model] = client
         return client
 
-    def chat_template(self, model: ServedModel) -> ChatTemplate:
-        """The chat template of ``model``: ``--tokenizer``, the repository's, else plain.
+    async def chat_template(self, model: ServedModel) -> ChatTemplate:
+        """The chat template of ``model``: ``--tokenizer``, else the served version's
+        tokenizer folder in ``repository``, else the template in the Triton config, else
+        plain.
 
         Raises:
-            UsageError: the repository's tokenizer files are broken.
+            UsageError: the tokenizer files or the config's template are broken.
+            ConnectionFailed, Timeout: Triton cannot be asked for the config.
         """
         for key in ((model.id, ""), (model.triton_model, ""), (model.triton_model, model.version)):
             if key in self._templates:
                 return self._templates[key]
-        template = ChatTemplate.plain()
+        template = None
         if self.repository is not None:
             folder = Path(self.repository) / model.triton_model / model.version / "tokenizer"
             if folder.is_dir():
                 template = ChatTemplate.from_dir(folder)
+        if template is None:
+            try:
+                config = await self.admin.model_config(model.triton_model, model.version)
+            except ModelNotFound:  # unloaded since the index was read
+                config = {}
+            template = ChatTemplate.from_model_config(config, model.triton_model)
         self._templates[(model.triton_model, model.version)] = template
         return template
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonkit.client.chat import ChatTemplate
 from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
@@ -82,6 +83,19 @@ def read_export(export_dir: Path, allow_unverified: bool = False) -> dict[str, A
     return report
 
 
+def _chat_template(export_dir: Path) -> str | None:
+    """The export's chat template as the entry config carries it; None when it has none.
+
+    Raises:
+        RepositoryError: the tokenizer files are not JSON or the template is not jinja.
+    """
+    try:
+        template = ChatTemplate.from_dir(export_dir)
+    except UsageError as exc:
+        raise RepositoryError(f"{exc}; fix the export's tokenizer files") from exc
+    return None if template.is_plain else template.to_config()
+
+
 def copy_runtime(dest: Path) -> None:
     """Copy the pure runtime modules (numpy/onnxruntime/tokenizers only) to ``dest``."""
     dest.mkdir(parents=True)
@@ -134,6 +148,7 @@ def build_repository(
     if not export_dir.is_dir():
         raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
     report = read_export(export_dir, allow_unverified)
+    chat_template = _chat_template(export_dir)
     check_output_dir(output, force)
     decoder = f"{name}_decoder"
 
@@ -184,6 +199,7 @@ def build_repository(
                 max_batch_size=max_batch_size,
                 max_context=int(report["dims"]["max_positions"]),
                 execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
+                chat_template=chat_template,
             ),
             entry_dir,
         )

@@ -105,12 +105,24 @@ def entry_config(
     max_context: int,
     versions: Iterable[int] = (),
     execution_provider: str = "cuda",
+    chat_template: str | None = None,
 ) -> Any:
     """The decoupled python-backend entry model's config.
 
     ``execution_provider`` (gpu target): ``cuda``, or ``tensorrt`` for onnxruntime's
-    TensorRT execution provider inside the entry model.
+    TensorRT execution provider inside the entry model. ``chat_template``: the model's
+    template as ``ChatTemplate.to_config()`` writes it, so clients can read it from the
+    server (the entry model itself never renders it).
     """
+    values = {
+        "decoder_model": decoder_model,  # each version names its graph in decoder.json
+        "max_batch_size": str(max_batch_size),  # sequences per decode step
+        "max_context": str(max_context),
+        "execution_provider": execution_provider if target == "gpu" else "cpu",
+        "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
+    }
+    if chat_template is not None:
+        values["chat_template"] = chat_template
     config = mc.ModelConfig(
         name=name,
         backend="python",
@@ -119,15 +131,7 @@ def entry_config(
         output=_outputs(ENTRY_OUTPUTS),
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
-        parameters=_params(
-            {
-                "decoder_model": decoder_model,  # each version names its graph in decoder.json
-                "max_batch_size": str(max_batch_size),  # sequences per decode step
-                "max_context": str(max_context),
-                "execution_provider": execution_provider if target == "gpu" else "cpu",
-                "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
-            }
-        ),
+        parameters=_params(values),
     )
     set_versions(config, versions)
     return config

@@ -138,7 +138,7 @@ class TritonServer:
                 f"  HTTP     {e['http']}    (health: {e['http']}/v2/health/ready)",
                 f"  gRPC     {e['grpc']}",
                 f"  metrics  {e['metrics']}",
-                f"try: tritonkit generate 'Hello' --url {self.grpc_url}",
+                f"try: tritonkit generate 'Hello!' --chat --url {self.grpc_url}",
             ]
         )
 

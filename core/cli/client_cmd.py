@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from tritonkit.errors import UsageError
+
 GENERATE_HELP = """\
 Send a prompt to the LLM on a Triton server and print the answer. Over gRPC (default,
 port 8001) the request is a stream; over HTTP (port 8000) it uses Triton's generate
@@ -14,7 +16,14 @@ extension. Without --stream the model returns the prompt followed by the complet
 With --stream the completion's pieces print as they arrive. A stats line (time to first
 token, tokens/s) goes to stderr; --json prints the whole result as JSON instead.
 
+With --chat the prompt is one user message (after --system, if given), rendered with
+the model's own chat template, which the client reads from the served model's config;
+only the answer is printed.
+
 examples:
+  tritonkit generate "What is the capital of France?" --chat --stream
+  tritonkit generate "Responda em português: qual é a capital do Brasil?" --chat \
+      --system "You are terse." --max-tokens 32
   tritonkit generate "The capital of France is" --max-tokens 16
   tritonkit generate "Once upon a time" --stream --temperature 0.8 --top-p 0.95 --seed 1
   tritonkit generate "List three colors:" --url 127.0.0.1:8000 --protocol http --json
@@ -70,6 +79,12 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--repetition-penalty", type=float, metavar="R")
     g.add_argument("--stop", action="append", metavar="WORD", help="stop word (repeatable)")
     g.add_argument("--exclude-input", action="store_true", help="print only the completion")
+    g.add_argument(
+        "--chat",
+        action="store_true",
+        help="send PROMPT as a user message through the model's chat template",
+    )
+    g.add_argument("--system", metavar="TEXT", help="with --chat: a system message first")
     g.add_argument("--stream", action="store_true", help="print pieces as they arrive")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
     g.set_defaults(handler=_generate)
@@ -132,8 +147,16 @@ def _generate(args: argparse.Namespace) -> int:
     on_text = show if args.stream and not args.json else None
     if args.stream and on_text is None:
         on_text = _ignore
+    if args.system is not None and not args.chat:
+        raise UsageError("--system goes with --chat")
     with _client(args) as client:
-        result = client.generate(args.prompt, on_text=on_text, **params)
+        if args.chat:
+            messages = [{"role": "user", "content": args.prompt}]
+            if args.system is not None:
+                messages.insert(0, {"role": "system", "content": args.system})
+            result = client.chat(messages, on_text=on_text, **params)
+        else:
+            result = client.generate(args.prompt, on_text=on_text, **params)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

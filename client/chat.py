@@ -1,11 +1,15 @@
 """Chat messages -> one prompt string, through the model's own chat template.
 
-The template is rendered here, in the gateway, with jinja2 in a sandbox, the way
+The template is rendered on the calling side (the client, the CLI, the gateway) with
+jinja2 in a sandbox, the way
 ``transformers``' ``apply_chat_template(..., tokenize=False)`` renders it (same globals:
 ``raise_exception``, ``strftime_now``, a ``tojson`` that keeps non-ASCII; the special
 tokens of ``tokenizer_config.json`` as variables), without importing transformers.
 The template comes from a tokenizer folder: ``chat_template.jinja``, else the
-``chat_template`` of ``tokenizer_config.json``. A model without one gets ``PLAIN_TEMPLATE``::
+``chat_template`` of ``tokenizer_config.json``; or from the served entry model's config
+parameter ``chat_template`` (``to_config``/``from_config``), written by ``repo build``
+from the same folder, so a client with nothing but the server's address renders it.
+A model without one gets ``PLAIN_TEMPLATE``::
 
     system: You are terse.
     user: Hello
@@ -30,7 +34,7 @@ import jinja2.nodes
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tritonkit.errors import UsageError
+from tritonkit.errors import ChatTemplateError, UsageError
 
 PLAIN_TEMPLATE = (
     "{% for message in messages %}"
@@ -42,8 +46,7 @@ TEMPLATE_FILE = "chat_template.jinja"
 CONFIG_FILE = "tokenizer_config.json"
 
 
-class ChatTemplateError(ValueError):
-    """The template refused the conversation (``raise_exception``) or failed to render."""
+CONFIG_PARAMETER = "chat_template"  # the entry model's config parameter holding to_config()
 
 
 class ChatTemplate:
@@ -105,6 +108,49 @@ class ChatTemplate:
             strip_prefix=bos if bos and prefix.startswith(bos) else "",
             origin=str(folder),
         )
+
+    def to_config(self) -> str:
+        """The template as the JSON string the entry model's config parameter holds."""
+        return json.dumps(
+            {
+                "template": self.source,
+                "special_tokens": self.special_tokens,
+                "strip_prefix": self.strip_prefix,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_config(cls, text: str, origin: str = "the model's config") -> ChatTemplate:
+        """The inverse of ``to_config``.
+
+        Raises:
+            UsageError: ``text`` is not the JSON ``to_config`` writes, or the template is
+                not valid jinja.
+        """
+        try:
+            obj = json.loads(text)
+            source = obj["template"]
+            tokens = {str(k): str(v) for k, v in dict(obj.get("special_tokens") or {}).items()}
+            prefix = str(obj.get("strip_prefix") or "")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"the chat template in {origin} is malformed: {exc}") from exc
+        if not isinstance(source, str):
+            raise UsageError(f"the chat template in {origin} is not a string")
+        return cls(source, special_tokens=tokens, strip_prefix=prefix, origin=origin)
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any], model: str) -> ChatTemplate:
+        """The template in a served entry model's config; ``plain()`` when it has none.
+
+        Raises:
+            UsageError: the parameter is malformed.
+        """
+        parameter = dict(config.get("parameters") or {}).get(CONFIG_PARAMETER) or {}
+        text = parameter.get("string_value") if isinstance(parameter, dict) else None
+        if not text:
+            return cls.plain()
+        return cls.from_config(text, origin=f"the config of model {model!r}")
 
     @property
     def is_plain(self) -> bool:
