@@ -130,3 +130,42 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(server, repository, sources)
     finally:
         server.stop()
+
+
+# ---- the real model: SmolLM2-135M-Instruct, exported once per run -----------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_export() -> Path:
+    """The verified ONNX export of SmolLM2 (cached per machine; see real_model.py)."""
+    import real_model
+
+    return real_model.cached_export()
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference() -> Any:
+    """The transformers model SmolLM2 is checked against (``LoadedModel``)."""
+    import real_model
+
+    return real_model.reference()
+
+
+@pytest.fixture(scope="session")
+def smollm2_served(smollm2_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Triton serving SmolLM2 as ``smol`` (entry), ``smol_decoder`` and ``smol_sync``."""
+    from tritonkit.model_repository import build_repository
+    from tritonkit.serve import TritonServer
+
+    root = tmp_path_factory.mktemp("smollm2")
+    built = build_repository(smollm2_export, root / "repository", name="smol", sync_instances=1)
+    server = TritonServer(
+        built.path,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_s=3,
+        log_file=root / "server.log",
+    )
+    with server:
+        yield server

@@ -1,0 +1,69 @@
+"""The real, trained model of the test run: SmolLM2-135M-Instruct from the PyPI wheel.
+
+It is exported once per test run, and at most once per machine for the same inputs:
+the export lands in ``CACHE/test-exports/smollm2-KEY`` where KEY hashes the pinned
+wheel, the export code and the versions of torch, transformers, onnx and onnxruntime;
+a later run with the same KEY reuses it (its ``export.json`` must say it passed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+from pathlib import Path
+from typing import Any
+
+import tritonkit.export as export_package
+from tritonkit.export import main_export, packaged
+
+NAME = packaged.SMOLLM2.name
+PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "gguf", "tritonkit")
+
+
+def export_key() -> str:
+    """What the cached export depends on, hashed."""
+    h = hashlib.sha256(packaged.SMOLLM2.wheel_sha256.encode())
+    for source in sorted(Path(export_package.__file__).resolve().parent.glob("*.py")):
+        h.update(source.name.encode())
+        h.update(source.read_bytes())
+    for package in PACKAGES:
+        h.update(f"{package}=={md.version(package)}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_export() -> Path:
+    """The verified SmolLM2 export, made now if no cached one matches."""
+    folder = packaged.cache_root() / "test-exports" / f"{NAME}-{export_key()}"
+    try:
+        report = json.loads((folder / "export.json").read_text())
+        if report["passed"] and (folder / report["files"]["model"]).is_file():
+            return folder
+    except (OSError, ValueError, KeyError):
+        pass
+    main_export(NAME, folder, force=True)
+    return folder
+
+
+def reference() -> Any:
+    """The dequantized transformers model and its tokenizer (``LoadedModel``)."""
+    from tritonkit.export.loading import load
+
+    return load(NAME, progress=False)
+
+
+def greedy(loaded: Any, ids: list[int], max_new_tokens: int) -> list[int]:
+    """transformers ``generate``, greedy, stopping at the model's EOS (EOS not included)."""
+    import torch
+
+    eos = loaded.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    with torch.no_grad():
+        out = loaded.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.int64),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
+    new = [int(t) for t in out[0, len(ids) :]]
+    return new[: next((i for i, t in enumerate(new) if t in eos), len(new))]
