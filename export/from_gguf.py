@@ -36,6 +36,7 @@ class GGUFInfo:
     quantization: str  # general.file_type, e.g. "MOSTLY_Q4_1"
     tensor_types: dict[str, int]  # e.g. {"Q4_1": 210, "F32": 61, "Q8_0": 1}
     has_chat_template: bool
+    head_dim: int | None  # {architecture}.attention.key_length, when the file states it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +126,15 @@ def inspect(path: Path) -> GGUFInfo:
         quantization=quantization,
         tensor_types=dict(Counter(t.tensor_type.name for t in reader.tensors)),
         has_chat_template=field("tokenizer.chat_template") is not None,
+        head_dim=_int_or_none(field(f"{field('general.architecture')}.attention.key_length")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def load_gguf(path: Path, torch_dtype: Any, device: str) -> tuple[Any, Any, GGUFInfo]:
@@ -154,8 +163,11 @@ def load_gguf(path: Path, torch_dtype: Any, device: str) -> tuple[Any, Any, GGUF
             ) from exc
         raise ModelSourceError(f"cannot read the GGUF metadata of {name}: {first}") from exc
     check_causal_lm(config, name)
+    _fix_config(config, info)
     try:
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch_dtype, config=config
+        )
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelSourceError(f"cannot dequantize {name}: {first}") from exc
@@ -165,6 +177,24 @@ def load_gguf(path: Path, torch_dtype: Any, device: str) -> tuple[Any, Any, GGUF
     except (OSError, ValueError, TypeError, KeyError):
         tokenizer = None  # export still works; serving will ask for one
     return model.eval(), tokenizer, info
+
+
+def _fix_config(config: Any, info: GGUFInfo) -> None:
+    """Repair what transformers' GGUF reader leaves out of ``config``, in place.
+
+    GPT-2: the GGUF context length lands in ``n_ctx``, which GPT2Config ignores, so the
+    position table would be sized 1024 whatever the file says. Qwen2/Qwen3: the head
+    size (``attention.key_length``) is not read, so Qwen3 would take its default 128.
+    ``architectures`` is unset, and tools that read config.json (TensorRT builders) want it.
+    """
+    if config.model_type == "gpt2" and getattr(config, "n_ctx", None):
+        config.n_positions = int(config.n_ctx)
+    elif info.head_dim and hasattr(config, "head_dim") and config.head_dim != info.head_dim:
+        config.head_dim = info.head_dim
+    if not getattr(config, "architectures", None):
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
 
 
 def _rebuild(quantized: Any, torch_dtype: Any) -> Any:

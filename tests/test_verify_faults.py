@@ -61,4 +61,3 @@ def test_top1_near_ties_are_excused_and_real_misses_are_not():
     got = np.array([[0.9999, 1.0, -3.0], [0.0, 2.0, 1.0]])  # row 0 flips a near tie
     assert top1_agreement(got, ref, tie=1e-3) == (0, 1)  # row 1 is a real miss
     assert top1_agreement(ref, ref, tie=0.0) == (2, 0)
-
