@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .params import GenerationParams
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this sample greedily
+
+
 class Sampler:
     """The sampling state of one request.
 
@@ -40,7 +43,10 @@ class Sampler:
                 f"bad sampling settings: temperature={temperature}, top_k={top_k}, "
                 f"top_p={top_p}, repetition_penalty={repetition_penalty}"
             )
-        self.temperature = temperature
+        # Below this a division by the temperature overflows float32 (1e-37 was seen to
+        # turn every logit into inf); the distribution is a point mass anyway: greedy, as
+        # vLLM does.
+        self.temperature = 0.0 if temperature < GREEDY_BELOW else temperature
         self.top_k = top_k
         self.top_p = top_p
         self.repetition_penalty = repetition_penalty

@@ -7,11 +7,18 @@ KV rows and sampling settings (see ``KVBatch`` and ``GenerationRequest``).
     submit() --> waiting queue --> prefill (B=1) --> running batch --> decode step (B=n)
                                         |                 ^   |
                                         +--- first token  +---+ next token, until done
+
+Faults stay with their request: a row whose logits are not finite, or whose sampling or
+output fails, gets an error alone and the batch goes on; only a failure of the decoder
+itself fails the rows it was stepping. If the loop fails outside those guards
+``MAX_LOOP_FAILURES`` times in a row, the scheduler stops and every request, waiting or
+new, gets an immediate error (``broken``): never a hang.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +29,8 @@ import numpy as np
 
 from .decoder import OnnxDecoder
 from .kvbatch import KVBatch
+
+MAX_LOOP_FAILURES = 3  # consecutive unexpected loop failures before the scheduler gives up
 
 
 class Sequence(Protocol):
@@ -80,6 +89,7 @@ class Scheduler:
         self._cv = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.broken: str | None = None  # why the loop stopped for good; None while healthy
 
     # ---- control ---------------------------------------------------------------------
 
@@ -99,15 +109,19 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=5)
         for seq in [*self._waiting, *self._running]:
-            seq.fail("the model is being unloaded; retry the request")
+            _fail(seq, "the model is being unloaded; retry the request")
         self._waiting.clear()
         self._running.clear()
 
     def submit(self, seq: Sequence) -> None:
-        """Queue ``seq``; it joins the running batch at the next step."""
+        """Queue ``seq``; it joins the running batch at the next step (or fails at once
+        when the scheduler is ``broken``)."""
         with self._cv:
-            self._waiting.append(seq)
-            self._cv.notify()
+            if self.broken is None:
+                self._waiting.append(seq)
+                self._cv.notify()
+                return
+        _fail(seq, self.broken)
 
     @property
     def pending(self) -> int:
@@ -117,13 +131,30 @@ class Scheduler:
     # ---- the loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
+        failures = 0
         while True:
             with self._cv:
                 while not self._stopping and not self._waiting and not self._running:
                     self._cv.wait()
                 if self._stopping:
                     return
-            self.run_once()
+            try:
+                self.run_once()
+                failures = 0
+            except Exception as exc:  # a bug outside the per-request guards
+                failures += 1
+                self._fail_running(f"internal error in the generation loop: {exc}")
+                if failures >= MAX_LOOP_FAILURES:
+                    self._give_up(f"the generation loop failed {failures} times ({exc})")
+                    return
+
+    def _give_up(self, why: str) -> None:
+        """Stop for good: fail what waits, and make every later ``submit`` fail at once."""
+        with self._cv:
+            self.broken = f"the model cannot generate: {why}; reload it (or restart the server)"
+            waiting, self._waiting = list(self._waiting), collections.deque()
+        for seq in waiting:
+            _fail(seq, self.broken)
 
     def run_once(self) -> None:
         """Admit waiting sequences, then one decode step for the batch (if any)."""
@@ -137,15 +168,15 @@ class Scheduler:
             except Exception as exc:  # an engine failure fails this batch, not the server
                 self._fail_running(f"generation failed: {exc}")
         if self.on_step:
-            self.on_step(
-                StepStats(
-                    batch_size=len(self._running),
-                    decoded_rows=rows,
-                    prefilled=prefilled,
-                    waiting=len(self._waiting),
-                    step_seconds=time.perf_counter() - started,
-                )
+            stats = StepStats(
+                batch_size=len(self._running),
+                decoded_rows=rows,
+                prefilled=prefilled,
+                waiting=len(self._waiting),
+                step_seconds=time.perf_counter() - started,
             )
+            with contextlib.suppress(Exception):  # metrics never stop generation
+                self.on_step(stats)
 
     def _admit(self) -> int:
         admitted = 0
@@ -154,13 +185,13 @@ class Scheduler:
                 if not self._waiting:
                     break
                 seq = self._waiting.popleft()
-            if seq.cancelled():
-                seq.finish_cancelled()
-                continue
             try:
+                if seq.cancelled():
+                    seq.finish_cancelled()
+                    continue
                 self._prefill(seq)
             except Exception as exc:  # one bad prompt must not stop the others
-                seq.fail(f"prefill failed: {exc}")
+                _fail(seq, f"prefill failed: {exc}")
             admitted += 1
         return admitted
 
@@ -170,7 +201,7 @@ class Scheduler:
         mask = np.ones((1, n), np.int64)
         positions = np.arange(n, dtype=np.int64)[None]  # (1, n)
         logits, presents = self.decoder.forward(ids, mask, positions, self.decoder.empty_past(1))
-        token = seq.next_token(logits[0])
+        token = seq.next_token(_finite(logits[0]))
         if seq.accept(token):
             return  # finished on its first token
         self._batch.join(presents, n)
@@ -184,16 +215,26 @@ class Scheduler:
         self._batch.advance(presents, mask)
         finished = []
         for row, seq in enumerate(self._running):
-            token = seq.next_token(logits[row])  # (vocab,)
-            self._last[row] = token
-            if seq.accept(token):
+            try:
+                token = seq.next_token(_finite(logits[row]))  # (vocab,)
+                self._last[row] = token
+                if seq.accept(token):
+                    finished.append(row)
+            except Exception as exc:  # this row's fault: it fails alone
+                _fail(seq, f"generation failed: {exc}")
                 finished.append(row)
         self._remove(finished)
 
     def _drop_cancelled(self) -> None:
-        gone = [row for row, seq in enumerate(self._running) if seq.cancelled()]
-        for row in gone:
-            self._running[row].finish_cancelled()
+        gone = []
+        for row, seq in enumerate(self._running):
+            try:
+                if seq.cancelled():
+                    seq.finish_cancelled()
+                    gone.append(row)
+            except Exception as exc:  # asking about one client must not stop the others
+                _fail(seq, f"generation failed: {exc}")
+                gone.append(row)
         self._remove(gone)
 
     def _remove(self, rows: list[int]) -> None:
@@ -206,7 +247,24 @@ class Scheduler:
 
     def _fail_running(self, message: str) -> None:
         for seq in self._running:
-            seq.fail(message)
+            _fail(seq, message)
         self._running = []
         self._last = []
         self._batch = KVBatch()
+
+
+def _finite(logits: np.ndarray) -> np.ndarray:
+    """``logits`` (vocab,) when every value is finite.
+
+    Raises:
+        ValueError: NaN or inf, which no sampling setting can make sense of.
+    """
+    if not np.isfinite(logits).all():
+        raise ValueError("the model's logits hold NaN or inf for this request")
+    return logits
+
+
+def _fail(seq: Sequence, message: str) -> None:
+    """Close ``seq`` with an error; a failure to send it is that request's alone."""
+    with contextlib.suppress(Exception):
+        seq.fail(message)

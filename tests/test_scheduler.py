@@ -1,0 +1,250 @@
+"""The in-flight batching scheduler on a real exported graph, stepped by hand (no server).
+
+Requests are real ``GenerationRequest``s whose responses land in a list; the decoder is
+onnxruntime running the tiny-llama export. Stepping with ``run_once`` makes arrivals
+exact: a request joins the running batch at the step the test chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from tokenizers import Tokenizer
+
+from tritonkit.export import main_export
+from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
+from tritonkit.model_repository.runtime.params import parse_request
+from tritonkit.model_repository.runtime.scheduler import MAX_LOOP_FAILURES, Scheduler
+
+PROMPTS = (
+    "The quick brown fox",
+    "Triton serves models over HTTP and gRPC. A client sends a request",
+    "Batching",
+    "Azure Blob Storage holds the model repository; each version is verified",
+)
+
+
+class Engine:
+    """A tokenizer, a decoder and a way to make requests whose outputs are recorded."""
+
+    def __init__(self, export: Path, onnx_path: Path | None = None) -> None:
+        self.tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
+        settings = json.loads((export / "generation.json").read_text())
+        self.eos = settings["eos_token_ids"]
+        self.context = settings["max_context"]
+        self.decoder = OnnxDecoder(str(onnx_path or export / "model.onnx"))
+
+    def request(self, prompt: str, **params: Any) -> tuple[GenerationRequest, list[Output]]:
+        outputs: list[Output] = []
+        fields = {"text_input": np.array([prompt.encode()], np.object_)}
+        fields["exclude_input_in_output"] = np.array([True])
+        for key, value in {"max_tokens": 24, "min_tokens": 24, **params}.items():
+            dtype = np.float32 if isinstance(value, float) else np.int32
+            fields[key] = np.array([value], dtype)
+        parsed = parse_request(fields)
+        ids = self.tokenizer.encode(parsed.prompt).ids
+        req = GenerationRequest(
+            parsed, ids, self.tokenizer, self.eos, self.context, emit=outputs.append
+        )
+        return req, outputs
+
+
+def final(outputs: list[Output]) -> Output:
+    assert outputs and outputs[-1].final, outputs
+    return outputs[-1]
+
+
+def drain(scheduler: Scheduler, limit: int = 500) -> None:
+    for _ in range(limit):
+        if not scheduler.pending:
+            return
+        scheduler.run_once()
+    raise AssertionError("the scheduler did not finish its requests")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    return main_export("tiny-llama", tmp_path_factory.mktemp("sched") / "export").output
+
+
+@pytest.fixture(scope="module")
+def engine(export: Path) -> Engine:
+    return Engine(export)
+
+
+@pytest.fixture(scope="module")
+def alone(engine: Engine) -> dict[str, str]:
+    """Each prompt's greedy text when it runs alone."""
+    texts = {}
+    for prompt in PROMPTS:
+        scheduler = Scheduler(engine.decoder)
+        req, outputs = engine.request(prompt)
+        scheduler.submit(req)
+        drain(scheduler)
+        texts[prompt] = final(outputs).text
+    assert len(set(texts.values())) == len(texts)  # different prompts, different texts
+    return texts
+
+
+def test_staggered_arrivals_match_each_request_alone(engine, alone):
+    scheduler = Scheduler(engine.decoder)
+    outs = {}
+    for step, prompt in enumerate(PROMPTS):
+        req, outs[prompt] = engine.request(prompt)
+        scheduler.submit(req)
+        for _ in range(step + 2):  # each joins a batch whose rows are at other lengths
+            scheduler.run_once()
+    drain(scheduler)
+    for prompt in PROMPTS:
+        assert final(outs[prompt]).text == alone[prompt], prompt
+
+
+def test_hostile_requests_fail_alone_and_the_batch_goes_on(engine, alone):
+    scheduler = Scheduler(engine.decoder)
+    outs = {}
+    for prompt in PROMPTS[:3]:
+        req, outs[prompt] = engine.request(prompt)
+        scheduler.submit(req)
+    scheduler.run_once()
+    # A denormal temperature is greedy (no division overflow); a denormal penalty turns
+    # every seen token's logit into inf, so sampling from it is impossible: that request
+    # fails, alone.
+    tiny_t, tiny_t_out = engine.request(PROMPTS[3], temperature=1e-40)
+    overflow, overflow_out = engine.request(
+        PROMPTS[3], repetition_penalty=1e-45, temperature=1.0, seed=1
+    )
+    scheduler.submit(tiny_t)
+    scheduler.submit(overflow)
+    drain(scheduler)
+    assert final(tiny_t_out).text == alone[PROMPTS[3]] and final(tiny_t_out).error is None
+    assert "NaN or inf" in (final(overflow_out).error or "")
+    for prompt in PROMPTS[:3]:
+        assert final(outs[prompt]).error is None
+        assert final(outs[prompt]).text == alone[prompt]
+    after, after_out = engine.request(PROMPTS[0])
+    scheduler.submit(after)
+    drain(scheduler)
+    assert final(after_out).text == alone[PROMPTS[0]]
+
+
+def test_a_row_with_nan_logits_fails_alone(export, tmp_path, alone):
+    """A real fault in the graph: one token's embedding row is NaN."""
+    engine = Engine(export)
+    poison = engine.tokenizer.encode(" zebra").ids[-1]
+    broken = tmp_path / "model.onnx"
+    shutil.copyfile(export / "model.onnx", broken)
+    model = onnx.load(str(broken))
+    table = next(t for t in model.graph.initializer if "embed_tokens" in t.name)
+    weights = numpy_helper.to_array(table).copy()
+    weights[poison] = np.nan
+    table.CopyFrom(numpy_helper.from_array(weights, table.name))
+    onnx.save(model, str(broken))
+    engine = Engine(export, broken)
+
+    scheduler = Scheduler(engine.decoder)
+    healthy, healthy_out = engine.request(PROMPTS[0])
+    scheduler.submit(healthy)
+    scheduler.run_once()
+    sick, sick_out = engine.request("a zebra")
+    scheduler.submit(sick)
+    drain(scheduler)
+    assert "NaN or inf" in (final(sick_out).error or "")
+    assert final(healthy_out).error is None and final(healthy_out).text == alone[PROMPTS[0]]
+
+
+class Exploding:
+    """A request whose ``cancelled()`` raises: a fault outside the decode step."""
+
+    def __init__(self, inner: GenerationRequest) -> None:
+        self.inner = inner
+        self.prompt_ids = inner.prompt_ids
+        self.failed: str | None = None
+
+    def next_token(self, logits):
+        return self.inner.next_token(logits)
+
+    def accept(self, token):
+        return self.inner.accept(token)
+
+    def cancelled(self):
+        raise RuntimeError("the client connection is in a bad state")
+
+    def finish_cancelled(self):
+        self.inner.finish_cancelled()
+
+    def fail(self, message):
+        self.failed = message
+
+
+def test_a_fault_in_one_requests_cancel_check_stays_with_it(engine, alone):
+    scheduler = Scheduler(engine.decoder)
+    good, good_out = engine.request(PROMPTS[1])
+    bad = Exploding(engine.request(PROMPTS[2])[0])
+    scheduler.submit(good)
+    scheduler.submit(bad)
+    drain(scheduler)
+    assert bad.failed and "bad state" in bad.failed
+    assert final(good_out).text == alone[PROMPTS[1]]
+
+
+@pytest.mark.timeout(60)
+def test_a_loop_that_keeps_failing_stops_and_fails_fast(engine, monkeypatch):
+    scheduler = Scheduler(engine.decoder)
+    calls = []
+
+    def broken_admit():
+        calls.append(1)
+        raise RuntimeError("corrupted state")
+
+    monkeypatch.setattr(scheduler, "_admit", broken_admit)
+    scheduler.start()
+    try:
+        first, first_out = engine.request(PROMPTS[0])
+        scheduler.submit(first)
+        deadline = time.monotonic() + 20
+        while scheduler.broken is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler.broken is not None and "corrupted state" in scheduler.broken
+        assert len(calls) == MAX_LOOP_FAILURES
+        assert final(first_out).error  # the waiting request was not left hanging
+        late, late_out = engine.request(PROMPTS[1])
+        started = time.perf_counter()
+        scheduler.submit(late)
+        assert final(late_out).error == scheduler.broken  # at once, not after a timeout
+        assert time.perf_counter() - started < 0.5
+    finally:
+        scheduler.stop(timeout=1)
+
+
+def test_threads_submitting_together_each_get_their_answer(engine, alone):
+    scheduler = Scheduler(engine.decoder)
+    scheduler.start()
+    try:
+        outs: dict[str, list[Output]] = {}
+
+        def send(prompt: str) -> None:
+            req, outs[prompt] = engine.request(prompt)
+            scheduler.submit(req)
+
+        threads = [threading.Thread(target=send, args=(p,)) for p in PROMPTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 30
+        while scheduler.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for prompt in PROMPTS:
+            assert final(outs[prompt]).text == alone[prompt]
+    finally:
+        scheduler.stop(timeout=1)
