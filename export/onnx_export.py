@@ -23,8 +23,10 @@ from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
+from .fused import FUSED, build_fused, choose_graph
 from .loading import load
 from .verify import failure_summary, verify
+from .verify_fused import verify_fused
 from .wrapper import DecoderWithPast, example_inputs, input_names, output_names
 
 DEFAULT_OPSET = 18  # onnxruntime 1.19 in Triton 24.10 runs opsets up to 21
@@ -203,11 +205,15 @@ def main_export(
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     progress: Callable[[str], None] | None = None,
     gguf_file: str | None = None,
+    graph: str = "auto",
 ) -> ExportResult:
     """Export ``model`` to ``output`` and verify it; the one entry point the CLI forwards to.
 
     ``model`` is an alias (``tiny-llama``, ``smollm2``), a ``.gguf`` file, a folder or a
-    hub id; ``gguf_file`` names a GGUF file inside the folder ``model``. The output is
+    hub id; ``gguf_file`` names a GGUF file inside the folder ``model``. ``graph``:
+    ``fused`` (GroupQueryAttention with a shared KV buffer, see ``fused.py``), ``concat``
+    (our torch.export graph, every architecture), or ``auto`` (fused where it exists and
+    onnxruntime-genai is installed). The output is
     written to a temporary sibling folder and moved into place at the end, so an
     interrupted export never leaves a folder that looks complete.
 
@@ -227,6 +233,11 @@ def main_export(
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+    if dtype == "bfloat16" and device == "cpu":
+        raise ExportError(
+            "onnxruntime's CPU kernels lack bfloat16, so the graph could not be verified here: "
+            "export on a GPU (--device cuda with onnxruntime-gpu) or export float16"
+        )
     if not 14 <= opset <= 23:
         raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
     check_output_dir(output, force)
@@ -237,14 +248,20 @@ def main_export(
         model, dtype=dtype, device=device, gguf_file=gguf_file, progress=progress is not None
     )
     dims = dims_of(loaded.model.config)
+    kind = choose_graph(graph, loaded.model.config.model_type, dtype, device)
     t_load = time.perf_counter() - started
 
     with staged_output(output, ExportError) as staging:
-        say("exporting to ONNX (torch.export)")
         t0 = time.perf_counter()
-        external = _export_graph(
-            loaded.model, dims, staging / ONNX_FILE, opset, device, external_data_threshold
-        )
+        if kind == FUSED:
+            say("exporting to ONNX with fused attention (onnxruntime-genai's builder)")
+            build_fused(loaded.model, loaded.tokenizer, staging, dtype, device, dims.head_dim)
+            external = (staging / (ONNX_FILE + ".data")).is_file()
+        else:
+            say("exporting to ONNX (torch.export)")
+            external = _export_graph(
+                loaded.model, dims, staging / ONNX_FILE, opset, device, external_data_threshold
+            )
         t_export = time.perf_counter() - t0
         settings = _save_tokenizer_and_settings(loaded, dims, staging)
 
@@ -253,7 +270,7 @@ def main_export(
         else:
             prompt_ids = [(7 * i + 3) % dims.vocab_size for i in range(10)]
         t0 = time.perf_counter()
-        checks, greedy = verify(
+        checks, greedy = (verify_fused if kind == FUSED else verify)(
             loaded.model,
             str(staging / ONNX_FILE),
             dims,
@@ -270,6 +287,7 @@ def main_export(
             "greedy_match": greedy.match,
             "source": loaded.source_report(),
             "architecture": loaded.model.config.model_type,
+            "graph": kind,
             "dims": dims.to_dict(),
             "dtype": dtype,
             "opset": opset,

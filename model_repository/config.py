@@ -106,6 +106,7 @@ def entry_config(
     versions: Iterable[int] = (),
     execution_provider: str = "cuda",
     chat_template: str | None = None,
+    prefill_chunk: int = 128,
 ) -> Any:
     """The decoupled python-backend entry model's config.
 
@@ -120,6 +121,7 @@ def entry_config(
         "max_context": str(max_context),
         "execution_provider": execution_provider if target == "gpu" else "cpu",
         "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
+        "prefill_chunk": str(prefill_chunk),  # prompt tokens per loop iteration
     }
     if chat_template is not None:
         values["chat_template"] = chat_template

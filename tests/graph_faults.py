@@ -1,9 +1,12 @@
 """Faults written into an exported ONNX graph, to show that verification catches them.
 
-Each takes the path of a ``model.onnx`` (weights inline) and rewrites it in place:
+Each takes the path of a ``model.onnx`` (its external data next to it) and rewrites it
+in place (weights inline):
 * ``perturb_weight``: one weight matrix moved by ``eps`` (every element, random sign);
-* ``wrong_rope_base``: the rotary ``inv_freq`` recomputed for another base;
-* ``swap_kv_heads``: the first two KV heads of the first key projection swapped.
+* ``wrong_rope_base`` / ``_fused``: the rotary frequencies recomputed for another base
+  (the concat graph's ``inv_freq``; the fused graph's ``cos_cache`` and ``sin_cache``);
+* ``swap_kv_heads`` / ``_fused``: the first two KV heads of the first key projection
+  swapped (the concat graph's key projection; the key columns of the fused QKV one).
 """
 
 from __future__ import annotations
@@ -80,3 +83,48 @@ def swap_kv_heads(path: Path, hidden: int, kv_heads: int, head_dim: int) -> str:
 
     _edit(path, weight.name, change)
     return weight.name
+
+
+# ---- the same faults in a fused-attention graph (onnxruntime-genai's builder) -------------
+
+
+def wrong_rope_base_fused(path: Path, base: float) -> None:
+    """Recompute the rotary ``cos_cache``/``sin_cache`` (max_positions, rot/2) for ``base``."""
+    model = onnx.load(str(path))
+    tables = {t.name: t for t in model.graph.initializer if t.name in ("cos_cache", "sin_cache")}
+    cos = numpy_helper.to_array(tables["cos_cache"])
+    positions, half = cos.shape
+    inv = 1.0 / base ** (np.arange(0, 2 * half, 2, dtype=np.float64) / (2 * half))  # (half,)
+    angles = np.outer(np.arange(positions), inv)  # (positions, half)
+    for name, fn in (("cos_cache", np.cos), ("sin_cache", np.sin)):
+        array = fn(angles).astype(cos.dtype)
+        tables[name].CopyFrom(numpy_helper.from_array(array, name))
+    onnx.save(model, str(path))
+
+
+def swap_kv_heads_fused(path: Path, num_heads: int, kv_heads: int, head_dim: int) -> str:
+    """Swap KV heads 0 and 1 among the key columns of the first fused QKV projection,
+    shaped (hidden, (num_heads + 2 * kv_heads) * head_dim): [q | k | v] along columns."""
+    width = (num_heads + 2 * kv_heads) * head_dim
+    weight = next(w for w in _matmul_weights(path) if w.dims[-1] == width)
+    k0 = num_heads * head_dim  # first key column
+
+    def change(w):
+        first = w[:, k0 : k0 + head_dim].copy()
+        w[:, k0 : k0 + head_dim] = w[:, k0 + head_dim : k0 + 2 * head_dim]
+        w[:, k0 + head_dim : k0 + 2 * head_dim] = first
+        return w
+
+    _edit(path, weight.name, change)
+    return weight.name
+
+
+def copy_export(export: Path, folder: Path) -> Path:
+    """``model.onnx`` (and its external data) copied into ``folder``; returns the graph."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "model.onnx.data"):
+        if (export / name).is_file():
+            shutil.copyfile(export / name, folder / name)
+    return folder / "model.onnx"

@@ -22,13 +22,16 @@ from tritonkit.errors import (
 )
 from tritonkit.export import main_export, onnx_export, supported_architectures
 from tritonkit.export.verify import CHECK_POINTS
+from tritonkit.export.verify_fused import FUSED_CHECKS
 
 
 def _assert_complete(out: Path, arch: str) -> dict:
     report = json.loads((out / "export.json").read_text())
     assert report["passed"] is True and report["greedy_match"] is True
     assert report["architecture"] == arch
-    assert len(report["checks"]) == len(CHECK_POINTS)
+    fused = report["graph"] == "fused"
+    assert fused == (arch in ("llama", "qwen2", "mistral", "qwen3"))  # auto picks fused there
+    assert len(report["checks"]) == len(FUSED_CHECKS if fused else CHECK_POINTS)
     layers = report["dims"]["num_layers"]
     for check in report["checks"]:
         assert check["passed"] and check["finite"]
@@ -37,10 +40,15 @@ def _assert_complete(out: Path, arch: str) -> dict:
         # logits and every present.{i}.key/value were compared
         assert len(check["outputs"]) == 1 + 2 * layers
     names = [i["name"] for i in report["inputs"]]
-    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
-    assert names[3:5] == ["past_key_values.0.key", "past_key_values.0.value"]
-    assert report["inputs"][3]["shape"][0] == "batch_size"
-    assert report["inputs"][3]["shape"][2] == "past_sequence_length"
+    first = ["input_ids", "attention_mask"] + ([] if fused else ["position_ids"])
+    assert names[: len(first)] == first
+    k = len(first)
+    layers = report["dims"]["num_layers"]
+    cache = {f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")}
+    assert set(names[k:]) == cache  # (the fused graph lists every key, then every value)
+    assert report["inputs"][k]["shape"][0] == "batch_size"
+    assert report["inputs"][k]["shape"][2] == "past_sequence_length"
+    assert report["inputs"][k]["shape"][3] == report["dims"]["head_dim"]
     assert [o["name"] for o in report["outputs"]][:2] == ["logits", "present.0.key"]
     assert report["greedy"]["new_tokens"] >= 32
     assert report["greedy"]["onnx_tokens"] == report["greedy"]["torch_tokens"]
@@ -95,7 +103,7 @@ def test_broken_export_fails_verification(tiny_model_folder, tmp_path, monkeypat
     monkeypatch.setattr(onnx_export, "_export_graph", export_then_break)
     out = tmp_path / "broken"
     with pytest.raises(VerificationError, match="verification failed"):
-        main_export(str(tiny_model_folder("llama")), out)
+        main_export(str(tiny_model_folder("llama")), out, graph="concat")
     report = json.loads((out / "export.json").read_text())
     assert report["passed"] is False
     assert any(not c["passed"] for c in report["checks"])
@@ -170,7 +178,7 @@ def test_failing_disk_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(ONNXProgram, "save", full_disk)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="No space left on device"):
-        main_export("tiny-llama", out)
+        main_export("tiny-llama", out, graph="concat")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no partial folder left behind
 

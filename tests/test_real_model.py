@@ -26,7 +26,7 @@ from tritonkit import cli
 from tritonkit.client import LLMClient
 from tritonkit.export import packaged
 from tritonkit.export.architectures import dims_of
-from tritonkit.export.verify import Verifier
+from tritonkit.export.verify_fused import FusedVerifier
 from tritonkit.gateway import GatewayConfig, GatewayServer
 
 pytestmark = pytest.mark.slow
@@ -99,28 +99,30 @@ def test_export_passes_with_its_own_noise_measured(smollm2_export: Path):
 
 FAULTS = {
     "weight matrix moved by 1e-2": lambda p, d: graph_faults.perturb_weight(p, 1e-2, index=5),
-    "rotary base 10000 for 100000": lambda p, d: graph_faults.wrong_rope_base(
-        p, 10000.0, d.head_dim
-    ),
-    "KV heads 0 and 1 swapped": lambda p, d: graph_faults.swap_kv_heads(
-        p, d.hidden_size, d.num_kv_heads, d.head_dim
+    "rotary base 10000 for 100000": lambda p, d: graph_faults.wrong_rope_base_fused(p, 10000.0),
+    "KV heads 0 and 1 swapped": lambda p, d: graph_faults.swap_kv_heads_fused(
+        p, d.num_attention_heads, d.num_kv_heads, d.head_dim
     ),
 }
 
 
 def test_faults_in_the_real_graph_fail_verification(smollm2_export, smollm2_reference, tmp_path):
+    report = json.loads((smollm2_export / "export.json").read_text())
+    assert report["graph"] == "fused"  # what serves SmolLM2
     dims = dims_of(smollm2_reference.model.config)
-    clean = Verifier(smollm2_reference.model, str(smollm2_export / "model.onnx"), dims, "float32")
+    model = smollm2_reference.model
+    clean = FusedVerifier(model, str(smollm2_export / "model.onnx"), dims, "float32")
     assert all(c.passed for c in clean.check_all())
     for label, fault in FAULTS.items():
-        broken = tmp_path / "model.onnx"
-        shutil.copyfile(smollm2_export / "model.onnx", broken)
+        broken = graph_faults.copy_export(smollm2_export, tmp_path / label.replace(" ", "-"))
         fault(broken, dims)
-        checks = Verifier(smollm2_reference.model, str(broken), dims, "float32").check_all()
+        checks = FusedVerifier(model, str(broken), dims, "float32").check_all()
         failed = [c for c in checks if not c.passed]
         assert len(failed) >= len(checks) // 2, label
         worst = max(c.onnx_err / c.limit for c in failed)
         assert worst > 50, (label, worst)  # far outside the noise, not at its edge
+        broken.unlink()
+        broken.with_name("model.onnx.data").unlink(missing_ok=True)
 
 
 # ---- served: gRPC, HTTP and the gateway against transformers -----------------------------

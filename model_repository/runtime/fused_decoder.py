@@ -1,0 +1,187 @@
+"""The fused-attention graph run with its KV cache in preallocated rows (slots).
+
+One buffer per layer and kind, shaped (max_batch, kv_heads, capacity, head_dim), is
+allocated once per model instance: numpy memory on the CPU (the OS commits its pages
+only as rows fill up) or device memory on a GPU. A request owns one row (a slot) from
+its first prefill chunk to its last token. Every run binds the rows it touches as both
+``past_key_values.*`` and ``present.*`` (the same memory), so GroupQueryAttention reads
+the cache in place and writes only the new positions: nothing is copied when a request
+joins or leaves the batch, and on a GPU the cache never leaves the device.
+
+    prefill(slot, chunk)  rows [slot, slot+1)      mask (1, held + chunk)   writes held..
+    decode(slots, tokens) rows [0, max(slots)+1)   mask (B, T), right-padded, one new each
+
+A decode step runs the contiguous rows up to the highest slot asked for. A row that
+is not stepping (free, or part-way through its prefill) gets a dummy token whose key and
+value land at its current length, the position its own next write overwrites.
+
+Imports only numpy and onnxruntime: this module runs inside the Triton container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .decoder import GPU_PROVIDERS, auto_threads
+
+_ORT_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    """The KV cache of one model instance."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_batch: int  # rows (concurrent requests)
+    capacity: int  # tokens per row: prompt plus generated
+    dtype: Any = np.float32
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every buffer together, when every row is full."""
+        per_row = self.num_kv_heads * self.capacity * self.head_dim * np.dtype(self.dtype).itemsize
+        return 2 * self.num_layers * self.max_batch * per_row
+
+
+class CacheFull(RuntimeError):
+    """A row would hold more tokens than its capacity."""
+
+
+class FusedDecoder:
+    """``prefill`` and ``decode`` over rows of a preallocated KV cache (see the module)."""
+
+    def __init__(
+        self,
+        path: str,
+        shape: CacheShape,
+        providers: list[str] | None = None,  # e.g. ["CUDAExecutionProvider", "CPU..."]
+        intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
+        device_id: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = auto_threads(path) if intra_op_threads is None else intra_op_threads
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        chosen: list[Any] = [
+            (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
+            for p in (providers or ["CPUExecutionProvider"])
+            if p in available
+        ]
+        self.session = ort.InferenceSession(path, opts, providers=chosen or None)
+        self.device = "cuda" if self.session.get_providers()[0] in GPU_PROVIDERS else "cpu"
+        self.device_id = device_id if self.device == "cuda" else 0
+        self.shape = shape
+        self.lengths = np.zeros(shape.max_batch, np.int64)  # tokens held by each row
+        names = [i.name for i in self.session.get_inputs()]
+        self.cache_names = [
+            (f"past_key_values.{i}.{kind}", f"present.{i}.{kind}")
+            for i in range(shape.num_layers)
+            for kind in ("key", "value")
+        ]
+        missing = [p for p, _ in self.cache_names if p not in names]
+        if missing or "position_ids" in names:
+            raise ValueError(f"{path} is not a fused-attention graph (inputs {names[:4]}...)")
+        dims = (shape.max_batch, shape.num_kv_heads, shape.capacity, shape.head_dim)
+        self._buffers: list[Any]  # numpy arrays (CPU) or OrtValues (GPU), one per name pair
+        if self.device == "cuda":
+            self._buffers = [
+                ort.OrtValue.ortvalue_from_shape_and_type(dims, shape.dtype, "cuda", device_id)
+                for _ in self.cache_names
+            ]
+            self._base = [b.data_ptr() for b in self._buffers]
+        else:
+            self._buffers = [np.zeros(dims, shape.dtype) for _ in self.cache_names]
+            self._base = [b.ctypes.data for b in self._buffers]
+        self._row_bytes = int(np.prod(dims[1:])) * np.dtype(shape.dtype).itemsize
+
+    # ---- the two kinds of run ------------------------------------------------------------
+
+    def prefill(self, slot: int, ids: list[int] | np.ndarray) -> np.ndarray:
+        """Append ``ids`` to row ``slot``; returns the logits of the last one (vocab,).
+
+        Raises:
+            CacheFull: the row would exceed the capacity.
+        """
+        held, n = int(self.lengths[slot]), len(ids)
+        if held + n > self.shape.capacity:
+            raise CacheFull(f"{held + n} tokens do not fit a row of {self.shape.capacity}")
+        input_ids = np.asarray(ids, np.int64)[None]  # (1, n)
+        mask = np.ones((1, held + n), np.int64)  # (1, held + n)
+        logits = self._run(input_ids, mask, first=slot, rows=1)
+        self.lengths[slot] += n
+        return logits[0]
+
+    def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
+        """One new token for each of ``slots``; returns their logits (len(slots), vocab).
+
+        Raises:
+            CacheFull: a row is at its capacity.
+        """
+        rows = max(slots) + 1
+        stepping = np.asarray(slots, np.int64)
+        if (self.lengths[stepping] + 1 > self.shape.capacity).any():
+            raise CacheFull(f"a row is full ({self.shape.capacity} tokens)")
+        input_ids = np.zeros((rows, 1), np.int64)  # (B, 1): 0 for rows not stepping
+        input_ids[stepping, 0] = tokens
+        lengths = self.lengths[:rows] + 1  # (B,) each row's tokens after this step
+        total = int(lengths.max())
+        mask = (np.arange(total)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
+        logits = self._run(input_ids, mask, first=0, rows=rows)  # (B, vocab)
+        self.lengths[stepping] += 1
+        return logits[stepping]
+
+    def release(self, slot: int) -> None:
+        """Row ``slot`` is free again (its contents are simply overwritten later)."""
+        self.lengths[slot] = 0
+
+    def load_rows(self, rows: dict[int, list[np.ndarray]]) -> None:
+        """Set rows to given caches (each 2L arrays (kv_heads, P, head_dim)): for
+        verification, which feeds the graph the reference's own past."""
+        host = [
+            b if isinstance(b, np.ndarray) else b.numpy() for b in self._buffers
+        ]  # (max_batch, kv, capacity, hd) each
+        for slot, caches in rows.items():
+            n = caches[0].shape[1]
+            for buffer, cache in zip(host, caches):
+                buffer[slot, :, :n] = cache
+            self.lengths[slot] = n
+        if self.device == "cuda":
+            for buffer, array in zip(self._buffers, host):
+                buffer.update_inplace(array)
+
+    def row(self, slot: int) -> list[np.ndarray]:
+        """Row ``slot``'s cache as 2L arrays (kv_heads, held, head_dim), copied to the host."""
+        n = int(self.lengths[slot])
+        return [
+            (b if isinstance(b, np.ndarray) else b.numpy())[slot, :, :n].copy()
+            for b in self._buffers
+        ]
+
+    # ---- binding -------------------------------------------------------------------------
+
+    def _run(self, input_ids: np.ndarray, mask: np.ndarray, first: int, rows: int) -> np.ndarray:
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", input_ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        s = self.shape
+        dims = [rows, s.num_kv_heads, s.capacity, s.head_dim]
+        offset = first * self._row_bytes
+        for (past, present), base in zip(self.cache_names, self._base):
+            # The same memory in and out: GroupQueryAttention updates it in place.
+            binding.bind_input(past, self.device, self.device_id, s.dtype, dims, base + offset)
+            binding.bind_output(present, self.device, self.device_id, s.dtype, dims, base + offset)
+        binding.bind_output("logits", "cpu")
+        self.session.run_with_iobinding(binding)
+        logits = binding.get_outputs()[-1].numpy()  # (B, 1, vocab): the last position only
+        return logits[:, -1, :]
