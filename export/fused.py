@@ -46,7 +46,9 @@ def builder_available() -> bool:
     return True
 
 
-def choose_graph(requested: str, model_type: str, dtype: str = "float32", device: str = "cpu") -> str:
+def choose_graph(
+    requested: str, model_type: str, dtype: str = "float32", device: str = "cpu"
+) -> str:
     """``fused`` or ``concat`` for ``requested`` (``auto``, ``fused`` or ``concat``).
 
     The builder writes GroupQueryAttention for CPU in float32 only (its float16 CPU graph

@@ -224,21 +224,21 @@ def _q8_0_bound(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _onnx_logits(out: Path, report: dict, ids: list[int]) -> np.ndarray:
-    """Prefill logits of the exported graph under onnxruntime, with an empty KV cache."""
+    """The last prompt position's logits (vocab,) of the exported graph under onnxruntime,
+    with an empty KV cache (either graph kind: the fused one has no position_ids)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     n, dims = len(ids), report["dims"]
-    feeds: dict[str, np.ndarray] = {
+    # (batch, kv_heads, past_sequence_length = 0, head_dim) for every past key and value
+    empty = np.zeros((1, dims["num_kv_heads"], 0, dims["head_dim"]), dtype=np.float32)
+    values = {
         "input_ids": np.array([ids], dtype=np.int64),  # (1, n)
         "attention_mask": np.ones((1, n), dtype=np.int64),
         "position_ids": np.arange(n, dtype=np.int64)[None],
     }
-    # (batch, kv_heads, past_sequence_length = 0, head_dim) for every past key and value
-    empty = np.zeros((1, dims["num_kv_heads"], 0, dims["head_dim"]), dtype=np.float32)
-    for spec in report["inputs"][3:]:
-        feeds[spec["name"]] = empty
-    return session.run(["logits"], feeds)[0]
+    feeds = {i.name: values.get(i.name, empty) for i in session.get_inputs()}
+    return session.run(["logits"], feeds)[0][0, -1]
 
 
 def test_q8_0_exports_against_the_dequantized_model(checkpoints, tmp_path):
@@ -270,8 +270,8 @@ def test_q8_0_exports_against_the_dequantized_model(checkpoints, tmp_path):
     # model agrees with the source: the export's reference is the dequantized model.
     ids = loaded.tokenizer(GREEDY_PROMPT)["input_ids"]
     with torch.no_grad():
-        dequantized = loaded.model(torch.tensor([ids])).logits.numpy()
-        original = model(torch.tensor([ids])).logits.numpy()
+        dequantized = loaded.model(torch.tensor([ids])).logits.numpy()[0, -1]  # (vocab,)
+        original = model(torch.tensor([ids])).logits.numpy()[0, -1]
     onnx = _onnx_logits(result.output, report, ids)
     quantization_error = float(np.abs(dequantized - original).max())
     assert quantization_error > 0
