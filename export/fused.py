@@ -46,6 +46,14 @@ def builder_available() -> bool:
     return True
 
 
+def _cuda_onnxruntime() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def choose_graph(
     requested: str, model_type: str, dtype: str = "float32", device: str = "cpu"
 ) -> str:
@@ -63,7 +71,9 @@ def choose_graph(
         return CONCAT
     supported = model_type in FUSED_ARCHITECTURES
     dtype_ok = device == "cuda" or dtype == "float32"
-    available = builder_available()
+    # The fused graph is verified by running it where it will serve: on a GPU that needs
+    # onnxruntime-gpu (the concat graph is verified against PyTorch on the CPU too).
+    available = builder_available() and (device != "cuda" or _cuda_onnxruntime())
     if requested == FUSED and not supported:
         raise UsageError(
             f"--graph fused supports {', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}; "
@@ -76,8 +86,8 @@ def choose_graph(
         )
     if requested == FUSED and not available:
         raise UsageError(
-            "--graph fused needs onnxruntime-genai's model builder: pip install "
-            "'tritonkit[export]' (or onnxruntime-genai), or use --graph concat"
+            "--graph fused needs onnxruntime-genai's model builder (pip install "
+            "'tritonkit[export]'), and onnxruntime-gpu for --device cuda; or use --graph concat"
         )
     return FUSED if supported and dtype_ok and available else CONCAT
 

@@ -40,7 +40,9 @@ def main() -> int:
     for dtype in ("float32", "float16"):
         t0 = time.perf_counter()
         try:
-            result = main_export("tiny-llama", work / dtype, dtype=dtype, device="cuda")
+            result = main_export(
+                "tiny-llama", work / dtype, dtype=dtype, device="cuda", graph="concat"
+            )
             r = result.report
             worst = max(c["onnx_err"] / c["limit"] for c in r["checks"])
             row(
@@ -99,6 +101,8 @@ def main() -> int:
     if not gpu_ort:
         row("entry model with KV cache on the GPU", "skipped", "no onnxruntime-gpu here")
 
+    ok &= fused_checks(work)
+
     try:
         import tensorrt  # noqa: F401
 
@@ -116,6 +120,57 @@ def main() -> int:
     (work / "gpu_check.json").write_text(json.dumps(rows, indent=2))
     print(f"\nreport: {work / 'gpu_check.json'}")
     return 0 if ok else 1
+
+
+def fused_checks(work: Path) -> bool:
+    """The fused-attention graph in float16 on CUDA: verified against transformers on the
+    GPU through the serving engine's KV rows, then one decode step timed at positions 16
+    and 1024 (batch 1 and 8). Needs onnxruntime-gpu; says so when it is missing."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from tritonkit.errors import TritonkitError
+    from tritonkit.export import main_export
+    from tritonkit.model_repository.runtime.fused_decoder import CacheShape, FusedDecoder
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        row("fused graph float16 on cuda", "skipped", "no onnxruntime-gpu here")
+        return True
+    t0 = time.perf_counter()
+    try:
+        result = main_export(
+            "tiny-llama", work / "fused16", dtype="float16", device="cuda", graph="fused"
+        )
+    except TritonkitError as exc:
+        row("fused graph float16 on cuda: checks", "FAIL", str(exc)[:160])
+        return False
+    r = result.report
+    worst = max(c["onnx_err"] / c["limit"] for c in r["checks"])
+    row(
+        "fused graph float16 on cuda: checks",
+        "ok",
+        f"worst error {worst:.2f} of its limit, greedy_match={r['greedy_match']}, "
+        f"{time.perf_counter() - t0:.1f}s",
+    )
+    d = r["dims"]
+    shape = CacheShape(d["num_layers"], d["num_kv_heads"], d["head_dim"], 8, 1100, np.float16)
+    decoder = FusedDecoder(str(result.output / "model.onnx"), shape, ["CUDAExecutionProvider"])
+    for batch in (1, 8):
+        times = {}
+        for position in (16, 1024):
+            samples = []
+            for _ in range(30):
+                decoder.lengths[:batch] = position
+                t1 = time.perf_counter()
+                decoder.decode(list(range(batch)), [7] * batch)
+                samples.append(time.perf_counter() - t1)
+            times[position] = statistics.median(samples[5:]) * 1e3
+        row(
+            f"fused decode step on cuda, batch {batch}",
+            "ok",
+            f"p16 {times[16]:.2f} ms, p1024 {times[1024]:.2f} ms ({times[1024] / times[16]:.2f}x)",
+        )
+    return True
 
 
 if __name__ == "__main__":

@@ -578,3 +578,71 @@ def test_detok_and_stop_together(metaspace: Tokenizer) -> None:
         if stopped:
             break
     assert (out, stopped) == (" the quick brown fox jumps over the", True)
+
+
+# ---- metrics buffer and responder thread -------------------------------------------------
+
+
+class _Metric:
+    def __init__(self) -> None:
+        self.increments: list[float] = []
+        self.sets: list[float] = []
+
+    def increment(self, value: float) -> None:
+        self.increments.append(value)
+
+    def set(self, value: float) -> None:
+        self.sets.append(value)
+
+
+def test_metrics_are_gathered_and_sent_once_per_flush() -> None:
+    from tritonkit.model_repository.runtime.metrics import COUNTERS, GAUGES, BufferedMetrics
+
+    made: dict[str, tuple[str, _Metric]] = {}
+
+    def factory(name: str, description: str, kind: str) -> _Metric:
+        made[name] = (kind, _Metric())
+        return made[name][1]
+
+    metrics = BufferedMetrics(factory, flush_s=3600)  # flushed by hand below
+    assert {n for n, _ in COUNTERS.values()} | {n for n, _ in GAUGES.values()} == set(made)
+    for _ in range(100):
+        metrics.add("generated", 2)
+        metrics.set("batch", 3)
+    metrics.set("batch", 5)
+    assert made["tritonkit_generated_tokens_total"][1].increments == []  # nothing sent yet
+    metrics.flush()
+    assert made["tritonkit_generated_tokens_total"][1].increments == [200]  # one update
+    assert made["tritonkit_running_batch_size"][1].sets == [5]  # the last value only
+    metrics.close()
+    assert made["tritonkit_running_batch_size"][0] == "gauge"
+
+
+def test_responder_merges_queued_pieces_and_survives_a_failed_send() -> None:
+    import threading
+
+    from tritonkit.model_repository.runtime.generation import Output
+    from tritonkit.model_repository.runtime.responder import Responder
+
+    sent: list[tuple[str, Output]] = []
+    errors: list[Exception] = []
+    gate = threading.Event()
+
+    def send(key: str, output: Output) -> None:
+        gate.wait(5)  # hold the first send so the rest queue up behind it
+        if key == "gone":
+            raise ConnectionError("client went away")
+        sent.append((key, output))
+
+    responder = Responder(send, on_error=errors.append)
+    responder.put("a", Output("first "))
+    time.sleep(0.05)  # the thread takes "first" and blocks in send
+    for piece in ("one ", "two ", "three"):
+        responder.put("a", Output(piece))
+    responder.put("gone", Output("lost"))
+    responder.put("b", Output("done", final=True, finish_reason="stop"))
+    gate.set()
+    responder.close()
+    texts = [(k, o.text) for k, o in sent]
+    assert texts == [("a", "first "), ("a", "one two three"), ("b", "done")]
+    assert len(errors) == 1 and "went away" in str(errors[0])

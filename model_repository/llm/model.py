@@ -1,8 +1,11 @@
 """The entry model: a decoupled python-backend model that serves text generation.
 
-It tokenizes, runs the generation loop with in-flight batching over the exported
-ONNX decoder in-process (the KV cache stays resident in onnxruntime; no tensor
-crosses a BLS call per step), samples, stops, detokenizes incrementally and streams.
+It tokenizes, runs the generation loop (in-flight batching, chunked prefill) over the
+exported ONNX decoder in-process, samples, stops, detokenizes incrementally and streams.
+The engine follows the export's graph: fused attention over preallocated KV rows, or
+the concat graph (``tritonkit_runtime/engines.py``); no tensor crosses a BLS call per
+step. The logic lives in the pure modules of ``tritonkit_runtime/`` (scheduler, metrics
+buffer, responder thread), tested without a server; this file only binds them to Triton.
 The request interface is the one of Triton's vLLM and TensorRT-LLM backends, so
 genai-perf, perf_analyzer, the HTTP generate endpoint and their clients work as is.
 
@@ -15,10 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import sys
-import threading
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -26,8 +27,10 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tritonkit_runtime.engines import open_engine
-from tritonkit_runtime.generation import GenerationRequest, Output, coalesce
+from tritonkit_runtime.generation import GenerationRequest, Output
+from tritonkit_runtime.metrics import BufferedMetrics
 from tritonkit_runtime.params import RequestError, parse_request
+from tritonkit_runtime.responder import Responder
 from tritonkit_runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler, StepStats
 
 INPUTS = (
@@ -38,79 +41,31 @@ INPUTS = (
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
-class Metrics:
-    """Prometheus metrics next to Triton's own, through the custom-metrics API.
+def _metric(labels: dict[str, str], families: list[Any]) -> Any:
+    """A ``BufferedMetrics`` factory over Triton's custom metrics API."""
 
-    Each update of a custom metric is an IPC round trip to the server (profiled: four
-    per step took a quarter of the decode loop), so updates are gathered here and a
-    thread flushes them every FLUSH_S seconds.
-    """
+    def make(name: str, description: str, kind: str) -> Any:
+        family = pb_utils.MetricFamily(
+            name=name,
+            description=description,
+            kind=pb_utils.MetricFamily.COUNTER
+            if kind == "counter"
+            else pb_utils.MetricFamily.GAUGE,
+        )
+        families.append(family)  # a family must outlive its metrics
+        return family.Metric(labels=labels)
 
-    FLUSH_S = 0.25
+    return make
 
-    COUNTERS: ClassVar[dict[str, tuple[str, str]]] = {
-        "requests": ("tritonkit_requests_total", "Requests accepted"),
-        "failures": ("tritonkit_request_failures_total", "Requests rejected"),
-        "cancelled": ("tritonkit_cancelled_requests_total", "Requests cancelled"),
-        "prompt_tokens": ("tritonkit_prompt_tokens_total", "Prompt tokens"),
-        "generated": ("tritonkit_generated_tokens_total", "Generated tokens"),
-        "ttft_sum": ("tritonkit_time_to_first_token_seconds_sum", "Sum of time to first token"),
-        "ttft_count": ("tritonkit_time_to_first_token_seconds_count", "Requests with a token"),
-        "itl_sum": ("tritonkit_inter_token_latency_seconds_sum", "Sum of inter-token latencies"),
-        "itl_count": ("tritonkit_inter_token_latency_seconds_count", "Inter-token intervals"),
-        "steps": ("tritonkit_decode_steps_total", "Batched decode steps"),
-        "rows": ("tritonkit_decode_rows_total", "Sequences advanced by decode steps (sum)"),
-    }
-    GAUGES: ClassVar[dict[str, tuple[str, str]]] = {
-        "batch": ("tritonkit_running_batch_size", "Sequences in the running batch"),
-        "waiting": ("tritonkit_waiting_requests", "Requests waiting to join the batch"),
-    }
 
-    def __init__(self, labels: dict[str, str]) -> None:
-        self._families: list[Any] = []  # a family must outlive its metrics
-        self._metrics: dict[str, Any] = {}
-        for kind, table in (
-            (pb_utils.MetricFamily.COUNTER, self.COUNTERS),
-            (pb_utils.MetricFamily.GAUGE, self.GAUGES),
-        ):
-            for key, (name, description) in table.items():
-                family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
-                self._families.append(family)
-                self._metrics[key] = family.Metric(labels=labels)
-        self._lock = threading.Lock()
-        self._deltas: dict[str, float] = {}
-        self._gauges: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tritonkit-metrics", daemon=True)
-        self._thread.start()
-
-    def add(self, key: str, value: float = 1.0) -> None:
-        """Increment counter ``key`` by ``value`` (flushed later)."""
-        with self._lock:
-            self._deltas[key] = self._deltas.get(key, 0.0) + value
-
-    def set(self, key: str, value: float) -> None:
-        """Set gauge ``key`` (flushed later)."""
-        with self._lock:
-            self._gauges[key] = value
-
-    def flush(self) -> None:
-        with self._lock:
-            deltas, gauges = self._deltas, self._gauges
-            self._deltas, self._gauges = {}, {}
-        for key, value in deltas.items():
-            self._metrics[key].increment(value)
-        for key, value in gauges.items():
-            self._metrics[key].set(value)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.FLUSH_S):
-            self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.flush()
+def _providers(gpu: bool, execution_provider: str) -> list[str] | None:
+    """onnxruntime providers for this instance: None (CPU) or CUDA, TensorRT first if asked."""
+    if not gpu:
+        return None
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if execution_provider == "tensorrt":
+        providers.insert(0, "TensorrtExecutionProvider")
+    return providers
 
 
 class TritonPythonModel:
@@ -138,11 +93,7 @@ class TritonPythonModel:
         self.max_context = int(params.get("max_context") or settings["max_context"])
 
         gpu = args.get("model_instance_kind") == "GPU"
-        providers = None  # CPU
-        if gpu:
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if params.get("execution_provider") == "tensorrt":
-                providers.insert(0, "TensorrtExecutionProvider")
+        providers = _providers(gpu, params.get("execution_provider", "cuda"))
         threads = params.get("intra_op_threads", "auto")
         max_batch = int(params.get("max_batch_size", "16"))
         engine = open_engine(
@@ -154,18 +105,21 @@ class TritonPythonModel:
             intra_op_threads=None if threads == "auto" else int(threads),
             device_id=int(args.get("model_instance_device_id") or 0),
         )
-        self.metrics = Metrics({"model": args["model_name"], "version": args["model_version"]})
+        labels = {"model": args["model_name"], "version": args["model_version"]}
+        self._families: list[Any] = []
+        self.metrics = BufferedMetrics(_metric(labels, self._families))
         self.scheduler = Scheduler(
             engine,
             max_batch_size=max_batch,
             prefill_chunk=int(params.get("prefill_chunk") or DEFAULT_PREFILL_CHUNK),
             on_step=self._on_step,
         )
-        # Responses leave through their own thread: a send is an IPC round trip to the
-        # server, and the decode loop should not wait for it (streaming 2x faster here).
-        self._outbox: queue.Queue[tuple[Any, Output] | None] = queue.Queue()
-        self._responder = threading.Thread(target=self._respond, name="tritonkit-responder")
-        self._responder.start()
+        self.responder = Responder(
+            self._send,
+            on_error=lambda exc: pb_utils.Logger.log_warn(
+                f"tritonkit: could not send a response: {exc}"
+            ),
+        )
         self.scheduler.start()
         self.logger = pb_utils.Logger
         self.logger.log_info(
@@ -190,7 +144,7 @@ class TritonPythonModel:
                     self.tokenizer,
                     self.eos,
                     self.max_context,
-                    emit=lambda out, s=sender: self._outbox.put((s, out)),
+                    emit=lambda out, s=sender: self.responder.put(s, out),
                     is_cancelled=sender.is_cancelled,
                     on_done=self._on_done,
                 )
@@ -206,24 +160,6 @@ class TritonPythonModel:
             self.metrics.add("prompt_tokens", len(ids))
             self.scheduler.submit(seq)
         return None
-
-    def _respond(self) -> None:
-        stopping = False
-        while not stopping:
-            items = [self._outbox.get()]
-            while True:  # take whatever else is waiting, to merge each request's pieces
-                try:
-                    items.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            if None in items:
-                stopping = True
-                items = [i for i in items if i is not None]
-            for sender, out in coalesce(items):
-                try:
-                    self._send(sender, out)
-                except Exception as exc:  # a vanished client must not stop the responder
-                    pb_utils.Logger.log_warn(f"tritonkit: could not send a response: {exc}")
 
     def _send(self, sender: Any, out: Output) -> None:
         if out.cancelled:
@@ -254,6 +190,8 @@ class TritonPythonModel:
         if stats.decoded_rows:
             self.metrics.add("steps")
             self.metrics.add("rows", stats.decoded_rows)
+        if stats.prefilled:
+            self.metrics.add("prefill_tokens", stats.prefilled)
 
     def _on_done(self, seq: GenerationRequest) -> None:
         t = seq.timing
@@ -266,6 +204,5 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.scheduler.stop(timeout=float(os.environ.get("TRITONKIT_DRAIN_SECONDS", "30")))
-        self._outbox.put(None)
-        self._responder.join(timeout=10)
+        self.responder.close()
         self.metrics.close()
