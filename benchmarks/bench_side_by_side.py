@@ -6,72 +6,40 @@ One run on tiny-llama (16-token prompts, greedy, exactly --tokens new tokens):
   * Triton (the entry model on a real local tritonserver) profiled by genai-perf,
     unmodified, at concurrency 1 and 8 (``tritonkit.bench.run_bench``; token counts
     are the server's);
-  * the same ONNX graph in-process: a plain greedy loop with the KV cache;
+  * the same graph in-process through the engine the server runs: a plain greedy loop;
   * transformers ``generate`` (greedy, KV cache, one torch thread like onnxruntime's);
-and KV-cache scaling: the latency of one output token at position 16 against position
-512, for one decode step of the graph in-process and for the stream through Triton
-(target: at most 1.3x: with the cache a step attends over the past, it does not
-recompute it). Medians throughout (this machine is shared and noisy).
+and KV-cache scaling through the whole stack: the latency of one streamed output token
+at position 16 against position 512 (the engine alone, per graph kind and against
+onnxruntime-genai: ``decode_step_bench.py``). Medians throughout (this machine is shared
+and noisy).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _table import table
-from serving_bench import ort_loop, transformers_generate
+from serving_bench import engine_loop, transformers_generate
 
 from tritonkit.bench import run_bench
 from tritonkit.bench.inputs import load_tokenizer, make_prompts
 from tritonkit.export import main_export
 from tritonkit.model_repository import build_repository
-from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.serve import TritonServer
 
 PROMPT_TOKENS = 16
 NEAR, FAR = 16, 512  # sequence positions compared (the KV cache holds that many tokens)
 LONG_PROMPT = 8  # the long stream: output token k sits at sequence position 8 + k
 WINDOW = 8  # positions either side averaged in the stream's per-position latency
-
-
-def decode_step_ms(decoder: OnnxDecoder, past_len: int, repeat: int = 200) -> float:
-    """Median time of one batch-1 decode step on a KV cache of ``past_len`` positions."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(3, 500, (1, past_len))  # (1, P)
-    _, past = decoder.forward(
-        ids, np.ones((1, past_len), np.int64), np.arange(past_len)[None], decoder.empty_past(1)
-    )
-    token = np.asarray([[7]])  # (1, 1)
-    mask = np.ones((1, past_len + 1), np.int64)  # (1, P+1)
-    position = np.asarray([[past_len]])  # (1, 1)
-    times = []
-    for i in range(repeat + 10):
-        t0 = time.perf_counter()
-        decoder.forward(token, mask, position, past)  # the same step again: the cache stays P
-        if i >= 10:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-def recompute_ms(decoder: OnnxDecoder, length: int, repeat: int = 20) -> float:
-    """Median time to get the next token with no cache: run the whole sequence again."""
-    ids = np.random.default_rng(0).integers(3, 500, (1, length))  # (1, L)
-    mask, positions = np.ones((1, length), np.int64), np.arange(length)[None]  # (1, L) each
-    times = []
-    for _ in range(repeat + 3):
-        t0 = time.perf_counter()
-        decoder.forward(ids, mask, positions, decoder.empty_past(1))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[3:]) * 1e3
 
 
 def window_ms(positions: list[float], at: int) -> float:
@@ -104,11 +72,10 @@ def main() -> None:
         # 2-core machine torch's second thread spins and runs 10x slower, not faster.
         torch.set_num_threads(1)
 
-        decoder = OnnxDecoder(str(export / "model.onnx"))
-        ort_runs = [ort_loop(decoder, ids, n) for _ in range(23)][3:]
+        graph = json.loads((export / "export.json").read_text())
+        engine = open_engine(str(export / "model.onnx"), graph, 1, len(ids) + n + 8)
+        ort_runs = [engine_loop(engine, ids, n) for _ in range(23)][3:]
         hf_runs = [transformers_generate(loaded.model, ids, n) for _ in range(5)]
-        step_near, step_far = decode_step_ms(decoder, NEAR), decode_step_ms(decoder, FAR)
-        redo_near, redo_far = recompute_ms(decoder, NEAR + 1), recompute_ms(decoder, FAR + 1)
 
         with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=3) as s:
             common = dict(repository=repo, metrics_url=s.metrics_url, tool="genai-perf", plots=True)
@@ -130,7 +97,7 @@ def main() -> None:
     ort_ttft, ort_itl, ort_tps = per_request(ort_runs)
     hf_ttft, hf_itl, hf_tps = per_request(hf_runs)
     rows = [
-        ["in-process onnxruntime loop", 1, ort_ttft, ort_itl, ort_tps, ort_tps, 1.0],
+        [f"in-process loop ({graph['graph']} graph)", 1, ort_ttft, ort_itl, ort_tps, ort_tps, 1.0],
         ["transformers generate", 1, hf_ttft, hf_itl, hf_tps, hf_tps, hf_tps / ort_tps],
     ]
     for level in report.levels:
@@ -144,7 +111,7 @@ def main() -> None:
     print(
         table(
             ["path", "concurrency", "TTFT ms", "ITL ms", "tok/s per request", "tok/s total",
-             "total vs onnxruntime loop (x)"],
+             "total vs in-process loop (x)"],
             rows,
         )
     )  # fmt: skip
@@ -161,10 +128,6 @@ def main() -> None:
         table(
             ["measured", f"position {NEAR} ms", f"position {FAR} ms", "ratio (x)"],
             [
-                ["decode step, onnxruntime in-process", step_near, step_far,
-                 step_far / step_near],
-                ["no cache: the whole sequence again, in-process", redo_near, redo_far,
-                 redo_far / redo_near],
                 [f"Triton stream via genai-perf (c=1, median of up to +-{WINDOW} positions)",
                  stream_near, stream_far, stream_far / stream_near],
             ],

@@ -5,8 +5,9 @@
 One run per model, side by side, on the same prompt tokens and the same weights:
   * Triton (the entry model on a real local tritonserver), gRPC streaming through
     tritonkit's client, at concurrency 1 and 8;
-  * the same exported ONNX graph in-process: a plain greedy loop with the KV cache
-    (the ceiling for one stream on this graph: no server, no IPC);
+  * the same exported graph in-process, through the engine the server runs (fused
+    attention over KV rows, or the concat graph): a plain greedy loop, the ceiling for
+    one stream (no server, no IPC);
   * onnxruntime-genai's ``og.Generator`` on its own model-builder graph (fused
     GroupQueryAttention, a shared KV buffer), at batch 1 and a static batch of 8 (it
     cannot admit a request into a running batch);
@@ -39,7 +40,7 @@ from tritonkit.client import LLMClient
 from tritonkit.client.chat import ChatTemplate
 from tritonkit.export import main_export
 from tritonkit.model_repository import build_repository
-from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.serve import TritonServer
 
 QUESTION = "What is the capital of France? Answer with a short paragraph."
@@ -49,22 +50,15 @@ REQUESTS = {"tiny-llama": 12, "smollm2": 4}  # per worker; SmolLM2 is ~40x slowe
 Run = tuple[float, float]  # (time to first token, total) in seconds, one request
 
 
-def ort_loop(decoder: OnnxDecoder, ids: list[int], n: int) -> Run:
-    """Greedy decode of ``n`` tokens in-process with the KV cache."""
+def engine_loop(engine: Any, ids: list[int], n: int) -> Run:
+    """Greedy decode of ``n`` tokens in-process, through the engine the server runs."""
     t0 = time.perf_counter()
-    prompt = np.asarray([ids], np.int64)  # (1, P)
-    p = prompt.shape[1]
-    logits, past = decoder.forward(
-        prompt, np.ones((1, p), np.int64), np.arange(p)[None], decoder.empty_past(1)
-    )
-    token = int(logits[0].argmax())  # logits of the last position: (1, vocab)
+    row = engine.reserve()
+    token = int(engine.prefill(row, ids).argmax())  # logits (vocab,) of the last position
     ttft = time.perf_counter() - t0
-    for i in range(1, n):
-        total = p + i
-        logits, past = decoder.forward(
-            np.asarray([[token]]), np.ones((1, total), np.int64), np.asarray([[total - 1]]), past
-        )
-        token = int(logits[0].argmax())
+    for _ in range(1, n):
+        token = int(engine.decode([row], [token])[0].argmax())
+    engine.release(row)
     return ttft, time.perf_counter() - t0
 
 
@@ -153,10 +147,12 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
     prompt = template.render([{"role": "user", "content": QUESTION}])
     ids = list(loaded.tokenizer(prompt)["input_ids"])
 
-    decoder = OnnxDecoder(str(export / "model.onnx"))
-    ort_runs = repeat(lambda: ort_loop(decoder, ids, n), requests)
-    base = statistics.median(n / t for _, t in ort_runs)
-    rows = [row("in-process onnxruntime loop (same graph)", 1, ort_runs, n, base)]
+    engine = open_engine(
+        str(export / "model.onnx"), report, max_rows=1, max_context=len(ids) + n + 8
+    )
+    loop_runs = repeat(lambda: engine_loop(engine, ids, n), requests)
+    base = statistics.median(n / t for _, t in loop_runs)
+    rows = [row(f"in-process loop ({report['graph']} graph, no server)", 1, loop_runs, n, base)]
 
     hf_dir = work / "hf"
     loaded.model.save_pretrained(hf_dir)
@@ -187,8 +183,8 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
     print(
         f"\n{model}: {report['dims']['num_layers']} layers, vocab {report['dims']['vocab_size']}, "
         f"prompt {len(ids)} tokens (chat template), {n} new tokens, greedy; medians\n"
-        f"export: {export_s:.0f} s (load {t['load']:.0f} s, torch.export {t['export']:.0f} s, "
-        f"verify {t['verify']:.0f} s)"
+        f"export: {export_s:.0f} s (load {t['load']:.0f} s, {report['graph']} graph "
+        f"{t['export']:.0f} s, verify {t['verify']:.0f} s)"
     )
     print(
         table(
