@@ -183,6 +183,72 @@ def top1_agreement(got: np.ndarray, ref: np.ndarray, tie: float) -> tuple[int, i
     return int(agree.sum()), int((~agree & (gap <= tie)).sum())
 
 
+def measure(got: np.ndarray, ref: np.ndarray, exact: np.ndarray, dtype: str) -> OutputError:
+    """One output's errors: onnxruntime's (``got``) and PyTorch's (``ref``) against float64
+    (``exact``), and the limit they imply for ``dtype`` (see ``Tolerance``)."""
+    tol = TOLERANCES[dtype]
+    torch_err = _max_err(ref, exact)
+    floor = tol.floor_ulps * EPS[dtype] * (float(np.abs(exact).max()) if exact.size else 0.0)
+    finite = bool(np.isfinite(got).all())
+    return OutputError(_max_err(got, exact), torch_err, tol.factor * torch_err + floor, finite)
+
+
+def check_result(
+    name: str,
+    shape: tuple[int, int, int, bool],  # (batch, past, seq, left_padded)
+    outputs: dict[str, OutputError],
+    top1: tuple[int, int, int],  # (agree, near ties, positions)
+) -> CheckResult:
+    """A check's verdict: every output within its limit and finite, every top-1 agreeing."""
+    worst = max(outputs, key=lambda k: outputs[k].onnx_err / outputs[k].limit)
+    finite = all(o.finite for o in outputs.values())
+    agree, ties, positions = top1
+    return CheckResult(
+        name=name,
+        batch=shape[0],
+        past=shape[1],
+        seq=shape[2],
+        left_padded=shape[3],
+        passed=finite and agree + ties == positions and all(o.passed for o in outputs.values()),
+        finite=finite,
+        worst_output=worst,
+        onnx_err=outputs[worst].onnx_err,
+        limit=outputs[worst].limit,
+        top1_agree=agree,
+        top1_near_ties=ties,
+        top1_positions=positions,
+        outputs=outputs,
+    )
+
+
+def greedy_against_transformers(
+    model: Any, prompt_ids: list[int], tokens: list[int], device: str = "cpu"
+) -> GreedyResult:
+    """Compare ``tokens`` (a greedy decode of ``prompt_ids`` by the graph) with
+    ``transformers`` ``generate`` of as many tokens (EOS ignored, so both run the length)."""
+    from transformers import GenerationConfig
+
+    ids = torch.tensor([prompt_ids])  # (1, P)
+    n, new_tokens = ids.shape[1], len(tokens)
+    config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        eos_token_id=None,
+        pad_token_id=model.config.pad_token_id or 0,
+    )
+    with torch.no_grad():
+        ref = model.generate(
+            ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=config
+        )
+    ref_tokens = [int(t) for t in ref[0, n:].tolist()]
+    mismatch = next(
+        (i for i, (a, r) in enumerate(zip(tokens, ref_tokens)) if a != r),
+        None if len(tokens) == len(ref_tokens) else min(len(tokens), len(ref_tokens)),
+    )
+    return GreedyResult(n, new_tokens, mismatch is None, mismatch, tokens, ref_tokens)
+
+
 class Verifier:
     """Runs the checks for one exported graph against one PyTorch model."""
 
@@ -214,7 +280,6 @@ class Verifier:
             raise ExportError(f"onnxruntime cannot load the exported graph: {first}{hint}") from exc
         self.inputs = input_names(dims.num_layers)
         self.outputs = output_names(dims.num_layers)
-        self.tolerance = TOLERANCES[dtype]
 
     def _empty_past(self, batch: int) -> list[torch.Tensor]:
         d = self.dims
@@ -290,45 +355,21 @@ class Verifier:
         mask = feed[1]
         keep_new = mask[:, p:].bool().numpy()  # (B, S): compare real tokens only
         keep_all = mask.bool().numpy()  # (B, P+S)
-        tol = self.tolerance
         outputs: dict[str, OutputError] = {}
         agree = ties = positions = 0
         for name, got, ref_t, ex_t in zip(self.outputs, actual, expected, exact):
             got = _real(name, got, keep_new, keep_all)
             ref = _real(name, ref_t.numpy(), keep_new, keep_all)
             ex = _real(name, ex_t.numpy(), keep_new, keep_all)
-            finite = bool(np.isfinite(got).all())
-            torch_err = _max_err(ref, ex)
-            floor = tol.floor_ulps * EPS[self.dtype] * (float(np.abs(ex).max()) if ex.size else 0.0)
-            limit = tol.factor * torch_err + floor
-            outputs[name] = OutputError(_max_err(got, ex), torch_err, limit, finite)
-            if name == "logits" and finite:
-                agree, ties = top1_agreement(got, ex, tie=2 * limit)
+            outputs[name] = measure(got, ref, ex, self.dtype)
+            if name == "logits" and outputs[name].finite:
+                agree, ties = top1_agreement(got, ex, tie=2 * outputs[name].limit)
                 positions = len(ex)
-        worst = max(outputs, key=lambda k: outputs[k].onnx_err / outputs[k].limit)
-        finite = all(o.finite for o in outputs.values())
-        top1_ok = agree + ties == positions
-        return CheckResult(
-            name=point.name,
-            batch=point.batch,
-            past=p,
-            seq=point.seq,
-            left_padded=point.left_padded,
-            passed=finite and top1_ok and all(o.passed for o in outputs.values()),
-            finite=finite,
-            worst_output=worst,
-            onnx_err=outputs[worst].onnx_err,
-            limit=outputs[worst].limit,
-            top1_agree=agree,
-            top1_near_ties=ties,
-            top1_positions=positions,
-            outputs=outputs,
-        )
+        shape = (point.batch, p, point.seq, point.left_padded)
+        return check_result(point.name, shape, outputs, (agree, ties, positions))
 
     def greedy(self, prompt_ids: list[int], new_tokens: int = 32) -> GreedyResult:
         """Greedy-decode ``new_tokens`` through onnxruntime and through ``generate``."""
-        from transformers import GenerationConfig
-
         ids = torch.tensor([prompt_ids])  # (1, P)
         n = ids.shape[1]
         # onnxruntime: prefill, then one token a step with the KV cache.
@@ -344,26 +385,7 @@ class Verifier:
             past = [torch.from_numpy(x.astype(np.float32)).to(past[0].dtype) for x in out[1:]]
             step_ids = torch.tensor([[tokens[-1]]])
 
-        # transformers: no EOS, so both run the full length.
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            eos_token_id=None,
-            pad_token_id=self.model.config.pad_token_id or 0,
-        )
-        with torch.no_grad():
-            ref = self.model.generate(
-                ids.to(self.device),
-                attention_mask=torch.ones_like(ids).to(self.device),
-                generation_config=config,
-            )
-        ref_tokens = [int(t) for t in ref[0, n:].tolist()]
-        mismatch = next(
-            (i for i, (a, r) in enumerate(zip(tokens, ref_tokens)) if a != r),
-            None if len(tokens) == len(ref_tokens) else min(len(tokens), len(ref_tokens)),
-        )
-        return GreedyResult(n, new_tokens, mismatch is None, mismatch, tokens, ref_tokens)
+        return greedy_against_transformers(self.model, prompt_ids, tokens, self.device)
 
 
 def verify(
@@ -381,8 +403,17 @@ def verify(
     Raises:
         ExportError: onnxruntime cannot load the graph.
     """
-    verifier = Verifier(model, onnx_path, dims, dtype, device)
-    results = verifier.check_all(progress=progress)
+    return run(Verifier(model, onnx_path, dims, dtype, device), prompt_ids, new_tokens, progress)
+
+
+def run(
+    verifier: Any,
+    prompt_ids: list[int],
+    new_tokens: int,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[CheckResult], GreedyResult]:
+    """``verifier``'s checks, then its greedy decode (any verifier with both methods)."""
+    results: list[CheckResult] = verifier.check_all(progress=progress)
     if progress:
         progress(f"greedy decode of {new_tokens} tokens")
     return results, verifier.greedy(prompt_ids, new_tokens)

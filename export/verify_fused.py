@@ -26,12 +26,13 @@ from tritonkit.model_repository.runtime.fused_decoder import CacheShape, FusedDe
 
 from .architectures import ModelDims
 from .verify import (
-    EPS,
-    TOLERANCES,
     CheckResult,
     GreedyResult,
     OutputError,
-    _max_err,
+    check_result,
+    greedy_against_transformers,
+    measure,
+    run,
     top1_agreement,
 )
 from .wrapper import DecoderWithPast
@@ -83,7 +84,6 @@ class FusedVerifier:
         self.dims = dims
         self.dtype = dtype
         self.device = device
-        self.tolerance = TOLERANCES[dtype]
         kv_dtype = np.float16 if dtype == "float16" else np.float32
         shape = CacheShape(
             dims.num_layers, dims.num_kv_heads, dims.head_dim, MAX_ROWS, capacity, kv_dtype
@@ -198,75 +198,40 @@ class FusedVerifier:
         expected: list[_RowResult],
         exact: list[_RowResult],
     ) -> CheckResult:
-        tol = self.tolerance
         outputs: dict[str, OutputError] = {}
         names = ["logits"] + [
             f"present.{i}.{kind}" for i in range(self.dims.num_layers) for kind in ("key", "value")
         ]
         agree = ties = 0
         for k, name in enumerate(names):
-            if k == 0:
-                got = np.stack([r.logits for r in actual])  # (N, vocab)
-                ref = np.stack([r.logits for r in expected])
-                ex = np.stack([r.logits for r in exact])
-            else:  # every row's positions, (P+S, kv, hd) each, one after another
-                got = np.concatenate([r.presents[k - 1].transpose(1, 0, 2) for r in actual])
-                ref = np.concatenate([r.presents[k - 1].transpose(1, 0, 2) for r in expected])
-                ex = np.concatenate([r.presents[k - 1].transpose(1, 0, 2) for r in exact])
-            finite = bool(np.isfinite(got).all())
-            torch_err = _max_err(ref, ex)
-            floor = tol.floor_ulps * EPS[self.dtype] * (float(np.abs(ex).max()) if ex.size else 0.0)
-            limit = tol.factor * torch_err + floor
-            outputs[name] = OutputError(_max_err(got, ex), torch_err, limit, finite)
-            if k == 0 and finite:
-                agree, ties = top1_agreement(got, ex, tie=2 * limit)
-        worst = max(outputs, key=lambda n: outputs[n].onnx_err / outputs[n].limit)
-        finite = all(o.finite for o in outputs.values())
-        positions = len(actual)
-        return CheckResult(
-            name=check.name,
-            batch=len(check.rows),
-            past=max(p for _slot, p, _s in check.rows),
-            seq=max(s for _slot, _p, s in check.rows),
-            left_padded=False,
-            passed=finite and agree + ties == positions and all(o.passed for o in outputs.values()),
-            finite=finite,
-            worst_output=worst,
-            onnx_err=outputs[worst].onnx_err,
-            limit=outputs[worst].limit,
-            top1_agree=agree,
-            top1_near_ties=ties,
-            top1_positions=positions,
-            outputs=outputs,
+            if k == 0:  # each row's last position: (N, vocab)
+                got, ref, ex = (
+                    np.stack([r.logits for r in rows]) for rows in (actual, expected, exact)
+                )
+            else:  # every row's positions one after another: (sum of P+S, kv, hd)
+                got, ref, ex = (
+                    np.concatenate([r.presents[k - 1].transpose(1, 0, 2) for r in rows])
+                    for rows in (actual, expected, exact)
+                )
+            outputs[name] = measure(got, ref, ex, self.dtype)
+            if k == 0 and outputs[name].finite:
+                agree, ties = top1_agreement(got, ex, tie=2 * outputs[name].limit)
+        shape = (
+            len(check.rows),
+            max(p for _slot, p, _s in check.rows),
+            max(s for _slot, _p, s in check.rows),
+            False,
         )
+        return check_result(check.name, shape, outputs, (agree, ties, len(actual)))
 
     def greedy(self, prompt_ids: list[int], new_tokens: int = 32) -> GreedyResult:
         """Greedy through the cache rows (prefill, then one token a step) vs ``generate``."""
-        from transformers import GenerationConfig
-
         decoder = self.decoder
         decoder.release(0)
         tokens = [int(decoder.prefill(0, prompt_ids).argmax())]
         while len(tokens) < new_tokens:
             tokens.append(int(decoder.decode([0], [tokens[-1]])[0].argmax()))
-        ids = torch.tensor([prompt_ids])
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            eos_token_id=None,
-            pad_token_id=self.model.config.pad_token_id or 0,
-        )
-        with torch.no_grad():
-            ref = self.model.generate(
-                ids.to(self.device),
-                attention_mask=torch.ones_like(ids).to(self.device),
-                generation_config=config,
-            )
-        n = len(prompt_ids)
-        ref_tokens = [int(t) for t in ref[0, n:].tolist()]
-        mismatch = next((i for i, (a, r) in enumerate(zip(tokens, ref_tokens)) if a != r), None)
-        return GreedyResult(n, new_tokens, mismatch is None, mismatch, tokens, ref_tokens)
+        return greedy_against_transformers(self.model, prompt_ids, tokens, self.device)
 
 
 def verify_fused(
@@ -286,10 +251,7 @@ def verify_fused(
     """
     capacity = max(CAPACITY, len(prompt_ids) + new_tokens)
     verifier = FusedVerifier(model, onnx_path, dims, dtype, device, capacity)
-    results = verifier.check_all(progress=progress)
-    if progress:
-        progress(f"greedy decode of {new_tokens} tokens")
-    return results, verifier.greedy(prompt_ids, new_tokens)
+    return run(verifier, prompt_ids, new_tokens, progress)
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:

@@ -34,6 +34,39 @@ def auto_threads(path: str) -> int:
     return 1 if size < SMALL_MODEL_BYTES else 0
 
 
+def make_session(
+    path: str,
+    providers: list[str] | None = None,
+    intra_op_threads: int | None = None,
+    device_id: int = 0,
+) -> tuple[Any, str, int]:
+    """An onnxruntime session for a decoder graph; returns ``(session, device, device_id)``
+    with ``device`` "cuda" when its first provider is a GPU one, else "cpu".
+
+    ``intra_op_threads`` None picks ``auto_threads``; 0 lets onnxruntime decide. Providers
+    this onnxruntime build lacks are left out (the CPU remains).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = auto_threads(path) if intra_op_threads is None else intra_op_threads
+    if threads:
+        opts.intra_op_num_threads = threads
+    # Spinning worker threads would take the cores that Triton's request threads need.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = ort.get_available_providers()
+    chosen: list[Any] = [
+        (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
+        for p in (providers or ["CPUExecutionProvider"])
+        if p in available
+    ]
+    session = ort.InferenceSession(path, opts, providers=chosen or None)
+    on_gpu = session.get_providers()[0] in GPU_PROVIDERS
+    return session, "cuda" if on_gpu else "cpu", device_id if on_gpu else 0
+
+
 def _kv_dtype(onnx_type: str) -> Any:
     return {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(onnx_type, np.float32)
 
@@ -53,28 +86,11 @@ class OnnxDecoder:
         intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
         device_id: int = 0,  # the GPU Triton gave this instance (KIND_GPU)
     ) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = auto_threads(path) if intra_op_threads is None else intra_op_threads
-        if threads:
-            opts.intra_op_num_threads = threads
-        # Spinning worker threads would take the cores that Triton's request threads need.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = ort.get_available_providers()
-        chosen: list[Any] = [
-            (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
-            for p in (providers or ["CPUExecutionProvider"])
-            if p in available
-        ]
-        self.session = ort.InferenceSession(path, opts, providers=chosen or None)
-        on_gpu = self.session.get_providers()[0] in GPU_PROVIDERS
         # On a GPU the presents are bound to device memory and fed back as they are:
         # the KV cache stays on the GPU between steps.
-        self.device = "cuda" if on_gpu else "cpu"
-        self.device_id = device_id if on_gpu else 0
+        self.session, self.device, self.device_id = make_session(
+            path, providers, intra_op_threads, device_id
+        )
         inputs = self.session.get_inputs()
         past = [i for i in inputs if i.name.startswith("past_key_values.")]
         shape = past[0].shape  # [batch_size, kv_heads, past_sequence_length, head_dim]
@@ -86,7 +102,6 @@ class OnnxDecoder:
         )
         self.past_names = [i.name for i in past]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._ort = ort
 
     def empty_past(self, batch: int) -> list[Any]:
         """Zero-length past tensors for a prefill: each (B, kv_heads, 0, head_dim)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .decoder import GPU_PROVIDERS, auto_threads
+from .decoder import make_session
 
 _ORT_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}
 
@@ -65,22 +65,9 @@ class FusedDecoder:
     ) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = auto_threads(path) if intra_op_threads is None else intra_op_threads
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        available = ort.get_available_providers()
-        chosen: list[Any] = [
-            (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
-            for p in (providers or ["CPUExecutionProvider"])
-            if p in available
-        ]
-        self.session = ort.InferenceSession(path, opts, providers=chosen or None)
-        self.device = "cuda" if self.session.get_providers()[0] in GPU_PROVIDERS else "cpu"
-        self.device_id = device_id if self.device == "cuda" else 0
+        self.session, self.device, self.device_id = make_session(
+            path, providers, intra_op_threads, device_id
+        )
         self.shape = shape
         self.lengths = np.zeros(shape.max_batch, np.int64)  # tokens held by each row
         names = [i.name for i in self.session.get_inputs()]
