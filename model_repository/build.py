@@ -55,6 +55,7 @@ class BuiltRepository:
     decoder_model: str
     version: int
     target: str
+    kv_cache_bytes: int = 0  # the fused engine's KV rows, all full (per model instance)
 
 
 def read_export(export_dir: Path, allow_unverified: bool = False) -> dict[str, Any]:
@@ -116,8 +117,16 @@ def build_repository(
     sync_instances: int = 4,
     backend: str = "onnxruntime",
     engine: str | Path | None = None,
+    max_context: int | None = None,
+    prefill_chunk: int = 128,
 ) -> BuiltRepository:
     """Assemble a Triton model repository from an export folder.
+
+    ``max_context``: tokens per request (prompt plus answer), which sizes each row of the
+    fused engine's KV cache (default: the model's own context; on the CPU the OS commits
+    the cache's memory only as rows fill, on a GPU it is allocated whole, see
+    ``BuiltRepository.kv_cache_bytes``). ``prefill_chunk``: prompt tokens read per loop
+    iteration between decode steps.
 
     Raises:
         UsageError: bad arguments, or a non-empty ``output`` without ``force``.
@@ -148,6 +157,14 @@ def build_repository(
     if not export_dir.is_dir():
         raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
     report = read_export(export_dir, allow_unverified)
+    model_context = int(report["dims"]["max_positions"])
+    context = model_context if max_context is None else max_context
+    if not 2 <= context <= model_context:
+        raise UsageError(
+            f"--max-context must be in 2..{model_context} (the model's context), got {context}"
+        )
+    if prefill_chunk < 1:
+        raise UsageError(f"--prefill-chunk must be >= 1, got {prefill_chunk}")
     chat_template = _chat_template(export_dir)
     check_output_dir(output, force)
     decoder = f"{name}_decoder"
@@ -197,9 +214,10 @@ def build_repository(
                 decoder,
                 target,
                 max_batch_size=max_batch_size,
-                max_context=int(report["dims"]["max_positions"]),
+                max_context=context,
                 execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
                 chat_template=chat_template,
+                prefill_chunk=prefill_chunk,
             ),
             entry_dir,
         )
@@ -208,4 +226,15 @@ def build_repository(
         (sync_dir / str(version)).mkdir(parents=True)
         shutil.copy2(HERE / "llm_sync" / "model.py", sync_dir / str(version) / "model.py")
         cfg.write(cfg.sync_config(f"{name}_sync", name, sync_instances, target), sync_dir)
-    return BuiltRepository(output, name, decoder, version, target)
+    return BuiltRepository(
+        output, name, decoder, version, target, _kv_cache_bytes(report, max_batch_size, context)
+    )
+
+
+def _kv_cache_bytes(report: dict[str, Any], rows: int, context: int) -> int:
+    """The fused engine's KV cache when every row is full (0 for the concat graph)."""
+    if report.get("graph") != "fused":
+        return 0
+    d = report["dims"]
+    itemsize = 2 if report.get("dtype") in ("float16", "bfloat16") else 4
+    return 2 * d["num_layers"] * rows * d["num_kv_heads"] * context * d["head_dim"] * itemsize

@@ -106,3 +106,21 @@ def test_build_refuses_bad_input(export_dir, tmp_path):
     with pytest.raises(RepositoryError, match="failed verification"):
         build_repository(unverified, tmp_path / "o2")
     assert build_repository(unverified, tmp_path / "o3", allow_unverified=True).path.is_dir()
+
+
+def test_context_and_prefill_chunk_reach_the_entry_config(export_dir, tmp_path):
+    built = build_repository(
+        export_dir, tmp_path / "repo", max_context=128, prefill_chunk=32, max_batch_size=4
+    )
+    params = config.read(built.path / "llm").parameters
+    assert params["max_context"].string_value == "128"
+    assert params["prefill_chunk"].string_value == "32"
+    dims = json.loads((export_dir / "export.json").read_text())["dims"]
+    # fused engine: keys and values, every layer, 4 rows of 128 tokens, float32
+    rows = 2 * dims["num_layers"] * 4 * dims["num_kv_heads"] * 128 * dims["head_dim"] * 4
+    assert built.kv_cache_bytes == rows
+    with pytest.raises(UsageError, match="--max-context"):
+        build_repository(export_dir, tmp_path / "r2", max_context=dims["max_positions"] + 1)
+    with pytest.raises(UsageError, match="--prefill-chunk"):
+        build_repository(export_dir, tmp_path / "r3", prefill_chunk=0)
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()

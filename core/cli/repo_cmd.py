@@ -40,6 +40,16 @@ def add_parser(sub: Any) -> None:
         "--max-batch-size", type=int, default=16, help="sequences per decode step (default 16)"
     )
     b.add_argument(
+        "--max-context", type=int, metavar="TOKENS",
+        help="tokens per request, prompt plus answer (default: the model's); sizes each row "
+        "of the KV cache, which a GPU allocates whole: rows x max-context",
+    )  # fmt: skip
+    b.add_argument(
+        "--prefill-chunk", type=int, default=128, metavar="TOKENS",
+        help="prompt tokens read per step between decode steps, so running streams keep "
+        "flowing while a long prompt is read (default 128)",
+    )  # fmt: skip
+    b.add_argument(
         "--tensorrt-accelerator", action="store_true",
         help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
     )  # fmt: skip
@@ -79,6 +89,8 @@ def _build(args: argparse.Namespace) -> int:
         tensorrt_accelerator=args.tensorrt_accelerator,
         backend=args.backend,
         engine=args.engine,
+        max_context=args.max_context,
+        prefill_chunk=args.prefill_chunk,
     )
     report = validate_repository(built.path)
     print(report.table())
@@ -86,6 +98,14 @@ def _build(args: argparse.Namespace) -> int:
         f"\nbuilt {built.path} ({built.target}): entry model {built.entry_model!r}, "
         f"decoder {built.decoder_model!r}, version {built.version}"
     )
+    if built.kv_cache_bytes:
+        where = (
+            "device memory, allocated at load" if built.target == "gpu" else "memory, as rows fill"
+        )
+        print(
+            f"KV cache: {built.kv_cache_bytes / 2**30:.2f} GiB per instance when every row is "
+            f"full ({where}); --max-context and --max-batch-size size it"
+        )
     print(f"serve it:  tritonkit serve --repository {built.path}")
     return 0 if report.ok else 1
 
