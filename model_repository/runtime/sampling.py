@@ -85,7 +85,11 @@ class Sampler:
         """
         if logits.ndim != 1:
             raise ValueError(f"logits must have shape (vocab,), got {logits.shape}")
-        x = logits.astype(np.float32)  # (V,) a copy: the caller's logits stay untouched
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, per request
+            return self._choose(logits.astype(np.float32), generated, prompt_ids)
+
+    def _choose(self, x: np.ndarray, generated: Sequence[int], prompt_ids: Sequence[int]) -> int:
+        """``next_token`` on ``x`` (vocab,), a float32 copy of the logits it may change."""
         if len(generated) < self.min_tokens and self.eos.size:
             x[self.eos] = -np.inf
         if self.repetition_penalty != 1.0 and (len(generated) or len(prompt_ids)):
