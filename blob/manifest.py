@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,34 @@ DECODER_REF = "decoder.json"  # tritonkit.model_repository.build.DECODER_REF
 FORMAT = 1
 HASH_CHUNK = 4 * 1024 * 1024
 SKIPPED_DIRS = {"__pycache__"}
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # a folder name, never "." or ".."
+
+
+def safe_model_name(name: object) -> bool:
+    """Whether ``name`` can be a model folder: no separators, no "..", not hidden."""
+    return isinstance(name, str) and bool(MODEL_NAME.match(name)) and ".." not in name
+
+
+def check_relative_path(path: object) -> str | None:
+    """Why ``path`` cannot be a file inside a version folder, or None when it can.
+
+    A file path in a manifest is a relative POSIX path that stays inside the version
+    folder: no absolute path, no "..", no backslash, no empty or "." part, no control
+    characters, and not the manifest or config itself.
+    """
+    if not isinstance(path, str) or not path:
+        return "is not a non-empty string"
+    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
+        return "is absolute or holds a backslash"
+    if any(ord(c) < 32 for c in path):
+        return "holds a control character"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "leaves the version folder (empty, '.' or '..' part)"
+    if path in (MANIFEST, CONFIG):
+        return "names the manifest or the config"
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,9 +107,44 @@ class Manifest:
             files = [FileEntry(**f) for f in raw.pop("files")]
             if raw.get("format") != FORMAT:
                 raise ValueError(f"format {raw.get('format')}, expected {FORMAT}")
-            return cls(files=files, **raw)
-        except (ValueError, TypeError, KeyError) as exc:
+            manifest = cls(files=files, **raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BlobError(f"{where} is not a tritonkit manifest ({exc}); re-publish it") from exc
+        problem = manifest.problem()
+        if problem:
+            raise BlobError(
+                f"{where} is refused: {problem}; it was not written by tritonkit, or was changed "
+                "after publishing (nothing was pulled)"
+            )
+        return manifest
+
+    def problem(self) -> str | None:
+        """What makes this manifest unsafe to act on (see ``check_relative_path``), or None.
+
+        Every field that names a file or a folder is checked, since a pull writes and links
+        files by them: a hostile manifest must not reach outside the output.
+        """
+        if not safe_model_name(self.model):
+            return f"model name {self.model!r} is not a folder name"
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            return f"version {self.version!r} is not a positive integer"
+        seen: set[str] = set()
+        for f in self.files:
+            why = check_relative_path(f.path)
+            if why:
+                return f"file path {f.path!r} {why}"
+            if f.path in seen:
+                return f"file path {f.path!r} is listed twice"
+            seen.add(f.path)
+            if not isinstance(f.sha256, str) or not SHA256_HEX.match(f.sha256):
+                return f"the SHA-256 of {f.path!r} is not 64 lowercase hex digits"
+            if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
+                return f"the size of {f.path!r} is not a byte count"
+        if self.decoder is not None:
+            model, version = self.decoder.get("model"), self.decoder.get("version")
+            if not safe_model_name(model) or not isinstance(version, int) or version < 1:
+                return f"decoder reference {self.decoder!r} is not a model name and version"
+        return None
 
 
 @dataclass
@@ -167,8 +231,20 @@ class LocalModel:
 
 
 def _version_files(version_dir: Path) -> list[Path]:
+    """The files of a version folder to publish, relative to it.
+
+    Raises:
+        RepositoryError: a symbolic link that leads outside the version folder (it would
+            publish whatever it points at: a key, a home directory).
+    """
     files = []
+    root = version_dir.resolve()
     for path in sorted(version_dir.rglob("*")):
+        if not path.resolve().is_relative_to(root):
+            raise RepositoryError(
+                f"{path} is a link to {path.resolve()}, outside {version_dir}: copy the file "
+                "in, or remove the link (nothing was published)"
+            )
         rel = path.relative_to(version_dir)
         if any(p in SKIPPED_DIRS or p.startswith(".") for p in rel.parts):
             continue  # caches and hidden files are not part of a model

@@ -23,7 +23,7 @@ from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from ._parallel import run_all
 from .errors import BlobError, ChecksumError, NothingPublished
-from .manifest import CONFIG, MANIFEST, FileEntry, sha256_file
+from .manifest import CONFIG, MANIFEST, SHA256_HEX, FileEntry, safe_model_name, sha256_file
 from .remote import RemoteModel, require_models
 from .store import BlobStore
 from .versions import with_policy
@@ -43,6 +43,7 @@ class PullResult:
     files_reused: int = 0  # from the resume cache or the previous output
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    manifest_sha256: dict[str, str] = field(default_factory=dict)  # "MODEL/N" -> digest
 
 
 def _selection(
@@ -50,6 +51,12 @@ def _selection(
 ) -> dict[str, list[int]]:
     """model -> versions to pull: the named version, or all complete ones, plus decoders."""
     chosen: dict[str, set[int]] = {}
+    unsafe = [name for name in remote if not safe_model_name(name)]
+    if unsafe:
+        raise BlobError(
+            f"{where} holds a model folder named {unsafe[0]!r}, which cannot be a local folder; "
+            "nothing was pulled"
+        )
     for name in models or sorted(remote):
         rm = remote[name]
         if version is not None and version not in rm.complete:
@@ -81,13 +88,21 @@ def pull_repository(
     force: bool = False,
     concurrency: int = 8,
     progress: bool = False,
+    expect_manifest_sha256: str | None = None,
 ) -> PullResult:
     """Download complete versions (all, or ``version`` of ``models``) into ``output``.
+
+    Every manifest is checked before anything is written (file paths stay inside their
+    version folder, digests are SHA-256 hex; see ``Manifest.problem``). Whoever can write
+    the container can still replace files and manifest consistently, and a repository
+    holds code (``model.py``): ``expect_manifest_sha256`` pins the one version asked for
+    (``models`` with one model and ``version``) to the manifest a deployment trusts.
 
     Raises:
         UsageError: bad arguments, or a non-empty ``output`` without ``force``.
         NothingPublished: nothing complete under the prefix, or not the asked model/version.
-        ChecksumError: a downloaded file does not match its manifest (nothing is written).
+        ChecksumError: a downloaded file does not match its manifest, or the manifest not
+            the pinned digest (nothing is written).
         BlobAuthError, ContainerNotFound, BlobError: what the account answered.
     """
     started = time.monotonic()
@@ -96,10 +111,25 @@ def pull_repository(
         raise UsageError("--version needs --model: version numbers are per model")
     if concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
+    if expect_manifest_sha256 is not None:
+        if version is None or not models or len(models) != 1:
+            raise UsageError(
+                "--expect-manifest-sha256 pins one version: give --model and --version"
+            )
+        if not SHA256_HEX.match(expect_manifest_sha256):
+            raise UsageError("--expect-manifest-sha256 takes 64 lowercase hex digits")
     check_output_dir(output, force)
     store.check()
     remote = require_models(store, models, everything=True)
     chosen = _selection(remote, models, version, store.where)
+    if expect_manifest_sha256 is not None and models and version is not None:
+        got = remote[models[0]].versions[version].manifest_sha256
+        if got != expect_manifest_sha256:
+            raise ChecksumError(
+                f"{models[0]} version {version}: its manifest has SHA-256 {got}, not the "
+                f"pinned {expect_manifest_sha256}; it changed after it was trusted "
+                "(nothing was pulled)"
+            )
     result = PullResult(output, chosen, {})
     wanted: list[tuple[str, int, FileEntry]] = []
     for name, versions in chosen.items():
@@ -111,8 +141,11 @@ def pull_repository(
     try:
         with staged_output(output, BlobError) as stage:
             sources = _fetch(store, wanted, cache, output, concurrency, progress, result)
+            root = stage.resolve()
             for name, v, f in wanted:
                 dest = stage / name / str(v) / f.path
+                if not dest.resolve().is_relative_to(root):  # manifests are checked; never trust
+                    raise BlobError(f"{name}/{v}/{f.path} would be written outside {output}")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 link_or_copy(sources[f.sha256], dest)
             for name, versions in chosen.items():
@@ -121,6 +154,7 @@ def pull_repository(
                     manifest = rm.versions[v].manifest
                     assert manifest is not None
                     (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
+                    result.manifest_sha256[f"{name}/{v}"] = rm.versions[v].manifest_sha256
                 result.served[name] = _write_config(stage, rm, versions, result.notes)
             result.files = len(wanted)
     except ChecksumError:

@@ -6,11 +6,12 @@ versions Triton serves is the ``version_policy`` of ``MODEL/config.pbtxt``.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NothingPublished
+from .errors import BlobError, NothingPublished
 from .manifest import CONFIG, MANIFEST, Manifest
 from .store import BlobStore
 
@@ -24,6 +25,7 @@ class RemoteVersion:
 
     version: int
     manifest: Manifest | None = None  # None: incomplete (being published, or abandoned)
+    manifest_sha256: str = ""  # of the manifest's bytes, which a deployment can pin
     claimed: bool = False  # a MODEL/N.claim exists
     blobs: list[str] = field(default_factory=list)  # paths inside MODEL/N/
 
@@ -129,7 +131,15 @@ def read_models(
         got = store.read(model, version, MANIFEST)
         if got is not None:
             where = f"{store.name(model, version, MANIFEST)}"
-            found[model].versions[version].manifest = Manifest.from_json(got[0], where)
+            manifest = Manifest.from_json(got[0], where)
+            if (manifest.model, manifest.version) != (model, version):
+                raise BlobError(
+                    f"{where} is refused: it describes {manifest.model} version "
+                    f"{manifest.version}, not {model} version {version} (copied or changed "
+                    "after publishing)"
+                )
+            rv = found[model].versions[version]
+            rv.manifest, rv.manifest_sha256 = manifest, hashlib.sha256(got[0]).hexdigest()
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(load_config, found.values()))

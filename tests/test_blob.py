@@ -13,6 +13,7 @@ import pytest
 
 from tritonkit.blob import (
     BlobAuthError,
+    BlobError,
     ChecksumError,
     ContainerNotFound,
     NothingPublished,
@@ -267,3 +268,106 @@ def test_bad_credentials_container_and_prefix_are_one_line_errors(
     for e in (err, err2, err3):
         assert "\n" not in str(e.value)
     assert not any(tmp_path.iterdir())
+
+
+# ---- hostile containers: a manifest must not reach outside the output --------------------
+
+
+def _tamper(store: Any, change: Any) -> None:
+    """Rewrite llm/1/manifest.json with ``change(manifest_dict)`` applied."""
+    raw = json.loads(store.read("llm", 1, "manifest.json")[0])
+    change(raw)
+    store.blob("llm", 1, "manifest.json").upload_blob(json.dumps(raw).encode(), overwrite=True)
+
+
+HOSTILE = {
+    "path climbs out": (
+        lambda m: m["files"][0].update(path="../../../../victim/.bashrc"),
+        "leaves the version folder",
+    ),
+    "absolute path": (lambda m: m["files"][0].update(path="/etc/cron.d/x"), "absolute"),
+    "backslash path": (lambda m: m["files"][0].update(path="..\\..\\x"), "backslash"),
+    "sha256 names a file": (
+        lambda m: m["files"][0].update(sha256="/abs/secret.key"),
+        "64 lowercase hex",
+    ),
+    "path listed twice": (
+        lambda m: m["files"].append(dict(m["files"][0])),
+        "listed twice",
+    ),
+    "overwrites the manifest": (lambda m: m["files"][0].update(path="manifest.json"), "manifest"),
+    "another model's manifest": (lambda m: m.update(model="llm_decoder"), "not llm version 1"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_manifest_is_refused_and_nothing_is_written(
+    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    store = azurite.store(azurite.new_container())
+    publish_repository(blob_repos["a"], store)
+    change, message = HOSTILE[case]
+    _tamper(store, change)
+    work = tmp_path / "work"
+    work.mkdir()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / ".bashrc").write_text("mine\n")
+    output = work / "out"
+    with pytest.raises(BlobError, match=message) as info:
+        pull_repository(store, output)
+    assert "\n" not in str(info.value)
+    assert not output.exists() and list(work.iterdir()) == []  # no staging, no cache
+    assert (victim / ".bashrc").read_text() == "mine\n"  # nothing outside was touched
+
+
+def test_pull_pins_the_manifest_it_trusts(
+    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path
+) -> None:
+    store = azurite.store(azurite.new_container())
+    publish_repository(blob_repos["a"], store)
+    first = pull_repository(store, tmp_path / "a", models=["llm"], version=1)
+    digest = first.manifest_sha256["llm/1"]
+    assert digest == hashlib.sha256(store.read("llm", 1, "manifest.json")[0]).hexdigest()
+    again = pull_repository(
+        store, tmp_path / "b", models=["llm"], version=1, expect_manifest_sha256=digest
+    )
+    assert again.files == first.files
+    # Someone with write access rewrites code and manifest consistently: the pin refuses it.
+    code = b"import os  # tampered\n"
+    store.blob("llm", 1, "model.py").upload_blob(code, overwrite=True)
+
+    def consistent(m: dict[str, Any]) -> None:
+        entry = next(f for f in m["files"] if f["path"] == "model.py")
+        entry.update(
+            sha256=hashlib.sha256(code).hexdigest(),
+            size=len(code),
+            md5=base64.b64encode(hashlib.md5(code).digest()).decode(),
+        )
+
+    _tamper(store, consistent)
+    with pytest.raises(ChecksumError, match="not the pinned"):
+        pull_repository(
+            store, tmp_path / "c", models=["llm"], version=1, expect_manifest_sha256=digest
+        )
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(UsageError, match="--model and --version"):
+        pull_repository(store, tmp_path / "d", expect_manifest_sha256=digest)
+
+
+def test_publish_refuses_a_link_out_of_the_version_folder(
+    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from tritonkit.errors import RepositoryError
+
+    repo = tmp_path / "repo"
+    shutil.copytree(blob_repos["a"], repo)
+    secret = tmp_path / "secret.key"
+    secret.write_text("do not publish\n")
+    (repo / "llm" / "1" / "notes.txt").symlink_to(secret)
+    store = azurite.store(azurite.new_container())
+    with pytest.raises(RepositoryError, match="outside"):
+        publish_repository(repo, store)
+    assert store.read("llm", 1, "notes.txt") is None

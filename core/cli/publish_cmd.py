@@ -129,6 +129,12 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--force", action="store_true", help="replace a non-empty OUTPUT")
     q.add_argument("--concurrency", type=int, default=8, help="downloads in flight (default 8)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument(
+        "--expect-manifest-sha256",
+        metavar="DIGEST",
+        help="with --model and --version: pull only if that version's manifest has this "
+        "SHA-256 (printed by an earlier pull), so a rewritten container cannot slip in code",
+    )
     q.set_defaults(handler=_pull)
 
 
@@ -172,11 +178,15 @@ def _pull(args: argparse.Namespace) -> int:
         force=args.force,
         concurrency=args.concurrency,
         progress=not args.quiet,
+        expect_manifest_sha256=args.expect_manifest_sha256,
     )
     print(f"{'model':16} {'versions':>10}  serves")
     for model, versions in result.versions.items():
         served = ",".join(map(str, result.served[model]))
         print(f"{model:16} {','.join(map(str, versions)):>10}  {served}")
+    print("\nmanifest SHA-256 (pin one with --expect-manifest-sha256):")
+    for key, digest in sorted(result.manifest_sha256.items()):
+        print(f"  {key:20} {digest}")
     for note in result.notes:
         print(f"note: {note}")
     print(
