@@ -23,7 +23,7 @@ from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
-from .fused import FUSED, build_fused, choose_graph
+from .fused import FUSED, FUSED_ARCHITECTURES, build_fused, choose_graph
 from .loading import load
 from .verify import failure_summary, verify
 from .verify_fused import verify_fused
@@ -206,6 +206,7 @@ def main_export(
     progress: Callable[[str], None] | None = None,
     gguf_file: str | None = None,
     graph: str = "auto",
+    quantize: str | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``output`` and verify it; the one entry point the CLI forwards to.
 
@@ -213,7 +214,9 @@ def main_export(
     hub id; ``gguf_file`` names a GGUF file inside the folder ``model``. ``graph``:
     ``fused`` (GroupQueryAttention with a shared KV buffer, see ``fused.py``), ``concat``
     (our torch.export graph, every architecture), or ``auto`` (fused where it exists and
-    onnxruntime-genai is installed). The output is
+    onnxruntime-genai is installed). ``quantize="int4"`` stores the weights of the fused
+    graph in 4 bits (see ``fused.build_fused``) and is judged by its teacher-forced quality
+    (``quality.py``) instead of the strict checks its weights cannot meet. The output is
     written to a temporary sibling folder and moved into place at the end, so an
     interrupted export never leaves a folder that looks complete.
 
@@ -238,6 +241,15 @@ def main_export(
             "onnxruntime's CPU kernels lack bfloat16, so the graph could not be verified here: "
             "export on a GPU (--device cuda with onnxruntime-gpu) or export float16"
         )
+    if quantize not in (None, "int4"):
+        raise UsageError(f"unknown quantization {quantize!r}; the one offered is int4")
+    if quantize and graph == "concat":
+        raise UsageError("--quantize int4 needs the fused graph; drop --graph concat")
+    if quantize and dtype != ("float16" if device == "cuda" else "float32"):
+        raise UsageError(
+            "--quantize int4 keeps float32 activations on the CPU and float16 on a GPU: "
+            f"use --dtype {'float16' if device == 'cuda' else 'float32'} with --device {device}"
+        )
     if not 14 <= opset <= 23:
         raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
     check_output_dir(output, force)
@@ -248,14 +260,24 @@ def main_export(
         model, dtype=dtype, device=device, gguf_file=gguf_file, progress=progress is not None
     )
     dims = dims_of(loaded.model.config)
-    kind = choose_graph(graph, loaded.model.config.model_type, dtype, device)
+    model_type = loaded.model.config.model_type
+    if quantize and model_type not in FUSED_ARCHITECTURES:
+        raise UsageError(
+            f"--quantize int4 needs the fused graph, which supports "
+            f"{', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}: export it unquantized"
+        )
+    kind = choose_graph("fused" if quantize else graph, model_type, dtype, device)
     t_load = time.perf_counter() - started
 
     with staged_output(output, ExportError) as staging:
         t0 = time.perf_counter()
         if kind == FUSED:
             say("exporting to ONNX with fused attention (onnxruntime-genai's builder)")
-            build_fused(loaded.model, loaded.tokenizer, staging, dtype, device, dims.head_dim)
+            if quantize:
+                say(f"quantizing the weights to {quantize} (block 32, k-quant, mixed)")
+            build_fused(
+                loaded.model, loaded.tokenizer, staging, dtype, device, dims.head_dim, quantize
+            )
             external = (staging / (ONNX_FILE + ".data")).is_file()
         else:
             say("exporting to ONNX (torch.export)")
@@ -270,26 +292,28 @@ def main_export(
         else:
             prompt_ids = [(7 * i + 3) % dims.vocab_size for i in range(10)]
         t0 = time.perf_counter()
-        checks, greedy = (verify_fused if kind == FUSED else verify)(
-            loaded.model,
-            str(staging / ONNX_FILE),
-            dims,
-            dtype,
-            prompt_ids,
-            device=device,
-            new_tokens=new_tokens,
-            progress=lambda name: say(f"verifying: {name}"),
-        )
+        args = (loaded.model, str(staging / ONNX_FILE), dims, dtype, prompt_ids)
+        kwargs: dict[str, Any] = {
+            "device": device,
+            "new_tokens": new_tokens,
+            "progress": lambda name: say(f"verifying: {name}"),
+            "tokenizer": loaded.tokenizer,
+        }
+        if kind == FUSED:
+            verification = verify_fused(*args, precision=quantize or dtype, **kwargs)
+        else:
+            verification = verify(*args, **kwargs)
         t_verify = time.perf_counter() - t0
-        passed = all(c.passed for c in checks) and greedy.match
+        passed = verification.passed
         report = {
             "passed": passed,
-            "greedy_match": greedy.match,
+            "greedy_match": verification.greedy.match,
             "source": loaded.source_report(),
             "architecture": loaded.model.config.model_type,
             "graph": kind,
             "dims": dims.to_dict(),
             "dtype": dtype,
+            "quantize": quantize,
             "opset": opset,
             "device": device,
             "files": {
@@ -299,8 +323,9 @@ def main_export(
             },
             "generation": settings,
             **_io_spec(staging / ONNX_FILE),
-            "checks": [c.to_dict() for c in checks],
-            "greedy": greedy.to_dict(),
+            "checks": [c.to_dict() for c in verification.checks],
+            "greedy": verification.greedy.to_dict(),
+            "quality": verification.quality.to_dict(),
             "timings_s": {
                 "load": round(t_load, 3),
                 "export": round(t_export, 3),

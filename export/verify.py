@@ -29,6 +29,7 @@ import torch
 from tritonkit.errors import ExportError
 
 from .architectures import ModelDims
+from .quality import QualityResult, evaluate
 from .wrapper import DecoderWithPast, input_names, output_names
 
 
@@ -387,6 +388,35 @@ class Verifier:
 
         return greedy_against_transformers(self.model, prompt_ids, tokens, self.device)
 
+    def teacher_forced(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Each sequence read in one run from an empty cache: its logits (N, vocab)."""
+        out = []
+        for seq in sequences:
+            ids = torch.tensor([seq])  # (1, N)
+            mask = torch.ones_like(ids)
+            positions = torch.arange(len(seq)).unsqueeze(0)  # (1, N)
+            logits = self._onnx([ids, mask, positions, *self._empty_past(1)])[0]  # (1, N, vocab)
+            out.append(logits[0].astype(np.float32))
+        return out
+
+
+@dataclass
+class Verification:
+    """Everything one verification measured (see ``run``)."""
+
+    checks: list[CheckResult]  # empty when the strict checks do not apply (int4)
+    greedy: GreedyResult
+    quality: QualityResult
+
+    @property
+    def passed(self) -> bool:
+        """Strict checks (where they apply), greedy equal to ``generate`` where the
+        weights are the model's own, and the quality gate of the precision."""
+        strict = all(c.passed for c in self.checks) and (
+            self.greedy.match or self.quality.precision == "int4"
+        )
+        return strict and self.quality.passed
+
 
 def verify(
     model: Any,
@@ -397,13 +427,16 @@ def verify(
     device: str = "cpu",
     new_tokens: int = 32,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[CheckResult], GreedyResult]:
-    """Run every check point and the greedy decode; never raises on a miss, it reports it.
+    tokenizer: Any = None,
+) -> Verification:
+    """Run every check point, the greedy decode and the quality read; never raises on a
+    miss, it reports it.
 
     Raises:
         ExportError: onnxruntime cannot load the graph.
     """
-    return run(Verifier(model, onnx_path, dims, dtype, device), prompt_ids, new_tokens, progress)
+    verifier = Verifier(model, onnx_path, dims, dtype, device)
+    return run(verifier, prompt_ids, new_tokens, progress, tokenizer, dtype)
 
 
 def run(
@@ -411,18 +444,38 @@ def run(
     prompt_ids: list[int],
     new_tokens: int,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[CheckResult], GreedyResult]:
-    """``verifier``'s checks, then its greedy decode (any verifier with both methods)."""
-    results: list[CheckResult] = verifier.check_all(progress=progress)
+    tokenizer: Any = None,
+    precision: str = "float32",
+) -> Verification:
+    """``verifier``'s checks (skipped for int4: its weights are not the model's), its
+    greedy decode, then the teacher-forced quality read (any verifier with ``check_all``,
+    ``greedy`` and ``teacher_forced``)."""
+    results: list[CheckResult] = (
+        [] if precision == "int4" else verifier.check_all(progress=progress)
+    )
     if progress:
         progress(f"greedy decode of {new_tokens} tokens")
-    return results, verifier.greedy(prompt_ids, new_tokens)
+    greedy = verifier.greedy(prompt_ids, new_tokens)
+    if progress:
+        progress("teacher-forced quality read")
+    quality = evaluate(
+        verifier.model,
+        tokenizer,
+        verifier.dims.vocab_size,
+        verifier.teacher_forced,
+        precision,
+        verifier.device,
+    )
+    return Verification(results, greedy, quality)
 
 
 def failure_summary(report: dict[str, Any], report_file: str) -> str:
     """One line naming what failed in a report, and where the full report is."""
     failed = [c for c in report["checks"] if not c["passed"]]
     parts = []
+    quality = report.get("quality") or {}
+    if not quality.get("passed", True):
+        parts.append(QualityResult.from_dict(quality).problem() or "quality below its bar")
     for c in failed[:3]:
         if not c["finite"]:
             why = f"{c['worst_output']}: NaN/Inf"
@@ -436,7 +489,7 @@ def failure_summary(report: dict[str, Any], report_file: str) -> str:
                 f"{out['limit']:.3g} (PyTorch's own error {out['torch_err']:.3g})"
             )
         parts.append(f"{c['name']} ({why})")
-    if not report["greedy_match"]:
+    if not report["greedy_match"] and report.get("quantize") != "int4":
         g = report["greedy"]
         parts.append(f"greedy decode differs from transformers at new token {g['first_mismatch']}")
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""

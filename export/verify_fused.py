@@ -25,10 +25,12 @@ from tritonkit.errors import ExportError
 from tritonkit.model_repository.runtime.fused_decoder import CacheShape, FusedDecoder
 
 from .architectures import ModelDims
+from .quality import MAX_TOKENS
 from .verify import (
     CheckResult,
     GreedyResult,
     OutputError,
+    Verification,
     check_result,
     greedy_against_transformers,
     measure,
@@ -233,6 +235,25 @@ class FusedVerifier:
             tokens.append(int(decoder.decode([0], [tokens[-1]])[0].argmax()))
         return greedy_against_transformers(self.model, prompt_ids, tokens, self.device)
 
+    def teacher_forced(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Each sequence read one token a step through its own cache row, up to
+        ``MAX_ROWS`` rows stepped together: its logits (N, vocab)."""
+        decoder = self.decoder
+        out: list[np.ndarray] = []
+        for start in range(0, len(sequences), MAX_ROWS):
+            group = sequences[start : start + MAX_ROWS]
+            rows: list[list[np.ndarray]] = []
+            for slot, seq in enumerate(group):
+                decoder.release(slot)
+                rows.append([np.array(decoder.prefill(slot, seq[:1]), dtype=np.float32)])
+            for t in range(1, max(len(seq) for seq in group)):
+                slots = [slot for slot, seq in enumerate(group) if t < len(seq)]
+                logits = decoder.decode(slots, [group[slot][t] for slot in slots])
+                for slot, row in zip(slots, logits):
+                    rows[slot].append(np.array(row, dtype=np.float32))
+            out += [np.stack(r) for r in rows]
+        return out
+
 
 def verify_fused(
     model: Any,
@@ -243,15 +264,19 @@ def verify_fused(
     device: str = "cpu",
     new_tokens: int = 32,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[CheckResult], GreedyResult]:
-    """Run every fused check and the greedy decode; never raises on a miss, it reports it.
+    tokenizer: Any = None,
+    precision: str | None = None,
+) -> Verification:
+    """Run every fused check, the greedy decode and the quality read; never raises on a
+    miss, it reports it. ``precision`` is ``int4`` for a graph with 4-bit weights (its
+    activations and cache are ``dtype``).
 
     Raises:
         ExportError: onnxruntime cannot load the graph.
     """
-    capacity = max(CAPACITY, len(prompt_ids) + new_tokens)
+    capacity = max(CAPACITY, MAX_TOKENS, len(prompt_ids) + new_tokens)
     verifier = FusedVerifier(model, onnx_path, dims, dtype, device, capacity)
-    return run(verifier, prompt_ids, new_tokens, progress)
+    return run(verifier, prompt_ids, new_tokens, progress, tokenizer, precision or dtype)
 
 
 def _f64(t: torch.Tensor) -> np.ndarray:

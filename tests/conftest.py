@@ -144,6 +144,14 @@ def smollm2_export() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_int4_export() -> Path:
+    """SmolLM2 exported with 4-bit weights (cached per machine like ``smollm2_export``)."""
+    import real_model
+
+    return real_model.cached_export(quantize="int4")
+
+
+@pytest.fixture(scope="session")
 def smollm2_reference() -> Any:
     """The transformers model SmolLM2 is checked against (``LoadedModel``)."""
     import real_model

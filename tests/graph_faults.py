@@ -128,3 +128,23 @@ def copy_export(export: Path, folder: Path) -> Path:
         if (export / name).is_file():
             shutil.copyfile(export / name, folder / name)
     return folder / "model.onnx"
+
+
+def _nbits_nodes(path: Path) -> list[onnx.NodeProto]:
+    model = onnx.load(str(path), load_external_data=False)
+    return [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+
+
+def scale_quantized_weight(path: Path, factor: float, index: int = 0) -> str:
+    """Multiply the block scales of the ``index``-th 4-bit weight (MatMulNBits input 2)
+    by ``factor``, as a quantizer that got one layer's scales wrong would; returns it."""
+    node = [n for n in _nbits_nodes(path) if _attr(n, "bits") == 4][index]
+    _edit(path, node.input[2], lambda s: (s * factor).astype(s.dtype))
+    return node.name
+
+
+def _attr(node: onnx.NodeProto, name: str) -> int | None:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return None

@@ -32,16 +32,18 @@ def export_key() -> str:
     return h.hexdigest()[:16]
 
 
-def cached_export() -> Path:
-    """The verified SmolLM2 export, made now if no cached one matches."""
-    folder = packaged.cache_root() / "test-exports" / f"{NAME}-{export_key()}"
+def cached_export(quantize: str | None = None) -> Path:
+    """The verified SmolLM2 export (``quantize="int4"``: 4-bit weights), made now if no
+    cached one matches."""
+    suffix = f"-{quantize}" if quantize else ""
+    folder = packaged.cache_root() / "test-exports" / f"{NAME}{suffix}-{export_key()}"
     try:
         report = json.loads((folder / "export.json").read_text())
         if report["passed"] and (folder / report["files"]["model"]).is_file():
             return folder
     except (OSError, ValueError, KeyError):
         pass
-    main_export(NAME, folder, force=True)
+    main_export(NAME, folder, force=True, quantize=quantize)
     return folder
 
 
