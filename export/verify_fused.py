@@ -79,7 +79,7 @@ class FusedVerifier:
         dims: ModelDims,
         dtype: str,
         device: str = "cpu",
-        capacity: int = CAPACITY,
+        capacity: int = max(CAPACITY, MAX_TOKENS),
     ) -> None:
         self.model = model
         self.wrapper = DecoderWithPast(model).eval()
