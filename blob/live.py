@@ -10,6 +10,8 @@ repository already (``tritonkit pull`` them there).
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tritonkit.client.errors import ClientError, InvalidRequest, ModelNotFound, from_triton
@@ -18,6 +20,33 @@ from tritonkit.errors import UsageError
 from .versions import Switch
 
 LOAD_TIMEOUT_S = 600.0
+# A hardened Triton (deploy/triton-entrypoint.sh) restricts the model-repository API to
+# callers that send its admin key: Triton reads the gRPC metadata key with this prefix.
+ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
+ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
+Headers = Mapping[str, str]
+
+
+def admin_headers(
+    pairs: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """gRPC metadata for repository calls: ``KEY=VALUE`` pairs (``--triton-header``), plus
+    the admin key from ``$TRITON_ADMIN_KEY`` when it is set and not given as a pair (so the
+    key need not appear on a command line).
+
+    Raises:
+        UsageError: a pair without ``=`` or with an empty key.
+    """
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--triton-header takes KEY=VALUE, not {pair!r}")
+        headers[key.strip().lower()] = value
+    key = (os.environ if env is None else env).get(ADMIN_KEY_ENV, "")
+    if key and ADMIN_KEY_HEADER not in headers:
+        headers[ADMIN_KEY_HEADER] = key
+    return headers
 
 
 @dataclass(frozen=True)
@@ -36,25 +65,36 @@ def _client(url: str) -> object:
     return grpcclient.InferenceServerClient(url)
 
 
-def _call(url: str, method: str, *args: object, **kwargs: object) -> object:
+def _call(
+    url: str, method: str, *args: object, headers: Headers | None = None, **kwargs: object
+) -> object:
     from tritonclient.utils import InferenceServerException
 
     client = _client(url)
     try:
-        return getattr(client, method)(*args, **kwargs)
+        return getattr(client, method)(*args, headers=dict(headers or {}), **kwargs)
     except InferenceServerException as exc:
-        raise from_triton(exc.status(), exc.message() or str(exc), url) from exc
+        message = exc.message() or str(exc)
+        if "restricted" in message.lower():
+            message += (
+                f"; the server restricts this API: set ${ADMIN_KEY_ENV} (or pass "
+                "--triton-header KEY=VALUE) to its admin key"
+            )
+        raise from_triton(exc.status(), message, url) from exc
     finally:
         client.close()  # type: ignore[attr-defined]
 
 
-def server_versions(url: str, model: str | None = None) -> list[ServedVersion]:
-    """The server's repository index (gRPC ``url``), for every model or one.
+def server_versions(
+    url: str, model: str | None = None, headers: Headers | None = None
+) -> list[ServedVersion]:
+    """The server's repository index (gRPC ``url``), for every model or one; ``headers``
+    go with the call (``admin_headers``: a hardened server restricts the index).
 
     Raises:
         ClientError: the server cannot be reached, or has no such model.
     """
-    index = _call(url, "get_model_repository_index", as_json=True)
+    index = _call(url, "get_model_repository_index", as_json=True, headers=headers)
     rows = []
     for entry in index.get("models", []):  # type: ignore[attr-defined]
         if model and entry["name"] != model:
@@ -67,13 +107,13 @@ def server_versions(url: str, model: str | None = None) -> list[ServedVersion]:
     return rows
 
 
-def _ready(url: str, model: str) -> list[int]:
+def _ready(url: str, model: str, headers: Headers | None) -> list[int]:
     return sorted(
-        r.version for r in server_versions(url, model) if r.state == "READY" and r.version
+        r.version for r in server_versions(url, model, headers) if r.state == "READY" and r.version
     )
 
 
-def promote_on_server(url: str, model: str, version: int) -> Switch:
+def promote_on_server(url: str, model: str, version: int, headers: Headers | None = None) -> Switch:
     """Serve ``version`` of ``model``: load it with a version_policy override, then drop others.
 
     Raises:
@@ -84,21 +124,24 @@ def promote_on_server(url: str, model: str, version: int) -> Switch:
     """
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
-    before = _ready(url, model)
-    config = _call(url, "get_model_config", model, as_json=True)["config"]  # type: ignore[index]
+    before = _ready(url, model, headers)
+    config = _call(url, "get_model_config", model, as_json=True, headers=headers)["config"]  # type: ignore[index]
     config["version_policy"] = {"specific": {"versions": [version]}}
     try:
-        _call(url, "load_model", model, config=json.dumps(config), client_timeout=LOAD_TIMEOUT_S)
+        _call(url, "load_model", model, config=json.dumps(config),
+              client_timeout=LOAD_TIMEOUT_S, headers=headers)  # fmt: skip
     except ClientError as exc:
         reason = " ".join(str(exc).split())  # Triton's messages may end with a newline
         raise InvalidRequest(
             f"{url} could not load version {version} of {model} ({reason}); is the server in "
             "explicit model-control mode, with that version pulled into its repository?"
         ) from exc
-    return Switch(model, before, _ready(url, model))
+    return Switch(model, before, _ready(url, model, headers))
 
 
-def rollback_on_server(url: str, model: str, version: int | None = None) -> Switch:
+def rollback_on_server(
+    url: str, model: str, version: int | None = None, headers: Headers | None = None
+) -> Switch:
     """Serve ``version``, by default the one below the newest version served now.
 
     Raises:
@@ -106,11 +149,11 @@ def rollback_on_server(url: str, model: str, version: int | None = None) -> Swit
         InvalidRequest, ClientError: as ``promote_on_server``.
     """
     if version is None:
-        ready = _ready(url, model)
+        ready = _ready(url, model, headers)
         if not ready or max(ready) <= 1:
             raise ModelNotFound(
                 f"{url} serves {model} version {ready or 'none'}; pass --version to say "
                 "which version to go back to"
             )
         version = max(ready) - 1
-    return promote_on_server(url, model, version)
+    return promote_on_server(url, model, version, headers)

@@ -16,14 +16,51 @@ from pathlib import Path
 from tritonkit.errors import TritonkitError, UsageError
 
 
+def is_mount_point(path: Path) -> bool:
+    """Whether ``path`` is where a filesystem (a volume, a bind mount) is mounted.
+
+    ``os.path.ismount`` misses a bind mount from the same filesystem, so Linux's mount
+    table is read too.
+    """
+    if os.path.ismount(path):
+        return True
+    try:
+        table = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return False
+    target = str(path.resolve())
+    for line in table.splitlines():
+        fields = line.split()
+        # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
 def check_output_dir(output: Path, force: bool) -> None:
-    """Refuse a file, or a non-empty folder unless ``force``.
+    """Refuse a file, a mount point, or a non-empty folder unless ``force``.
+
+    A mount point (a Docker volume, say) cannot be replaced in one step, and every output
+    here is written beside it and renamed into place, so it is refused before anything
+    is written, with the folder inside it to use instead.
 
     Raises:
-        UsageError: ``output`` is a file, or a non-empty folder without ``force``.
+        UsageError: ``output`` is a file, a mount point, or a non-empty folder without
+            ``force``.
     """
     if output.exists() and not output.is_dir():
         raise UsageError(f"output {str(output)!r} is a file; choose a folder path")
+    if output.is_dir() and is_mount_point(output):
+        raise UsageError(
+            f"output {str(output)!r} is a mount point (a volume) and cannot be replaced in "
+            f"one step: write into a folder inside it, e.g. {str(output / 'repository')!r}"
+        )
     if output.is_dir() and any(output.iterdir()) and not force:
         raise UsageError(
             f"output folder {str(output)!r} exists and is not empty; pass --force to replace it"

@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
 # Starts tritonserver from environment variables (see .env.example); used by compose.yaml.
-#   MODEL_REPOSITORY   /models (pulled by model-sync) or as://ACCOUNT/CONTAINER/PREFIX
+#   MODEL_REPOSITORY   /models/repository (pulled by model-sync) or as://ACCOUNT/CONTAINER/PREFIX
 #   MODEL_NAME         the entry model to load (explicit model control)
-#   TRITON_ADMIN_KEY   required header value for the model-repository API (load/unload)
+#   TRITON_ADMIN_KEY   required: the header value that unlocks the restricted APIs below
 #   GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_ROOT_CERT   enable gRPC TLS when set
+#   GRPC_MAX_RESPONSE_POOL_SIZE   responses a gRPC stream may queue (Triton >= 24.11)
+#
+# Locked down the way Triton's secure-deployment guide asks: every API the stack does not
+# need from outside is restricted to callers holding the admin key, on HTTP and gRPC:
+#   model-repository (load, unload, index: version switches), shared-memory, statistics,
+#   trace, logging.
+# Open: health, metadata, model-config (clients read the chat template from it) and
+# inference. Send the key as HTTP header "admin-key" or gRPC metadata
+# "triton-grpc-protocol-admin-key" (`tritonkit versions --server` reads $TRITON_ADMIN_KEY).
 set -euo pipefail
 
-repository="${MODEL_REPOSITORY:-/models}"
+RESTRICTED_APIS="model-repository,shared-memory,statistics,trace,logging"
+
+if [[ -z "${TRITON_ADMIN_KEY:-}" ]]; then
+  echo "triton-entrypoint: set TRITON_ADMIN_KEY (a long random value, e.g. openssl rand -hex 32):" \
+       "it locks the model-repository, shared-memory, statistics, trace and logging APIs" >&2
+  exit 64
+fi
+
+repository="${MODEL_REPOSITORY:-/models/repository}"
 model="${MODEL_NAME:-llm}"
 args=(
   --model-repository="${repository}"
@@ -14,14 +31,13 @@ args=(
   --load-model="${model}"
   --exit-timeout-secs="${EXIT_TIMEOUT_SECS:-30}"
   --log-verbose="${LOG_VERBOSE:-0}"
+  --http-restricted-api="${RESTRICTED_APIS}:admin-key=${TRITON_ADMIN_KEY}"
+  --grpc-restricted-protocol="${RESTRICTED_APIS}:admin-key=${TRITON_ADMIN_KEY}"
 )
-if [[ -n "${TRITON_ADMIN_KEY:-}" ]]; then
-  # Only callers with the header may load, unload or index models (version switches):
-  # HTTP header "admin-key", gRPC metadata "triton-grpc-protocol-admin-key".
-  args+=(
-    --http-restricted-api="model-repository:admin-key=${TRITON_ADMIN_KEY}"
-    --grpc-restricted-protocol="model-repository:admin-key=${TRITON_ADMIN_KEY}"
-  )
+# A decoupled stream whose client reads slowly queues responses without bound unless the
+# server caps it; the flag exists from Triton 24.11 (the 24.10 default image lacks it).
+if tritonserver --help 2>&1 | grep -q -- '--grpc-max-response-pool-size'; then
+  args+=(--grpc-max-response-pool-size="${GRPC_MAX_RESPONSE_POOL_SIZE:-512}")
 fi
 if [[ -n "${GRPC_TLS_CERT:-}" && -n "${GRPC_TLS_KEY:-}" ]]; then
   args+=(--grpc-use-ssl=true --grpc-server-cert="${GRPC_TLS_CERT}" --grpc-server-key="${GRPC_TLS_KEY}")

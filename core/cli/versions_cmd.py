@@ -56,6 +56,15 @@ def add_parser(sub: Any) -> None:
         v.add_argument(
             "--server", metavar="HOST:PORT", help="a running Triton's gRPC address, not Blob"
         )
+        v.add_argument(
+            "--triton-header",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="with --server: gRPC metadata for the repository API (repeatable); the "
+            "admin key of a hardened server is read from $TRITON_ADMIN_KEY, so it need not "
+            "be on the command line",
+        )
         add_location_args(v, required=False)
         v.set_defaults(handler=_run)
 
@@ -90,9 +99,11 @@ def _fmt(versions: list[int]) -> str:
 
 def _on_server(args: argparse.Namespace) -> int:
     from tritonkit.blob import promote_on_server, rollback_on_server, server_versions
+    from tritonkit.blob.live import admin_headers
 
+    headers = admin_headers(args.triton_header)
     if args.verb == "list":
-        rows = server_versions(args.server, args.model)
+        rows = server_versions(args.server, args.model, headers)
         print(f"{'model':20} {'version':>7}  state")
         for r in rows:
             version = str(r.version) if r.version is not None else "-"
@@ -101,8 +112,8 @@ def _on_server(args: argparse.Namespace) -> int:
     if args.verb == "promote":
         if args.version is None:
             raise UsageError("promote on a server needs --version N")
-        s = promote_on_server(args.server, args.model, args.version)
+        s = promote_on_server(args.server, args.model, args.version, headers)
     else:
-        s = rollback_on_server(args.server, args.model, args.version)
+        s = rollback_on_server(args.server, args.model, args.version, headers)
     print(f"{s.model}: serves {_fmt(s.before)} -> {_fmt(s.after)} on {args.server}")
     return 0
