@@ -4,6 +4,16 @@
 ARG TRITON_TAG=24.10
 FROM nvcr.io/nvidia/pytorch:${TRITON_TAG}-py3
 RUN python3 -m pip install --no-cache-dir "onnxruntime==1.20.1" "tokenizers==0.21.0" "onnx==1.17.0"
-COPY . /opt/tritonkit
+# Only the package's folders (as the Triton image): no tests, outputs or local files.
+COPY pyproject.toml README.md /opt/tritonkit/
+COPY core /opt/tritonkit/core
+COPY export /opt/tritonkit/export
+COPY model_repository /opt/tritonkit/model_repository
+COPY serve /opt/tritonkit/serve
+COPY client /opt/tritonkit/client
+COPY blob /opt/tritonkit/blob
+COPY bench /opt/tritonkit/bench
+COPY gateway /opt/tritonkit/gateway
+COPY deploy /opt/tritonkit/deploy
 RUN python3 -m pip install --no-cache-dir --no-deps /opt/tritonkit
 ENTRYPOINT ["tritonkit", "export", "tensorrt"]

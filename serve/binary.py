@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -68,13 +69,28 @@ def find_distribution() -> TritonDistribution:
 
 
 def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/tritonkit`` (``~/.cache/tritonkit``), or a temp folder if unwritable."""
+    """``$XDG_CACHE_HOME/tritonkit`` (``~/.cache/tritonkit``), or a private temp folder.
+
+    The fallback ``TMP/tritonkit-UID`` is used only if this user owns it and nobody else
+    may write or read it (mode 0700): the backend folder holds code the server runs, and
+    a shared temp folder lets any local user create that path first. Otherwise a fresh
+    private folder is made (``mkdtemp``: 0700, ours).
+    """
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tritonkit"
     try:
         base.mkdir(parents=True, exist_ok=True)
         return base
     except OSError:
-        return Path(tempfile.gettempdir()) / f"tritonkit-{os.getuid()}"
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"tritonkit-{os.getuid()}"
+    try:
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(fallback)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o077:
+            return fallback
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix=f"tritonkit-{os.getuid()}-"))
 
 
 def backend_directory(dist: TritonDistribution, cache: Path | None = None) -> Path:

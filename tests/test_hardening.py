@@ -244,3 +244,43 @@ def test_pulling_onto_a_mount_point_is_refused_before_anything_is_written(publis
     finally:
         shutil.rmtree(volume.parent)
         shutil.rmtree(source.parent)
+
+
+# ---- the server's cache folder in a shared /tmp -------------------------------------------
+
+
+def test_fallback_cache_folder_is_used_only_when_private_and_ours(tmp_path, monkeypatch):
+    from tritonkit.serve import binary
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the usual place cannot be made
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    squatted = tmp_path / f"tritonkit-{os.getuid()}"
+    squatted.mkdir(mode=0o777)
+    squatted.chmod(0o777)  # made first by someone else: world-writable
+    chosen = binary.cache_root()
+    assert chosen != squatted and chosen.parent == tmp_path
+    assert chosen.stat().st_uid == os.getuid() and chosen.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() == 0:
+        squatted.chmod(0o700)
+        os.chown(squatted, UID, UID)  # private, but another user's
+        assert binary.cache_root() not in (squatted,)
+        os.chown(squatted, 0, 0)
+    squatted.chmod(0o700)
+    assert binary.cache_root() == squatted  # ours and private: reused
+
+
+# ---- secrets stay out of images -------------------------------------------------------------
+
+
+def test_secrets_never_enter_a_build_context_and_images_copy_only_the_package():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for pattern in (".env*", "gateway_api_keys*.txt", "tls", "*.pem", "*.key"):
+        assert pattern in ignored, pattern
+    assert "!.env.example" in ignored
+    for dockerfile in ("Dockerfile", "deploy/engine.Dockerfile"):
+        text = (ROOT / dockerfile).read_text()
+        assert "COPY . " not in text, dockerfile  # the whole context: keys, outputs, tests
+    script = (ROOT / "deploy" / "azure" / "create_vm.sh").read_text()
+    assert "--allow-shared-key-access false" in script
