@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build tritonkit's CPU image (deploy/cpu.Dockerfile) with the engine in $DOCKER_HOST:
+#   scripts/build_cpu_image.sh [IMAGE] [BASE]   (defaults tritonkit-cpu:latest, tritonkit-base:bookworm)
+# The wheels (tritonkit from this checkout and its serve, azure and gateway dependencies)
+# are downloaded here with this machine's pip settings and copied in, so the build needs
+# no registry; the base image comes from scripts/build_base_image.sh unless BASE is given.
+set -euo pipefail
+docker info >/dev/null 2>&1 || {
+  echo "$(basename "$0"): no Docker engine at ${DOCKER_HOST:-the default socket}; start one: eval \"\$(scripts/dockerd.sh start)\"" >&2
+  exit 69
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+image="${1:-tritonkit-cpu:latest}"
+base="${2:-tritonkit-base:bookworm}"
+python="${PYTHON:-${here}/.venv/bin/python}"
+
+if [[ "${base}" == tritonkit-base:* ]]; then
+  bash "${here}/scripts/build_base_image.sh" "${base}"
+fi
+context="$(mktemp -d /tmp/tritonkit-cpu-context-XXXXXX)"
+trap 'rm -rf "${context}"' EXIT
+mkdir -p "${context}/wheelhouse" "${context}/deploy/cpu"
+"${python}" -m pip wheel -q --no-deps -w "${context}/wheelhouse" "${here}" >/dev/null 2>&1
+wheel="$(ls "${context}"/wheelhouse/tritonkit-*.whl)"
+"${python}" -m pip download -q -d "${context}/wheelhouse" "${wheel}[serve,azure,gateway]"
+cp "${here}/deploy/triton-entrypoint.sh" "${context}/deploy/"
+cp "${here}/deploy/cpu/install_tritonserver.py" "${context}/deploy/cpu/"
+docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" -t "${image}" \
+  "${context}" >/dev/null
+echo "${image} built on ${base}"
