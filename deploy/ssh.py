@@ -13,6 +13,7 @@ would run and the tests check it without a Docker engine.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -25,6 +26,7 @@ from tritonkit.errors import DeployError, UsageError
 
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
 IMAGE = "tritonkit-triton:{tag}"
+CPU_IMAGE = "tritonkit-cpu:latest"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Step:
     argv: tuple[str, ...] = ()
     shell: str = ""
     check_only: bool = False  # a probe: its failure changes the plan, it is not an error
+    sets_env: str = ""  # its output's last line becomes this variable for later steps
+    env: dict[str, str] = field(default_factory=dict)  # added to its own environment
 
     def render(self) -> str:
         return self.shell or shlex.join(self.argv)
@@ -52,6 +56,14 @@ class DeployPlan:
         return "\n".join(f"# {s.description}\n{s.render()}" for s in self.steps)
 
 
+def _env_value(env_file: Path, key: str) -> str | None:
+    for line in env_file.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
+
+
 def plan_deploy(
     host: str,
     project_dir: str | Path = ".",
@@ -59,11 +71,20 @@ def plan_deploy(
     ship_image: bool = False,
     tag: str = "24.10",
     profiles: tuple[str, ...] = (),
+    cpu: bool = False,
+    down: bool = False,
 ) -> DeployPlan:
-    """The commands that deploy ``project_dir``'s compose stack to ``host``.
+    """The commands that deploy ``project_dir``'s compose stack to ``host``
+    (``USER@HOST`` or ``USER@HOST:PORT``).
+
+    ``cpu`` runs the CPU stack (compose.cpu.yaml, the image scripts/build_cpu_image.sh
+    builds) on a VM without a GPU; ``down`` stops the stack instead (volumes kept). The
+    gateway's API keys file is copied to the VM (``~/.tritonkit``, a 0700 folder) before the
+    stack starts: compose mounts secrets from the engine's filesystem, not this one.
 
     Raises:
-        UsageError: a malformed host, or a project folder without compose.yaml or .env.
+        UsageError: a malformed host, or a project folder without compose.yaml, .env or
+            (to start) the API keys file.
     """
     if not HOST_RE.match(host):
         raise UsageError(f"host {host!r} is not USER@HOST (for example azureuser@20.1.2.3)")
@@ -72,17 +93,15 @@ def plan_deploy(
         raise UsageError(f"{project} has no compose.yaml; run from the tritonkit checkout")
     if not (project / ".env").is_file():
         raise UsageError(f"{project} has no .env; copy .env.example to .env and fill it in")
+    if cpu and not (project / "compose.cpu.yaml").is_file():
+        raise UsageError(f"{project} has no compose.cpu.yaml; run from the tritonkit checkout")
     name = context or "tritonkit-" + re.sub(r"[^A-Za-z0-9_.-]", "-", host.split("@", 1)[1])
-    compose = [
-        "docker",
-        "--context",
-        name,
-        "compose",
-        "--project-directory",
-        str(project),
-        "--env-file",
-        str(project / ".env"),
-    ]
+    compose = ["docker", "--context", name, "compose", "--project-directory", str(project),
+               "--env-file", str(project / ".env"),
+               "-f", str(project / "compose.yaml")]  # fmt: skip
+    if cpu:
+        compose += ["-f", str(project / "compose.cpu.yaml")]
+        profiles = ("cpu", *profiles)
     for profile in profiles:
         compose += ["--profile", profile]
     plan = DeployPlan(host, name)
@@ -99,22 +118,69 @@ def plan_deploy(
             ("docker", "context", "create", name, "--docker", f"host=ssh://{host}"),
         )
     )
+    if down:
+        plan.steps.append(Step("stop the stack on the VM", (*compose, "down", "-t", "10")))
+        return plan
+    keys = _env_value(project / ".env", "GATEWAY_API_KEYS_FILE") or "./gateway_api_keys.txt"
+    keys_path = (project / keys).resolve()
+    if not keys_path.is_file():
+        raise UsageError(
+            f"no gateway API keys file at {keys_path}: make one (openssl rand -hex 24 > "
+            f"{keys_path}) or set GATEWAY_API_KEYS_FILE in .env"
+        )
+    plan.steps.append(
+        Step(
+            "copy the gateway's API keys to the VM (~/.tritonkit, a folder only you can open)",
+            # The folder keeps other users out; the file itself must be readable by the
+            # gateway's non-root user, which sees it through a bind mount.
+            shell=f"ssh ssh://{host} 'umask 077 && mkdir -p .tritonkit && umask 022 && cat > "
+            ".tritonkit/gateway_api_keys.txt && chmod 0644 .tritonkit/gateway_api_keys.txt && "
+            f'echo "$PWD/.tritonkit/gateway_api_keys.txt"\' < {shlex.quote(str(keys_path))}',
+            sets_env="GATEWAY_API_KEYS_FILE",
+        )
+    )
+    cpu_image = _env_value(project / ".env", "TRITONKIT_CPU_IMAGE") or CPU_IMAGE
+    build_script = project / "scripts" / "build_cpu_image.sh"
+    services: tuple[str, ...] = ()
+    if cpu:
+        services = ("model-sync", "triton-cpu", "gateway")
+        if "local" in profiles:
+            services = ("azurite", *services)
     if ship_image:
-        image = IMAGE.format(tag=tag)
-        plan.steps.append(
+        image = cpu_image if cpu else IMAGE.format(tag=tag)
+        build: Step = (
             Step(
+                "build the CPU image here",
+                ("bash", str(project / "scripts" / "build_cpu_image.sh"), image),
+            )
+            if cpu
+            else Step(
                 "build the image here",
                 ("docker", "compose", "--project-directory", str(project), "build", "triton"),
             )
         )
+        plan.steps.append(build)
         plan.steps.append(
             Step(
                 f"ship {image} to the VM",
                 shell=f"docker save {shlex.quote(image)} | gzip | "
-                f"ssh {shlex.quote(host)} 'gunzip | docker load'",
+                f"ssh ssh://{host} 'gunzip | docker load'",
             )
         )
-        plan.steps.append(Step("start the stack on the VM", (*compose, "up", "-d", "--no-build")))
+        plan.steps.append(
+            Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
+        )
+    elif cpu:
+        plan.steps.append(
+            Step(
+                "build the CPU image on the VM (its engine, over SSH)",
+                ("bash", str(build_script), cpu_image),
+                env={"DOCKER_CONTEXT": name},
+            )
+        )
+        plan.steps.append(
+            Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
+        )
     else:
         plan.steps.append(
             Step("build and start the stack on the VM", (*compose, "up", "-d", "--build"))
@@ -127,7 +193,8 @@ def run_plan(
     plan: DeployPlan,
     run: Callable[..., subprocess.CompletedProcess[bytes]] = subprocess.run,
 ) -> None:
-    """Run ``plan``; an existing context skips its creation.
+    """Run ``plan``; an existing context skips its creation, and a step's ``sets_env``
+    passes its output's last line to the steps after it.
 
     Raises:
         DeployError: docker is missing, or a command failed (its own message quoted).
@@ -137,17 +204,24 @@ def run_plan(
             "the docker CLI is not installed here; install Docker (the CLI is enough)"
         )
     skip_create = False
+    env = dict(os.environ)  # local commands (build, save) use this machine's engine
     for step in plan.steps:
         if skip_create and step.argv[:3] == ("docker", "context", "create"):
             continue
         print(f"==> {step.description}\n    {step.render()}", flush=True)
-        if step.shell:
-            result = run(["bash", "-o", "pipefail", "-c", step.shell], capture_output=True)
-        else:
-            result = run(list(step.argv), capture_output=True)
+        step_env = {**env, **step.env}
+        if "DOCKER_CONTEXT" in step.env:
+            step_env.pop("DOCKER_HOST", None)  # it would win over the context
+        cmd = ["bash", "-o", "pipefail", "-c", step.shell] if step.shell else list(step.argv)
+        result = run(cmd, capture_output=True, env=step_env)
         if step.check_only:
             skip_create = result.returncode == 0
             continue
         if result.returncode != 0:
             err = (result.stderr or b"").decode(errors="replace").strip().splitlines()
             raise DeployError(f"`{step.render()}` failed: {err[-1] if err else 'no output'}")
+        if step.sets_env:
+            lines = (result.stdout or b"").decode(errors="replace").strip().splitlines()
+            if not lines:
+                raise DeployError(f"`{step.render()}` printed nothing")
+            env[step.sets_env] = lines[-1]

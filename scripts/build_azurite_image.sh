@@ -8,7 +8,7 @@ docker info >/dev/null 2>&1 || {
   exit 69
 }
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 image="${1:-tritonkit-azurite:latest}"
 base="${2:-tritonkit-base:bookworm}"
 if docker image inspect "${image}" >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ docker info >/dev/null 2>&1 || {
   exit 69
 }
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 image="${1:-tritonkit-cpu:latest}"
 base="${2:-tritonkit-base:bookworm}"
 python="${PYTHON:-${here}/.venv/bin/python}"

@@ -178,6 +178,7 @@ def test_create_vm_script_makes_what_the_vm_needs():
 def project(tmp_path):
     shutil.copy(ROOT / "compose.yaml", tmp_path / "compose.yaml")
     (tmp_path / ".env").write_text("TRITON_ADMIN_KEY=x\n")
+    (tmp_path / "gateway_api_keys.txt").write_text("k\n")
     return tmp_path
 
 
@@ -190,8 +191,14 @@ def test_deploy_over_a_docker_context(project):
     assert commands[1] == (
         "docker context create tritonkit-20.1.2.3 --docker host=ssh://azureuser@20.1.2.3"
     )
-    assert commands[2].startswith("docker --context tritonkit-20.1.2.3 compose")
-    assert commands[2].endswith("up -d --build")
+    assert commands[2].startswith("ssh ssh://azureuser@20.1.2.3 'umask 077")
+    assert commands[2].endswith(str(project / "gateway_api_keys.txt"))
+    assert plan.steps[2].sets_env == "GATEWAY_API_KEYS_FILE"
+    assert commands[3].startswith("docker --context tritonkit-20.1.2.3 compose")
+    assert commands[3].endswith("up -d --build")
+    (project / "gateway_api_keys.txt").unlink()
+    with pytest.raises(UsageError, match="no gateway API keys file"):
+        plan_deploy("azureuser@20.1.2.3", project)
 
 
 def test_deploy_shipping_the_image(project):
@@ -200,8 +207,8 @@ def test_deploy_shipping_the_image(project):
     plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
     commands = [s.render() for s in plan.steps]
     assert (
-        "docker save tritonkit-triton:24.10 | gzip | ssh me@vm.example.org 'gunzip | docker load'"
-        in commands
+        "docker save tritonkit-triton:24.10 | gzip | ssh ssh://me@vm.example.org "
+        "'gunzip | docker load'" in commands
     )
     assert any(c.startswith("docker --context gpu1 compose") and c.endswith("up -d --no-build")
                for c in commands)  # fmt: skip

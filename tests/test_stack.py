@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 PROMPT, TOKENS = "one two three four", 12
+TRITON_PORTS = ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")
 
 
 pytest_plugins = ["azurite"]
@@ -212,3 +214,113 @@ def test_tritons_repository_api_is_refused_without_the_admin_key(stack: Stack):
     refused = httpx.post(f"{base}/v2/repository/index")
     assert "restricted" in refused.text
     assert httpx.get(f"{base}/v2/health/ready").status_code == 200
+
+
+# ---- tritonkit deploy --host, over a real SSH server on loopback ---------------------------
+
+
+@dataclass
+class Sshd:
+    host: str  # USER@127.0.0.1:PORT
+    env: dict[str, str]  # PATH with an ssh that uses the test key; DOCKER_CONFIG
+
+
+@pytest.fixture(scope="module")
+def sshd(docker_env: dict[str, str], tmp_path_factory: Any) -> Iterator[Sshd]:
+    """An sshd of our own on a free loopback port, admitting one test key; its sessions
+    reach this machine's test engine (DOCKER_HOST), as a VM's would reach its own."""
+    tmp = tmp_path_factory.mktemp("sshd")
+    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "host_key"))
+    _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id"))
+    shutil.copy(tmp / "id.pub", tmp / "authorized_keys")
+    port = _free_port()
+    (tmp / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\n"
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}\nPidFile {tmp / 'sshd.pid'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"SetEnv DOCKER_HOST={docker_env['DOCKER_HOST']}\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    proc = subprocess.Popen(
+        [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-f", str(tmp / "sshd_config"),
+         "-E", str(tmp / "sshd.log")]
+    )  # fmt: skip
+    # ssh reads ~/.ssh of the passwd entry, not $HOME: an `ssh` first on PATH adds our
+    # config (the test key, no host-key prompt) for docker's SSH helper and the deploy.
+    (tmp / "ssh_config").write_text(
+        f"Host 127.0.0.1\n  IdentityFile {tmp / 'id'}\n  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+    )
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    real_ssh = shutil.which("ssh") or "/usr/bin/ssh"
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\nexec {real_ssh} -F {tmp / "ssh_config"} "$@"\n')
+    (bin_dir / "ssh").chmod(0o755)
+    config = tmp / "docker-config"  # our contexts stay here, not in ~/.docker
+    config.mkdir()
+    (config / "cli-plugins").symlink_to(Path.home() / ".docker" / "cli-plugins")
+    env = {**docker_env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(config)}
+    host = f"root@127.0.0.1:{port}"
+    try:
+        _wait(lambda: _sh("ssh", f"ssh://{host}", "docker", "info", env=env, timeout=20),
+              "sshd", 30)  # fmt: skip
+        yield Sshd(host, env)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_deploy_over_ssh_brings_the_cpu_stack_up_and_down(
+    sshd: Sshd, blob_repos: dict[str, Path], tmp_path: Path
+):
+    project = tmp_path / "vmstack"
+    project.mkdir()
+    for name in ("compose.yaml", "compose.cpu.yaml", "scripts"):
+        (project / name).symlink_to(ROOT / name)
+    gateway_port, azurite_port = _free_port(), _free_port()
+    account = "devstoreaccount1"
+    (project / "gateway_api_keys.txt").write_text("deploy-key\n")
+    (project / ".env").write_text(
+        f"TRITON_ADMIN_KEY={uuid.uuid4().hex}\nAZURE_CONTAINER=models\nMODEL_PREFIX=tiny\n"
+        f"AZURE_STORAGE_CONNECTION_STRING=DefaultEndpointsProtocol=http;AccountName={account};"
+        f"AccountKey={ACCOUNT_KEY};BlobEndpoint=http://azurite:10000/{account};\n"
+        f"GATEWAY_BIND=127.0.0.1\nGATEWAY_PORT={gateway_port}\nAZURITE_PORT={azurite_port}\n"
+        + "".join(
+            f"{k}={_free_port()}\n"
+            for k in ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")
+        )
+    )
+    files = ["-f", str(project / "compose.yaml"), "-f", str(project / "compose.cpu.yaml")]
+    compose = ["docker", "compose", "--project-directory", str(project), "--env-file",
+               str(project / ".env"), *files, "--profile", "local", "--profile", "cpu"]  # fmt: skip
+    env = {**sshd.env, "GATEWAY_API_KEYS_FILE": str(project / "gateway_api_keys.txt")}
+    deploy = [sys.executable, "-m", "tritonkit", "deploy", "--host", sshd.host,
+              "--project-dir", str(project), "--cpu", "--profile", "local"]  # fmt: skip
+    health = f"http://127.0.0.1:{gateway_port}/health"
+    try:
+        _sh(*compose, "up", "-d", "--no-build", "azurite", env=env)
+        local = (
+            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{azurite_port}/{account};"
+        )
+        _wait(lambda: _container(local), "azurite", 60)
+        publish_repository(blob_repos["a"], connect("models", "tiny", connection_string=local))
+        for extra in ((), ("--ship-image",)):
+            out = _sh(*deploy, *extra, env=env, timeout=900)
+            assert f"deployed to {sshd.host}" in out and "copy the gateway's API keys" in out
+            _wait(lambda: httpx.get(health, timeout=2).status_code == 200 or None, "gateway", 240)
+            models = httpx.get(
+                f"http://127.0.0.1:{gateway_port}/v1/models",
+                headers={"Authorization": "Bearer deploy-key"},  # the key file shipped over SSH
+            )
+            assert [m["id"] for m in models.json()["data"]] == ["llm"]
+            if extra:
+                assert "docker save tritonkit-cpu:latest | gzip | ssh" in out
+            out = _sh(*deploy, "--down", env=env, timeout=300)
+            assert f"stopped on {sshd.host}" in out
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(health, timeout=2)
+            _sh(*compose, "up", "-d", "--no-build", "azurite", env=env)  # down stopped it too
+    finally:
+        _sh(*compose, "--profile", "client", "down", "-v", "--remove-orphans", "-t", "5", env=env)

@@ -13,13 +13,18 @@ VM over SSH, in one of two ways:
   --ship-image  build the image here and stream it to the VM
                 (docker save | gzip | ssh VM 'gunzip | docker load'), then start it
 
-Needs .env next to compose.yaml (copy .env.example) and SSH access to the VM.
+Needs .env next to compose.yaml (copy .env.example), the gateway's API keys file
+(copied into the VM's ~/.tritonkit, a folder only you can open: compose mounts
+secrets from the VM's disk) and SSH access to the VM (USER@HOST or USER@HOST:PORT).
+--cpu runs the CPU stack (compose.cpu.yaml) on a VM without a GPU; --down stops it.
 deploy/azure/create_vm.sh creates such a VM from an empty subscription.
 
 examples:
   tritonkit deploy --host azureuser@20.1.2.3 --dry-run
   tritonkit deploy --host azureuser@20.1.2.3
   tritonkit deploy --host azureuser@20.1.2.3 --ship-image --context gpu1
+  tritonkit deploy --host azureuser@20.1.2.3 --cpu --ship-image
+  tritonkit deploy --host azureuser@20.1.2.3 --down
 """
 
 
@@ -36,6 +41,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--project-dir", default=".", help="folder with compose.yaml and .env")
     p.add_argument("--tag", default="24.10", help="Triton image tag (default 24.10)")
     p.add_argument("--profile", action="append", default=[], help="extra compose profile")
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="the CPU stack (compose.cpu.yaml; image from scripts/build_cpu_image.sh) on a VM "
+        "without a GPU",
+    )
+    p.add_argument("--down", action="store_true", help="stop the stack on the VM (volumes kept)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(handler=_run)
 
@@ -50,10 +62,13 @@ def _run(args: argparse.Namespace) -> int:
         ship_image=args.ship_image,
         tag=args.tag,
         profiles=tuple(args.profile),
+        cpu=args.cpu,
+        down=args.down,
     )
     if args.dry_run:
         print(plan.render())
         return 0
     run_plan(plan)
-    print(f"\ndeployed to {args.host} (docker context {plan.context})")
+    done = "stopped on" if args.down else "deployed to"
+    print(f"\n{done} {args.host} (docker context {plan.context})")
     return 0
