@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azurite import KEY
 
 from tritonkit.blob import list_versions, parse_as_url, triton_azure_env
 from tritonkit.cli import run
@@ -50,6 +51,31 @@ def test_publish_list_pull_promote_rollback_from_the_command_line(
     assert "version_policy" in (out_dir / "llm" / "config.pbtxt").read_text()
     with pytest.raises(UsageError, match="either --container"):
         run(["versions", "list"])
+
+
+def test_account_url_defaults_to_the_environment(
+    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    c = azurite.new_container()
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", azurite.account_url)
+    monkeypatch.setenv("AZURE_STORAGE_KEY", KEY)
+    key = ["--container", c, "--credential", "key"]
+    assert run(["publish", str(blob_repos["a"]), *key, "--quiet"]) == 0
+    assert run(["versions", "list", *key]) == 0
+    assert run(["pull", *key, "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert validate_repository(tmp_path / "out").ok
+    # A flag beats the environment, both ways round.
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "http://127.0.0.1:9/nowhere")
+    assert run(cli(azurite, c, "versions", "list")) == 0
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string("d3Jvbmc="))
+    assert run(["versions", "list", *key, "--account-url", azurite.account_url]) == 0
+    capsys.readouterr()
+    for command in (["publish", "REPO"], ["pull"], ["versions", "list"]):
+        with pytest.raises(SystemExit):
+            run([*command, "--help"])
+        assert "$AZURE_STORAGE_ACCOUNT_URL" in " ".join(capsys.readouterr().out.split())
 
 
 def test_errors_are_one_line_on_stderr(azurite: Any, blob_repos: dict[str, Path]) -> None:

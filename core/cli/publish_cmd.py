@@ -19,6 +19,7 @@ credentials (one of):
   --account-url URL --credential default   managed identity / az login (DefaultAzureCredential)
   --account-url URL --credential key       AZURE_STORAGE_KEY
   --account-url URL --credential sas       AZURE_STORAGE_SAS_TOKEN
+  (--account-url defaults to AZURE_STORAGE_ACCOUNT_URL; a flag beats the environment)
 
 examples:
   tritonkit publish out/repo --container models --prefix tiny-llama \\
@@ -54,7 +55,11 @@ def add_location_args(p: argparse.ArgumentParser, required: bool = True) -> None
         metavar="S",
         help="storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING)",
     )
-    g.add_argument("--account-url", metavar="URL", help="https://ACCOUNT.blob.core.windows.net")
+    g.add_argument(
+        "--account-url",
+        metavar="URL",
+        help="https://ACCOUNT.blob.core.windows.net (default: $AZURE_STORAGE_ACCOUNT_URL)",
+    )
     g.add_argument(
         "--credential",
         default="default",
