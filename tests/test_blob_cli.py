@@ -34,8 +34,22 @@ def test_publish_list_pull_promote_rollback_from_the_command_line(
     out = capsys.readouterr().out
     files = [p for p in blob_repos["a"].rglob("*/1/**/*") if p.is_file() and p.suffix != ".pyc"]
     assert "llm_decoder" in out and f"MiB ({len(files) - 1} files" in out  # all but decoder.json
+    assert "3 new versions, 0 unchanged" in out
+    # Unchanged: every model keeps its version and nothing is written.
     assert run(cli(azurite, c, "publish", str(blob_repos["a"]), "--prefix", "t", "--quiet")) == 0
-    assert "uploaded 0 B (0 files" in capsys.readouterr().out  # unchanged: nothing goes up
+    out = capsys.readouterr().out
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[1:4]}
+    for model in ("llm_decoder", "llm", "llm_sync"):
+        assert rows[model].split()[1:4] == ["unchanged,", "keeping", "v1"], rows[model]
+        assert rows[model].split()[7:11] == ["0", "B", "0", "B"], rows[model]  # up, copied
+    assert "every model equals its latest version; wrote 0 B (--force" in out
+    # Other weights: new decoder and entry versions; the twin is the same.
+    assert run(cli(azurite, c, "publish", str(blob_repos["b"]), "--prefix", "t", "--quiet")) == 0
+    out = capsys.readouterr().out
+    cols = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:4]}
+    assert cols["llm_decoder"][1:3] == ["new", "v2"] and cols["llm"][1:3] == ["new", "v2"]
+    assert cols["llm_sync"][1:4] == ["unchanged,", "keeping", "v1"]
+    assert "2 new versions, 1 unchanged; wrote" in out
     assert run(cli(azurite, c, "versions", "list", "--prefix", "t", "--model", "llm")) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["llm", "1", "complete"] and "*" not in lines[1]
@@ -51,6 +65,13 @@ def test_publish_list_pull_promote_rollback_from_the_command_line(
     assert "version_policy" in (out_dir / "llm" / "config.pbtxt").read_text()
     with pytest.raises(UsageError, match="either --container"):
         run(["versions", "list"])
+    # --force: a new version of every model, all of it copied server-side.
+    args = cli(azurite, c, "publish", str(blob_repos["b"]), "--prefix", "t", "--quiet", "--force")
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert [ln.split()[1:3] for ln in out.splitlines()[1:4]] == [["new", "v3"], ["new", "v3"],
+                                                                 ["new", "v2"]]  # fmt: skip
+    assert "uploaded 0 B (0 files)" in out
 
 
 def test_account_url_defaults_to_the_environment(
