@@ -1,7 +1,8 @@
 """Model versions in Azure Blob Storage: publish, pull, list, promote and roll back.
 
 ``publish_repository`` uploads a local model repository as a new version of each
-model (``publish.py``: claims, parallel upload, dedup, manifest, config.pbtxt last);
+model that changed since its latest version (``changes.py``; ``publish.py``: claims,
+parallel upload, dedup, manifest, config.pbtxt last);
 ``pull_repository`` brings complete, checksum-verified versions back (``pull.py``);
 ``versions.py`` changes which version Triton serves from Blob and ``live.py`` on a
 running server; ``triton_env.py`` gives ``tritonserver`` its ``as://`` credentials.

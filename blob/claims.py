@@ -52,10 +52,13 @@ def publisher_identity() -> dict[str, Any]:
 class VersionClaim:
     """The lease on ``MODEL/N.claim``, renewed in the background until released."""
 
-    def __init__(self, store: BlobStore, model: str, version: int, lease: Any) -> None:
+    def __init__(
+        self, store: BlobStore, model: str, version: int, lease: Any, written: int = 0
+    ) -> None:
         self.store = store
         self.model = model
         self.version = version
+        self.written = written  # bytes of the claim blob, when this publisher created it
         self._lease = lease
         self._lost: Exception | None = None
         self._stop = threading.Event()
@@ -123,9 +126,11 @@ def claim_version(
         if requested is not None and version in remote.complete:
             raise _exists(store, remote, version)
         claim_name = f"{version}{CLAIM_SUFFIX}"
+        written = 0
         # Exists already when claimed before, by a live publisher (leased) or a dead one.
         with contextlib.suppress(VersionConflict):
             store.write(body, model, claim_name, create_only=True)
+            written = len(body)
         with store.translate(f"lease {store.name(model, claim_name)}"):
             try:
                 lease = store.blob(model, claim_name).acquire_lease(lease_duration=LEASE_S)
@@ -143,7 +148,7 @@ def claim_version(
             if requested is not None:
                 raise _exists(store, remote, version)
             continue
-        return VersionClaim(store, model, version, lease)
+        return VersionClaim(store, model, version, lease, written)
     raise VersionConflict(
         f"no free version of {model} after {MAX_ATTEMPTS} attempts; "
         "too many concurrent publishers, try again"

@@ -1,17 +1,23 @@
-"""``publish_repository``: a local model repository -> a new version of each model in Blob.
+"""``publish_repository``: a local model repository -> a new version of each changed model.
 
-The order makes a version visible all at once or not at all:
+Publishing is idempotent. Each model is compared by content with its latest published
+version (``changes.py``: file SHA-256s from the manifest, and the config); a model equal
+to it keeps that version and nothing of it is written, unless ``force``. For the models
+that changed, the order makes a version visible all at once or not at all:
 
-1. validate the local repository; claim version N of each model (``claims.py``);
+1. validate the local repository; compare; claim version N of each changed model
+   (``claims.py``), decoders first;
 2. upload every file in parallel, or copy it server-side when a file with the same
    SHA-256 is already in the container for that model, or skip it when it is already
    at its destination; verify each blob (size, SHA-256 metadata, Content-MD5);
 3. per model, decoders first: write ``MODEL/N/manifest.json`` (only if absent), then
    update ``MODEL/config.pbtxt`` with an etag-conditional write (``versions.py``).
 
-An entry model's ``N/decoder.json`` is rewritten to name the decoder version published
-with it, and its manifest hashes the rewritten bytes. Re-publishing an unchanged
-repository copies every file server-side and uploads 0 bytes.
+An entry model's ``N/decoder.json`` is rewritten to name the decoder version it runs:
+the new one when the decoder changed, else the decoder's kept latest version. So a
+tokenizer- or template-only change writes only the entry model's version (its unchanged
+files copied server-side, no weights), and re-publishing an unchanged repository writes
+nothing at all.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from tritonkit import __version__
 from tritonkit.errors import RepositoryError, UsageError
 
 from ._parallel import run_all
+from .changes import Latest, hash_if_comparable, latest, same_content
 from .claims import VersionClaim, claim_version, publisher_identity
 from .manifest import (
     DECODER_REF,
@@ -49,13 +56,16 @@ from .versions import commit_config, with_policy
 
 @dataclass
 class PublishedModel:
-    """One model's new version."""
+    """One model after a publish: a new version, or its latest version kept unchanged."""
 
     model: str
-    version: int
+    version: int  # the new version, or the kept one
     files: int
     size: int
     served: list[int]  # what config.pbtxt serves after the publish
+    changed: bool = True  # False: equal to its latest version, which it keeps
+    previous: int | None = None  # its latest version before this publish, if any
+    stats: Stats = field(default_factory=Stats)  # what this publish wrote for it
 
 
 @dataclass
@@ -71,6 +81,26 @@ class PublishResult:
     @property
     def bytes_uploaded(self) -> int:
         return self.stats.bytes_uploaded
+
+    @property
+    def bytes_written(self) -> int:
+        """Storage written in the container: uploads, server-side copies and metadata."""
+        return self.stats.bytes_written
+
+    @property
+    def unchanged(self) -> list[PublishedModel]:
+        return [m for m in self.models if not m.changed]
+
+
+@dataclass
+class _Plan:
+    """One model on its way through a publish."""
+
+    model: LocalModel
+    items: list[Item]  # dest (model, version, path); the version is set once claimed
+    latest: Latest | None  # its highest complete version in the container
+    version: int = 0  # claimed, or kept
+    claim: VersionClaim | None = None  # None: unchanged, the latest version is kept
 
 
 def _select(repository: Path, models: list[str] | None) -> list[LocalModel]:
@@ -97,20 +127,20 @@ def _select(repository: Path, models: list[str] | None) -> list[LocalModel]:
     return sorted((every[n] for n in names), key=lambda m: (m.name not in decoders, m.name))
 
 
-def _items(model: LocalModel, version: int, decoders: dict[str, int]) -> list[Item]:
+def _items(model: LocalModel) -> list[Item]:
+    """The files of the model's local version (all but decoder.json, see ``_decoder_item``)."""
     items = []
     for rel in model.files:
-        dest = (model.name, version, rel.as_posix())
-        if rel.as_posix() == DECODER_REF:
-            ref = model.decoder_ref()
-            assert ref is not None
-            ref["version"] = decoders.get(ref["model"], ref["version"])
-            data = (json.dumps(ref, indent=2) + "\n").encode()
-            items.append(Item(dest, len(data), data=data, digests=hash_bytes(data)))
-        else:
+        if rel.as_posix() != DECODER_REF:
             path = model.version_dir / rel
-            items.append(Item(dest, path.stat().st_size, local=path))
+            items.append(Item((model.name, 0, rel.as_posix()), path.stat().st_size, local=path))
     return items
+
+
+def _decoder_item(model: LocalModel, ref: dict[str, Any], version: int) -> Item:
+    """The entry model's decoder.json, naming decoder ``version`` (as published)."""
+    data = (json.dumps({**ref, "version": version}, indent=2) + "\n").encode()
+    return Item((model.name, 0, DECODER_REF), len(data), data=data, digests=hash_bytes(data))
 
 
 def publish_repository(
@@ -120,14 +150,18 @@ def publish_repository(
     models: list[str] | None = None,
     version: int | None = None,
     promote: bool = True,
+    force: bool = False,
     concurrency: int = 8,
     create_container: bool = False,
     progress: bool = False,
 ) -> PublishResult:
-    """Upload the repository as a new version of each model (or of the named ones).
+    """Publish a new version of each model (or of the named ones) that changed.
 
-    ``version`` asks for that exact number (a conflict if taken); ``promote`` makes
-    config.pbtxt serve the new version unless it already serves a newer one.
+    A model whose files and config equal its latest published version's (by SHA-256,
+    see ``changes.py``) keeps that version and nothing of it is written; ``force``
+    makes a new version anyway. ``version`` asks for that exact number for the new
+    versions (a conflict if taken). ``promote`` makes config.pbtxt serve the published
+    version (new or kept) unless it already serves a newer one.
 
     Raises:
         UsageError: bad arguments.
@@ -145,28 +179,67 @@ def publish_repository(
     store.check(create=create_container)
     remote = read_models(store, [m.name for m in local])
     publisher = publisher_identity()
-    claims: list[VersionClaim] = []
+    plans = [_Plan(m, _items(m), latest(remote[m.name])) for m in local]
+    if not force:  # what is shaped like its latest version must be hashed to compare
+        hash_if_comparable([(p.items, p.latest) for p in plans], min(4, concurrency))
     try:
-        for m in local:
-            claims.append(claim_version(store, remote[m.name], publisher, version))
-        versions = {c.model: c.version for c in claims}
-        plan = {m.name: _items(m, versions[m.name], versions) for m in local}
-        stats = _transfer(store, remote, plan, concurrency, progress)
+        _decide(store, remote, plans, publisher, version, force)
+        changed = {p.model.name: p.items for p in plans if p.claim}
+        stats, by_model = _transfer(store, remote, changed, concurrency, progress)
         exports = {m.name: m.export_report() for m in local}
         for m in local:  # a decoder carries the export report of the entry that runs it
             ref = m.decoder_ref()
             if ref and exports.get(ref["model"]) is None and ref["model"] in exports:
                 exports[ref["model"]] = exports[m.name]
         published = []
-        for m, claim in zip(local, claims):
-            published.append(
-                _commit(store, m, claim, plan[m.name], promote, publisher, repository,
-                        exports[m.name], stats)
-            )  # fmt: skip
+        for p in plans:  # decoders first, each with its manifest before its config
+            if p.claim is None:
+                published.append(_keep(store, p, remote[p.model.name], promote, stats))
+            else:
+                mine = by_model.setdefault(p.model.name, Stats())
+                published.append(
+                    _commit(store, p, promote, publisher, repository, exports[p.model.name],
+                            stats, mine)
+                )  # fmt: skip
     finally:
-        for claim in claims:
-            claim.release()
+        for p in plans:
+            if p.claim is not None:
+                p.claim.release()
     return PublishResult(store.where, published, stats, time.monotonic() - started, publisher)
+
+
+def _decide(
+    store: BlobStore,
+    remote: dict[str, RemoteModel],
+    plans: list[_Plan],
+    publisher: dict[str, Any],
+    requested: int | None,
+    force: bool,
+) -> None:
+    """Keep the latest version of each unchanged model; claim a new one for the others.
+
+    In order, decoders first, so that an entry model's decoder.json names the version its
+    decoder ends up with: an unchanged decoder's kept version, or its new one (which makes
+    the entry model change too).
+
+    Raises:
+        VersionConflict: ``requested`` is taken, or no version could be claimed.
+        BlobError: the container refused the requests.
+    """
+    versions: dict[str, int] = {}  # model -> the version it has after this publish
+    for p in plans:
+        ref = p.model.decoder_ref()
+        if ref:
+            target = versions.get(ref["model"], ref["version"])
+            p.items.append(_decoder_item(p.model, ref, target))
+        if not force and p.latest and same_content(p.items, p.model.config, p.latest):
+            p.version = p.latest.version
+        else:
+            p.claim = claim_version(store, remote[p.model.name], publisher, requested)
+            p.version = p.claim.version
+            for item in p.items:
+                item.dest = (p.model.name, p.version, item.dest[2])
+        versions[p.model.name] = p.version
 
 
 def _transfer(
@@ -175,10 +248,18 @@ def _transfer(
     plan: dict[str, list[Item]],
     concurrency: int,
     progress: bool,
-) -> Stats:
-    """Upload, copy or skip every item, then verify it and drop stale blobs."""
+) -> tuple[Stats, dict[str, Stats]]:
+    """Upload, copy or skip every item, then verify it and drop stale blobs.
+
+    Returns what was moved, in all and per model. An empty ``plan`` makes no request.
+
+    Raises:
+        BlobError: a request failed, or a blob did not land as sent.
+    """
     from tqdm import tqdm
 
+    if not plan:
+        return Stats(), {}
     known: dict[str, str] = {}  # sha256 -> a blob (full name) with that content
     sizes: set[int] = set()
     for name, rm in remote.items():
@@ -246,23 +327,29 @@ def _transfer(
         folder = store.name(items[0].dest[0], items[0].dest[1]) + "/"
         for stale in [n for n in present if n.startswith(folder) and n not in wanted]:
             store.delete(store.relative(stale))  # left by an interrupted publish of N
-    return uploader.stats
+    return uploader.stats, uploader.by_model
 
 
 def _commit(
     store: BlobStore,
-    model: LocalModel,
-    claim: VersionClaim,
-    items: list[Item],
+    plan: _Plan,
     promote: bool,
     publisher: dict[str, object],
     repository: Path,
     export: dict[str, Any] | None,
     stats: Stats,
+    mine: Stats,
 ) -> PublishedModel:
-    """Write the manifest (last file of the version), then serve it through config.pbtxt."""
+    """Write the manifest (last file of the version), then serve it through config.pbtxt.
+
+    Raises:
+        VersionConflict: the claim was lost, or config.pbtxt kept changing.
+        BlobError: the container refused a write.
+    """
     from tritonkit.model_repository import config as cfg
 
+    model, claim, items = plan.model, plan.claim, plan.items
+    assert claim is not None
     version = claim.version
     files = []
     for i in sorted(items, key=lambda i: str(i.dest[2])):
@@ -289,8 +376,61 @@ def _commit(
     claim.ensure_held()
     data = manifest.to_json()
     store.write(data, model.name, version, MANIFEST, create_only=True)
-    stats.bytes_metadata += len(data) + len(config_text)
+    served, config_written = _serve(store, model.name, version, config_text, promote, None)
+    written = claim.written + len(data) + config_written
+    for s in (stats, mine):
+        s.add(bytes_metadata=written)
+    return PublishedModel(
+        model.name, version, len(files), manifest.size, served, True,
+        plan.latest.version if plan.latest else None, mine,
+    )  # fmt: skip
 
+
+def _keep(
+    store: BlobStore, plan: _Plan, remote: RemoteModel, promote: bool, stats: Stats
+) -> PublishedModel:
+    """An unchanged model keeps its latest version, served like a new one would be.
+
+    With ``promote`` config.pbtxt serves the kept version unless a newer one is served
+    already (after a ``--no-promote`` publish of the same files, say); usually nothing is
+    written at all.
+
+    Raises:
+        VersionConflict: config.pbtxt kept changing under us.
+        BlobError: the container refused a request.
+    """
+    last = plan.latest
+    assert last is not None
+    mine = Stats()
+    served, written = _serve(
+        store, plan.model.name, last.version, last.manifest.config, promote, remote
+    )
+    for s in (stats, mine):
+        s.add(bytes_metadata=written)
+    return PublishedModel(
+        plan.model.name, last.version, len(last.manifest.files), last.manifest.size, served,
+        False, last.version, mine,
+    )  # fmt: skip
+
+
+def _serve(
+    store: BlobStore,
+    model: str,
+    version: int,
+    config_text: str,
+    promote: bool,
+    known: RemoteModel | None,
+) -> tuple[list[int], int]:
+    """Make config.pbtxt serve ``version`` when it should; returns (served, bytes written).
+
+    A model without a config always gets one (Triton needs it); otherwise only with
+    ``promote``, and only when no newer version is served. ``known``: a recent read of
+    the model, which spares the re-read when it shows nothing to do.
+
+    Raises:
+        VersionConflict: config.pbtxt kept changing under us.
+        BlobError: the container refused a request.
+    """
     served: list[int] = []
 
     def decide(remote: RemoteModel) -> str | None:
@@ -298,13 +438,13 @@ def _commit(
         if remote.config_text is None:
             return config_text  # a first version is always served: Triton needs a config
         if not promote or (remote.served and max(remote.served) >= version):
-            return None  # staged only, or a newer version is served already
+            return None  # staged only, or this or a newer version is served already
         return config_text
 
-    switch = commit_config(store, model.name, decide)
-    return PublishedModel(
-        model.name, version, len(files), manifest.size, switch.after if switch else served
-    )
+    if known is not None and decide(known) is None:
+        return served, 0
+    switch = commit_config(store, model, decide)
+    return (switch.after, len(config_text.encode())) if switch else (served, 0)
 
 
 def _data(items: list[Item], path: str) -> bytes:

@@ -31,6 +31,7 @@ from tritonkit.errors import UsageError
 from .errors import BlobAuthError, BlobError, ContainerNotFound, VersionConflict
 
 CREDENTIALS = ("default", "key", "sas")
+ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"  # the default account URL
 # Three retries after 1, 3 and 5 s (the SDK's default waits 15, 18 and 24 s): a wrong
 # endpoint fails in about 10 s, a transient error still gets its retries.
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -86,8 +87,10 @@ def connect(
 ) -> BlobStore:
     """A ``BlobStore`` for ``container``/``prefix``; makes no request yet.
 
-    ``connection_string`` (or ``AZURE_STORAGE_CONNECTION_STRING``) wins; otherwise
-    ``account_url`` with ``credential``: ``default`` (DefaultAzureCredential: managed
+    What reaches the account, first found wins: ``connection_string``, ``account_url``,
+    then the environment's ``AZURE_STORAGE_CONNECTION_STRING`` and
+    ``AZURE_STORAGE_ACCOUNT_URL`` (an explicit argument beats the environment). An
+    account URL goes with ``credential``: ``default`` (DefaultAzureCredential: managed
     identity, ``az login``, environment), ``key`` (``AZURE_STORAGE_KEY``) or ``sas``
     (``AZURE_STORAGE_SAS_TOKEN``, or a token already in the URL).
 
@@ -96,7 +99,9 @@ def connect(
     """
     if not container:
         raise UsageError("pass --container: the Blob container that holds the repository")
-    connection_string = connection_string or os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if not connection_string and not account_url:
+        connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        account_url = None if connection_string else os.environ.get(ACCOUNT_URL_ENV)
     try:
         if connection_string:
             client = ContainerClient.from_connection_string(
@@ -112,7 +117,7 @@ def connect(
         else:
             raise UsageError(
                 "pass --connection-string (or set AZURE_STORAGE_CONNECTION_STRING), "
-                "or --account-url with --credential default|key|sas"
+                f"or --account-url (or set {ACCOUNT_URL_ENV}) with --credential default|key|sas"
             )
     except ValueError as exc:
         raise UsageError(f"bad storage account settings: {exc}") from exc

@@ -105,26 +105,6 @@ def test_pull_verifies_and_builds_a_valid_repository(
     assert again.bytes_downloaded == 0 and again.files_reused == again.files  # resumed from it
 
 
-def test_republish_unchanged_uploads_zero_bytes_and_moves_decoder_with_entry(
-    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path
-) -> None:
-    store = azurite.store(azurite.new_container())
-    first = publish_repository(blob_repos["a"], store)
-    second = publish_repository(blob_repos["a"], store)
-    assert second.stats.bytes_uploaded == 0 and second.stats.files_uploaded == 0
-    assert second.stats.files_copied == first.stats.files_uploaded
-    assert [m.version for m in second.models] == [2, 2, 2]
-    ref = json.loads(store.read("llm", 2, "decoder.json")[0])
-    assert ref == {"model": "llm_decoder", "version": 2}
-    manifest = json.loads(store.read("llm", 2, "manifest.json")[0])
-    entry = next(f for f in manifest["files"] if f["path"] == "decoder.json")
-    assert entry["sha256"] == hashlib.sha256(store.read("llm", 2, "decoder.json")[0]).hexdigest()
-    # Pulling one version of the entry model brings the decoder version it runs.
-    pulled = pull_repository(store, tmp_path / "one", models=["llm"], version=2)
-    assert pulled.versions == {"llm": [2], "llm_decoder": [2]}
-    assert validate_repository(tmp_path / "one").ok
-
-
 def test_promote_and_rollback_in_blob(azurite: Any, blob_repos: dict[str, Path]) -> None:
     store = azurite.store(azurite.new_container(), "p")
     publish_repository(blob_repos["a"], store)
@@ -154,7 +134,9 @@ def test_concurrent_publishers_never_share_a_version(
     def publish(version: int | None) -> None:
         barrier.wait()
         try:
-            r = publish_repository(blob_repos["a"], store, models=["llm_sync"], version=version)
+            r = publish_repository(
+                blob_repos["a"], store, models=["llm_sync"], version=version, force=True
+            )
             outcomes.append(r.models[0].version)
         except VersionConflict as exc:
             outcomes.append(exc)
@@ -200,9 +182,9 @@ def test_interrupted_upload_is_invisible_and_the_next_publish_completes_it(
     rows = {(r.model, r.version): r for r in list_versions(store)}
     assert not rows[("llm_decoder", 2)].complete
     assert pull_repository(store, tmp_path / "p").versions["llm_decoder"] == [1]
-    # The next publish takes version 2 over and completes it.
+    # The next publish takes version 2 over and completes it (the twin is unchanged: kept).
     result = publish_repository(blob_repos["b"], store)
-    assert [m.version for m in result.models] == [2, 2, 2]
+    assert [(m.version, m.changed) for m in result.models] == [(2, True), (2, True), (1, False)]
     assert result.stats.files_present >= 1  # what the interrupted try had uploaded
     assert served_versions(store, "llm") == [2]
     pulled = pull_repository(store, tmp_path / "q", models=["llm"], version=2)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azurite import KEY
 
 from tritonkit.blob import list_versions, parse_as_url, triton_azure_env
 from tritonkit.cli import run
@@ -33,8 +34,22 @@ def test_publish_list_pull_promote_rollback_from_the_command_line(
     out = capsys.readouterr().out
     files = [p for p in blob_repos["a"].rglob("*/1/**/*") if p.is_file() and p.suffix != ".pyc"]
     assert "llm_decoder" in out and f"MiB ({len(files) - 1} files" in out  # all but decoder.json
+    assert "3 new versions, 0 unchanged" in out
+    # Unchanged: every model keeps its version and nothing is written.
     assert run(cli(azurite, c, "publish", str(blob_repos["a"]), "--prefix", "t", "--quiet")) == 0
-    assert "uploaded 0 B (0 files" in capsys.readouterr().out  # unchanged: nothing goes up
+    out = capsys.readouterr().out
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[1:4]}
+    for model in ("llm_decoder", "llm", "llm_sync"):
+        assert rows[model].split()[1:4] == ["unchanged,", "keeping", "v1"], rows[model]
+        assert rows[model].split()[7:11] == ["0", "B", "0", "B"], rows[model]  # up, copied
+    assert "every model equals its latest version; wrote 0 B (--force" in out
+    # Other weights: new decoder and entry versions; the twin is the same.
+    assert run(cli(azurite, c, "publish", str(blob_repos["b"]), "--prefix", "t", "--quiet")) == 0
+    out = capsys.readouterr().out
+    cols = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:4]}
+    assert cols["llm_decoder"][1:3] == ["new", "v2"] and cols["llm"][1:3] == ["new", "v2"]
+    assert cols["llm_sync"][1:4] == ["unchanged,", "keeping", "v1"]
+    assert "2 new versions, 1 unchanged; wrote" in out
     assert run(cli(azurite, c, "versions", "list", "--prefix", "t", "--model", "llm")) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["llm", "1", "complete"] and "*" not in lines[1]
@@ -50,6 +65,38 @@ def test_publish_list_pull_promote_rollback_from_the_command_line(
     assert "version_policy" in (out_dir / "llm" / "config.pbtxt").read_text()
     with pytest.raises(UsageError, match="either --container"):
         run(["versions", "list"])
+    # --force: a new version of every model, all of it copied server-side.
+    args = cli(azurite, c, "publish", str(blob_repos["b"]), "--prefix", "t", "--quiet", "--force")
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert [ln.split()[1:3] for ln in out.splitlines()[1:4]] == [["new", "v3"], ["new", "v3"],
+                                                                 ["new", "v2"]]  # fmt: skip
+    assert "uploaded 0 B (0 files)" in out
+
+
+def test_account_url_defaults_to_the_environment(
+    azurite: Any, blob_repos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    c = azurite.new_container()
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", azurite.account_url)
+    monkeypatch.setenv("AZURE_STORAGE_KEY", KEY)
+    key = ["--container", c, "--credential", "key"]
+    assert run(["publish", str(blob_repos["a"]), *key, "--quiet"]) == 0
+    assert run(["versions", "list", *key]) == 0
+    assert run(["pull", *key, "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert validate_repository(tmp_path / "out").ok
+    # A flag beats the environment, both ways round.
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_URL", "http://127.0.0.1:9/nowhere")
+    assert run(cli(azurite, c, "versions", "list")) == 0
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string("d3Jvbmc="))
+    assert run(["versions", "list", *key, "--account-url", azurite.account_url]) == 0
+    capsys.readouterr()
+    for command in (["publish", "REPO"], ["pull"], ["versions", "list"]):
+        with pytest.raises(SystemExit):
+            run([*command, "--help"])
+        assert "$AZURE_STORAGE_ACCOUNT_URL" in " ".join(capsys.readouterr().out.split())
 
 
 def test_errors_are_one_line_on_stderr(azurite: Any, blob_repos: dict[str, Path]) -> None:

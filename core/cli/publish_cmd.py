@@ -6,11 +6,16 @@ import argparse
 from typing import Any
 
 PUBLISH_HELP = """\
-Upload a model repository to Azure Blob Storage as a new numeric version of each model.
+Upload a model repository to Azure Blob Storage as a new numeric version of each model
+that changed. Publishing is idempotent: a model whose files (by SHA-256) and config equal
+its latest published version's is reported unchanged and keeps that version, and nothing
+of it is written (--force makes a new version anyway). An entry model whose decoder did
+not change gets a new version whose decoder.json names the decoder's existing version, so
+a tokenizer- or template-only change writes only the entry model's files.
+
 Files go up in parallel blocks with a progress bar; each blob gets Content-MD5 and a
-SHA-256; a file already in the container for that model is copied server-side instead
-(re-publishing an unchanged repository uploads 0 bytes of model files). A version
-becomes visible only when complete: MODEL/N/manifest.json is written last, then
+SHA-256; a file already in the container for that model is copied server-side instead.
+A version becomes visible only when complete: MODEL/N/manifest.json is written last, then
 MODEL/config.pbtxt (its version_policy) with an etag-conditional write. Concurrent
 publishers get different version numbers; with --version N the loser gets an error.
 
@@ -19,12 +24,14 @@ credentials (one of):
   --account-url URL --credential default   managed identity / az login (DefaultAzureCredential)
   --account-url URL --credential key       AZURE_STORAGE_KEY
   --account-url URL --credential sas       AZURE_STORAGE_SAS_TOKEN
+  (--account-url defaults to AZURE_STORAGE_ACCOUNT_URL; a flag beats the environment)
 
 examples:
   tritonkit publish out/repo --container models --prefix tiny-llama \\
       --account-url https://myaccount.blob.core.windows.net --credential default
   tritonkit publish out/repo --container models --prefix tiny-llama --no-promote
   tritonkit publish out/repo --container models --version 7 --model llm
+  tritonkit publish out/repo --container models --prefix tiny-llama --force
 """
 
 PULL_HELP = """\
@@ -54,7 +61,11 @@ def add_location_args(p: argparse.ArgumentParser, required: bool = True) -> None
         metavar="S",
         help="storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING)",
     )
-    g.add_argument("--account-url", metavar="URL", help="https://ACCOUNT.blob.core.windows.net")
+    g.add_argument(
+        "--account-url",
+        metavar="URL",
+        help="https://ACCOUNT.blob.core.windows.net (default: $AZURE_STORAGE_ACCOUNT_URL)",
+    )
     g.add_argument(
         "--credential",
         default="default",
@@ -103,7 +114,15 @@ def add_parser(sub: Any) -> None:
         "--model", action="append", metavar="M", help="publish only M (repeatable; its decoder "
         "comes along)",
     )  # fmt: skip
-    p.add_argument("--version", type=int, metavar="N", help="exactly this version number")
+    p.add_argument(
+        "--version", type=int, metavar="N", help="number the new versions N (unchanged "
+        "models keep theirs unless --force)",
+    )  # fmt: skip
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="publish a new version even of models equal to their latest version",
+    )
     p.add_argument(
         "--no-promote",
         action="store_true",
@@ -147,24 +166,46 @@ def _publish(args: argparse.Namespace) -> int:
         models=args.model,
         version=args.version,
         promote=not args.no_promote,
+        force=args.force,
         concurrency=args.concurrency,
         create_container=args.create_container,
         progress=not args.quiet,
     )
-    print(f"{'model':16} {'version':>7} {'files':>5} {'size':>10}  serves")
-    for m in result.models:
-        served = ",".join(map(str, m.served)) or "-"
-        print(f"{m.model:16} {m.version:>7} {m.files:>5} {human(m.size):>10}  {served}")
-    s = result.stats
-    rate = s.bytes_uploaded / result.seconds / 2**20 if result.seconds else 0.0
-    speed = f", {rate:.1f} MiB/s" if s.files_uploaded else ""
     print(
-        f"\npublished to {result.where} in {result.seconds:.1f}s: uploaded "
-        f"{human(s.bytes_uploaded)} ({s.files_uploaded} files{speed}), copied "
-        f"{s.files_copied} files server-side, {s.files_present} already in place, "
-        f"{human(s.bytes_metadata)} of manifests and configs"
+        f"{'model':16} {'published':22} {'files':>5} {'size':>10} {'uploaded':>10} "
+        f"{'copied':>10}  serves"
+    )
+    for m in result.models:
+        state = f"new v{m.version}" if m.changed else f"unchanged, keeping v{m.version}"
+        served = ",".join(map(str, m.served)) or "-"
+        print(
+            f"{m.model:16} {state:22} {m.files:>5} {human(m.size):>10} "
+            f"{human(m.stats.bytes_uploaded):>10} {human(m.stats.bytes_copied):>10}  {served}"
+        )
+    s = result.stats
+    new = len(result.models) - len(result.unchanged)
+    if not new:
+        print(
+            f"\nnothing to publish to {result.where} ({result.seconds:.1f}s): every model "
+            f"equals its latest version; wrote {human(s.bytes_written)} (--force makes new "
+            "versions anyway)"
+        )
+        return 0
+    rate = s.bytes_uploaded / result.seconds / 2**20 if result.seconds else 0.0
+    speed = f", {rate:.1f} MiB/s" if s.bytes_uploaded >= 2**20 else ""
+    print(
+        f"\npublished to {result.where} in {result.seconds:.1f}s: {_count(new, 'new version')}, "
+        f"{len(result.unchanged)} unchanged; wrote {human(s.bytes_written)}: uploaded "
+        f"{human(s.bytes_uploaded)} ({_count(s.files_uploaded, 'file')}{speed}), copied "
+        f"{human(s.bytes_copied)} server-side ({_count(s.files_copied, 'file')}), "
+        f"{s.files_present} already in place, {human(s.bytes_metadata)} of manifests, "
+        "configs and claims"
     )
     return 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _pull(args: argparse.Namespace) -> int:
