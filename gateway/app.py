@@ -4,16 +4,18 @@
     POST /v1/completions                 prompt -> text, streamed (SSE) or not
     POST /v1/chat/completions            messages -> chat template -> text
     GET  /health                         200 when the gateway is up and Triton is ready
-    GET  /metrics                        the gateway's Prometheus metrics
+    GET  /metrics                        the gateway's Prometheus metrics (its own key, if set)
 
 Each generation is one gRPC stream to the entry model through ``AsyncLLMClient``. A
-request is checked in this order: API key (401), JSON body and parameters (400),
-concurrency limit (429), model (404), then Triton (its own 400 message, 503 when down).
+request is checked in this order: body size (413), API key (401), JSON body, parameters
+and prompt length (400), concurrency limits (429), model (404), chat template (400, off
+the event loop: ``rendering``), then Triton (its own 400 message, 503 when down). Every
+response carries ``X-Request-ID`` (``request_context``); a 5xx names it instead of the
+details, which go to the ``tritonkit.gateway`` log.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,13 +29,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tritonkit.client import AsyncLLMClient, ClientError, StreamChunk
 from tritonkit.errors import ChatTemplateError, UsageError
 
+from . import json_body
 from .auth import KeyChecker, presented_key
 from .catalog import ModelCatalog, ServedModel
 from .config import GatewayConfig
-from .connection import ClientDisconnected, EventStream, Limiter, Slot, until_disconnected
-from .http_errors import APIError, bad_request, from_client_error
+from .connection import (
+    ClientDisconnected,
+    EventStream,
+    KeyLimiter,
+    Limiter,
+    Slot,
+    until_disconnected,
+)
+from .http_errors import APIError, bad_request, from_client_error, internal
 from .metrics import GatewayMetrics, MetricsMiddleware
 from .openai_format import DONE, Kind, ResponseWriter, sse, usage
+from .rendering import TemplateRenderer
+from .request_context import RequestContextMiddleware, log
 from .schemas import ChatCompletionRequest, CompletionRequest, parse_body
 
 CLIENT_CLOSED = 499  # nginx's status for a client that left; nobody reads it
@@ -60,6 +72,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        gateway.renderer.close()
         await catalog.close()
 
     # No /docs or /openapi.json: the gateway is the one public port.
@@ -71,11 +84,13 @@ def create_app(config: GatewayConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    # The last added runs first: metrics see every status, the request id and the body cap
+    # every request; exceptions no handler takes become a 500 in RequestContextMiddleware.
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=gateway.metrics)
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientError, _client_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
 
     app.add_api_route("/v1/models", gateway.list_models, methods=["GET"])
     app.add_api_route("/v1/models/{model_id:path}", gateway.get_model, methods=["GET"])
@@ -87,7 +102,7 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
 
 class _Gateway:
-    """The request handlers, over one catalog, key checker, limiter and metrics."""
+    """The request handlers, over one catalog, key checkers, limiters, renderer and metrics."""
 
     def __init__(
         self,
@@ -100,7 +115,10 @@ class _Gateway:
         self.keys = keys
         self.metrics = metrics
         self.config = config
+        self.metrics_keys = KeyChecker(config.metrics_keys)
         self.limiter = Limiter(config.max_concurrent, metrics.in_flight)
+        self.key_limiter = KeyLimiter(config.max_concurrent_per_key)
+        self.renderer = TemplateRenderer(config.template_timeout_s, config.template_max_chars)
 
     # -- routes ------------------------------------------------------------------------
 
@@ -129,31 +147,39 @@ class _Gateway:
             )
         return {"status": "ok", "triton": url}
 
-    async def render_metrics(self) -> Response:
+    async def render_metrics(self, request: Request) -> Response:
+        if not self.metrics_keys.allows(presented_key(request.headers)):
+            raise APIError(
+                401,
+                "Incorrect or missing metrics key: send it as 'Authorization: Bearer KEY' "
+                "(or an 'api-key' header)",
+                code="invalid_api_key",
+            )
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # -- generation --------------------------------------------------------------------
 
     async def _generate(self, request: Request, kind: Kind) -> Response:
         received = time.perf_counter()
-        self._authorize(request)
-        try:
-            data = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            raise bad_request(f"the request body is not valid JSON: {exc}") from exc
+        key = self._authorize(request)
+        data = json_body.decode(await request.body())
         body: ChatCompletionRequest | CompletionRequest
+        prompt, messages = "", []
         if kind == "chat":
             body = parse_body(ChatCompletionRequest, data)
+            body.check_length(self.config.max_prompt_chars)  # before rendering or tokenizing
+            messages = [m.as_template_input() for m in body.messages]
         else:
             body = parse_body(CompletionRequest, data)
-        slot = self.limiter.acquire()
+            body.check_length(self.config.max_prompt_chars)
+            prompt = body.text_prompt()
+        slot = self._acquire(key)
         handed_over = False  # a streamed response releases the slot when it ends
         try:
             model = await self.catalog.get(body.model)
             if isinstance(body, ChatCompletionRequest):
-                prompt, echo = await self._chat_prompt(model, body), ""
+                prompt, echo = await self._chat_prompt(request, model, messages), ""
             else:
-                prompt = body.text_prompt()
                 echo = prompt if body.echo else ""
             client = self.catalog.client(model)
             writer = ResponseWriter(kind, body.model, include_usage=body.include_usage)
@@ -203,7 +229,7 @@ class _Gateway:
             await events.aclose()
             slot.release()
             raise
-        body = self._events(events, first, writer, echo, received)
+        body = self._events(events, first, writer, echo, received, _request_id(request))
         return EventStream(body, on_close=slot.release)
 
     async def _events(
@@ -213,6 +239,7 @@ class _Gateway:
         writer: ResponseWriter,
         echo: str,
         received: float,
+        request_id: str,
     ) -> AsyncGenerator[bytes, None]:
         done = False
         first_text = True
@@ -240,7 +267,9 @@ class _Gateway:
             yield DONE
         except ClientError as exc:  # after the 200 went out: an error event, as OpenAI sends
             done = True
-            yield sse(from_client_error(exc).body())
+            error = from_client_error(exc, request_id)
+            _log_detail(request_id, error)
+            yield sse(error.body())
             yield DONE
         finally:
             if not done:
@@ -249,23 +278,41 @@ class _Gateway:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
-        if not self.keys.allows(presented_key(request.headers)):
+    def _authorize(self, request: Request) -> int | None:
+        """The index of the request's API key (None when no keys are configured).
+
+        Raises:
+            APIError: 401 for a missing or wrong key.
+        """
+        presented = presented_key(request.headers)
+        if not self.keys.allows(presented):
             raise APIError(
                 401,
                 "Incorrect or missing API key: send it as 'Authorization: Bearer KEY' "
                 "(or an 'api-key' header)",
                 code="invalid_api_key",
             )
+        return self.keys.match(presented)
 
-    async def _chat_prompt(self, model: ServedModel, body: ChatCompletionRequest) -> str:
-        messages = [m.as_template_input() for m in body.messages]
+    def _acquire(self, key: int | None) -> Slot:
+        per_key = self.key_limiter.acquire(key)
+        try:
+            slot = self.limiter.acquire()
+        except APIError:
+            per_key.release()
+            raise
+        return Slot(slot.release, per_key.release)
+
+    async def _chat_prompt(
+        self, request: Request, model: ServedModel, messages: list[dict[str, Any]]
+    ) -> str:
         try:
             template = await self.catalog.chat_template(model)
-        except UsageError as exc:
-            raise APIError(500, str(exc), type="server_error", code="chat_template") from exc
+        except UsageError as exc:  # its message names files on this machine: to the log
+            what = f"the chat template of model {model.id!r} cannot be read"
+            raise internal(500, what, _request_id(request), str(exc), "chat_template") from exc
         try:
-            return template.render(messages, add_generation_prompt=True)
+            return await self.renderer.render(template, messages, add_generation_prompt=True)
         except ChatTemplateError as exc:
             raise bad_request(str(exc), "messages") from exc
 
@@ -279,21 +326,25 @@ class _Gateway:
 # -- exception handlers: every error leaves in OpenAI's format --------------------------
 
 
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def _log_detail(request_id: str, error: APIError) -> None:
+    if error.detail is not None:
+        log.error("request %s: %s %s: %s", request_id, error.status, error.code, error.detail)
+
+
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    _log_detail(_request_id(request), exc)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
-    return await _api_error(request, from_client_error(exc))
+    return await _api_error(request, from_client_error(exc, _request_id(request)))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error = APIError(exc.status_code, str(exc.detail), code=None)
     return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # No details to the client: they are in the gateway's log, with the traceback.
-    error = APIError(500, "internal gateway error; see the gateway's log", type="server_error")
-    return JSONResponse(error.body(), status_code=500)

@@ -26,13 +26,18 @@ class KeyChecker:
 
     def allows(self, presented: str | None) -> bool:
         """Whether ``presented`` is one of the keys (always True when none are configured)."""
-        if not self._digests:
-            return True
-        digest = _digest(presented or "")
-        ok = False
-        for stored in self._digests:  # no early exit: the time does not depend on which key
-            ok |= hmac.compare_digest(digest, stored)
-        return ok and presented is not None
+        return not self._digests or self.match(presented) is not None
+
+    def match(self, presented: str | None) -> int | None:
+        """Which key ``presented`` is (its index, for per-key limits); None for no key."""
+        if presented is None or not self._digests:
+            return None
+        digest = _digest(presented)
+        found = -1
+        for i, stored in enumerate(self._digests):  # no early exit: the time does not
+            if hmac.compare_digest(digest, stored):  # depend on which key matched
+                found = i
+        return found if found >= 0 else None
 
     def __repr__(self) -> str:
         return f"KeyChecker({len(self._digests)} key(s))"

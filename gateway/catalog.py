@@ -4,8 +4,14 @@ Without ``--model-map`` a model is served under its Triton name when Triton repo
 READY and it is an entry model: decoupled, with ``text_input`` in and ``text_output``
 out (so ``NAME_decoder`` and the unary twin ``NAME_sync`` are not listed). With a map,
 exactly the mapped ids are served, each while its Triton model is READY. The list is
-read from Triton's repository index and trusted for ``refresh_s`` seconds; an id not in
-it makes one fresh read (at most once a second) before the 404.
+read from Triton and trusted for ``refresh_s`` seconds; an id not in it makes one fresh
+read (at most once a second) before the 404.
+
+Which models to ask about: the map's, else the folders of ``--repository``; only with
+neither does the gateway read Triton's repository index, the one API it could use that
+Triton restricts to an admin key (``--grpc-restricted-protocol=model-repository:...``).
+For the named models it asks what any client may: is the model ready, its metadata (the
+versions it serves) and its config (entry or not; the chat template).
 """
 
 from __future__ import annotations
@@ -150,11 +156,7 @@ class ModelCatalog:
         async with self._lock:
             if time.monotonic() - self._read_at < max_age_s:
                 return
-            index = await self.admin.models()
-            ready: dict[str, str] = {}
-            for info in index:
-                if info.state == "READY" and _newer(info.version, ready.get(info.name)):
-                    ready[info.name] = info.version
+            ready = await self._ready_versions()
             if self.model_map:
                 pairs = [(i, t) for i, t in self.model_map.items() if t in ready]
             else:
@@ -166,6 +168,41 @@ class ModelCatalog:
                 models[model_id] = ServedModel(model_id, triton, ready[triton], created)
             self._models = models
             self._read_at = time.monotonic()
+
+    async def _ready_versions(self) -> dict[str, str]:
+        """Triton model name -> its newest READY version."""
+        names = self._candidates()
+        ready: dict[str, str] = {}
+        if names is None:
+            for info in await self.admin.models():
+                if info.state == "READY" and _newer(info.version, ready.get(info.name)):
+                    ready[info.name] = info.version
+            return ready
+        versions = await asyncio.gather(*(self._ready_version(name) for name in names))
+        return {name: v for name, v in zip(names, versions) if v is not None}
+
+    def _candidates(self) -> list[str] | None:
+        """The Triton models to ask about; None: all of Triton's repository index."""
+        if self.model_map:
+            return sorted(set(self.model_map.values()))
+        if self.repository is not None:
+            folder = Path(self.repository)
+            return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._")
+        return None
+
+    async def _ready_version(self, name: str) -> str | None:
+        """The newest version of ``name`` Triton serves; None when it serves none."""
+        try:
+            if not await self.admin.is_model_ready(name):
+                return None
+            versions = (await self.admin.model_metadata(name)).get("versions") or []
+        except ModelNotFound:
+            return None
+        newest: str | None = None
+        for version in versions:
+            if await self.admin.is_model_ready(name, str(version)) and _newer(version, newest):
+                newest = str(version)
+        return newest
 
     async def _is_entry(self, name: str, version: str) -> bool:
         key = (name, version)

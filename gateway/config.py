@@ -12,11 +12,16 @@ DEFAULT_PORT = 9000
 DEFAULT_MAX_CONCURRENT = 128  # generations in flight; one more gets 429
 DEFAULT_TIMEOUT_S = 600.0  # one whole generation, a stream included
 DEFAULT_REFRESH_S = 5.0  # how long the list of Triton's ready models is trusted
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # a request body over this gets 413 before it is read
+DEFAULT_MAX_PROMPT_CHARS = 1 << 18  # characters of the prompt / all messages (~64k tokens)
+DEFAULT_LIMIT_CONCURRENCY = 256  # uvicorn: connections + tasks before it answers 503
+DEFAULT_TEMPLATE_TIMEOUT_S = 2.0  # one chat-template rendering
+DEFAULT_TEMPLATE_MAX_CHARS = 1 << 20  # characters one chat-template rendering may produce
 API_KEY_ENV = "TRITONKIT_GATEWAY_API_KEY"  # the key, when no flag gives one
-# Triton's --grpc-restricted-protocol=...:admin-key=VALUE wants this gRPC header (Triton
-# prefixes the key of a restricted protocol with "triton-grpc-protocol-" on gRPC).
+METRICS_KEY_ENV = "TRITONKIT_GATEWAY_METRICS_KEY"  # the /metrics key, when no flag gives one
+# What deploy/triton-entrypoint.sh restricts Triton's model-repository API with. The gateway
+# never sends it (it needs no admin API); the CLI warns when it finds it in its environment.
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
-ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
 
 
 @dataclass(frozen=True)
@@ -25,11 +30,20 @@ class GatewayConfig:
 
     ``model_map`` maps the model ids clients send to Triton model names; when it is empty
     every ready entry model (decoupled, ``text_input`` in, ``text_output`` out) is served
-    under its own name. ``tokenizers`` maps a model id to a folder holding its chat
-    template; ``repository`` is a local model repository whose ``NAME/V/tokenizer/`` folders
-    give the rest. A model with neither gets the plain template (see ``chat.PLAIN_TEMPLATE``).
-    ``triton_headers`` go with every call to Triton (for a Triton whose APIs are restricted
-    by ``--grpc-restricted-protocol``); like the API keys, they are never shown.
+    under its own name: the models of ``repository`` when one is given, else those of
+    Triton's repository index (an API Triton may restrict to an admin key; the map or a
+    repository need none of it). ``tokenizers`` maps a model id to a folder holding its
+    chat template; ``repository`` is a local model repository whose ``NAME/V/tokenizer/``
+    folders give the rest. A model with neither gets the plain template (see
+    ``chat.PLAIN_TEMPLATE``). ``triton_headers`` go with every call to Triton; like the
+    API keys and the metrics keys, they are never shown.
+
+    Limits on what one request may ask for: ``max_body_bytes`` (413), ``max_prompt_chars``
+    (400, counted before any tokenizing or rendering), ``template_timeout_s`` and
+    ``template_max_chars`` (400: the chat template took too long or wrote too much),
+    ``max_concurrent`` generations in all and ``max_concurrent_per_key`` per API key (429);
+    ``limit_concurrency`` is uvicorn's cap on connections and tasks (503 beyond it). 0
+    turns a count limit off. ``ssl_certfile`` and ``ssl_keyfile`` (PEM) serve HTTPS.
     """
 
     triton_url: str = "127.0.0.1:8001"  # Triton's gRPC HOST:PORT
@@ -41,21 +55,59 @@ class GatewayConfig:
     max_concurrent: int = DEFAULT_MAX_CONCURRENT  # 0: no limit
     timeout_s: float = DEFAULT_TIMEOUT_S
     refresh_s: float = DEFAULT_REFRESH_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY  # 0: uvicorn's default (no limit)
+    max_concurrent_per_key: int = 0  # 0: no limit per key
+    template_timeout_s: float = DEFAULT_TEMPLATE_TIMEOUT_S
+    template_max_chars: int = DEFAULT_TEMPLATE_MAX_CHARS
+    metrics_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: /metrics is open
+    ssl_certfile: Path | None = None  # PEM certificate (chain): serve HTTPS
+    ssl_keyfile: Path | None = None  # PEM private key of that certificate
 
     def check(self) -> GatewayConfig:
         """Return self after validating every field.
 
         Raises:
-            UsageError: a negative limit, an empty key, or a folder that does not exist.
+            UsageError: a negative or inconsistent limit, an empty key, or a file or folder
+                that does not exist.
         """
-        if self.max_concurrent < 0:
-            raise UsageError(
-                f"--max-concurrent must be >= 0 (0: no limit), not {self.max_concurrent}"
-            )
+        for flag, value in (
+            ("--max-concurrent", self.max_concurrent),
+            ("--limit-concurrency", self.limit_concurrency),
+            ("--max-concurrent-per-key", self.max_concurrent_per_key),
+        ):
+            if value < 0:
+                raise UsageError(f"{flag} must be >= 0 (0: no limit), not {value}")
+        for flag, size in (
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-prompt-chars", self.max_prompt_chars),
+            ("--template-max-chars", self.template_max_chars),
+        ):
+            if size <= 0:
+                raise UsageError(f"{flag} must be > 0, not {size}")
         if self.timeout_s <= 0:
             raise UsageError(f"--timeout must be > 0 seconds, not {self.timeout_s}")
+        if self.template_timeout_s <= 0:
+            raise UsageError(
+                f"--template-timeout must be > 0 seconds, not {self.template_timeout_s}"
+            )
+        if self.template_max_chars < self.max_prompt_chars:
+            raise UsageError(
+                f"--template-max-chars ({self.template_max_chars}) must be at least "
+                f"--max-prompt-chars ({self.max_prompt_chars}): a template writes the messages"
+            )
+        if self.limit_concurrency and self.limit_concurrency <= self.max_concurrent:
+            raise UsageError(
+                f"--limit-concurrency ({self.limit_concurrency}) must be above --max-concurrent "
+                f"({self.max_concurrent}): uvicorn would refuse requests before the 429"
+            )
+        if self.max_concurrent_per_key and not self.api_keys:
+            raise UsageError("--max-concurrent-per-key needs API keys (--api-keys-file)")
         if any(not key.strip() for key in self.api_keys):
             raise UsageError("an API key is empty: give a non-empty --api-key")
+        if any(not key.strip() for key in self.metrics_keys):
+            raise UsageError("a metrics key is empty: give a non-empty --metrics-key")
         if self.repository is not None and not Path(self.repository).is_dir():
             raise UsageError(
                 f"--repository {self.repository} is not a folder: give a local model "
@@ -64,7 +116,20 @@ class GatewayConfig:
         for name, folder in self.tokenizers.items():
             if not Path(folder).is_dir():
                 raise UsageError(f"--tokenizer {name}={folder}: no such folder")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise UsageError("--ssl-certfile and --ssl-keyfile go together: give both")
+        for flag, path in (
+            ("--ssl-certfile", self.ssl_certfile),
+            ("--ssl-keyfile", self.ssl_keyfile),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"{flag} {path}: no such file")
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gateway serves HTTPS."""
+        return self.ssl_certfile is not None
 
 
 def parse_pairs(values: Iterable[str], flag: str) -> dict[str, str]:
@@ -85,8 +150,10 @@ def parse_pairs(values: Iterable[str], flag: str) -> dict[str, str]:
     return pairs
 
 
-def read_api_keys(path: str | Path) -> tuple[str, ...]:
+def read_api_keys(path: str | Path, flag: str = "--api-keys-file") -> tuple[str, ...]:
     """The keys in ``path``: one a line; blank lines and ``#`` comments skipped.
+
+    ``flag`` names the option in the messages (``--metrics-key-file`` reads the same way).
 
     Raises:
         UsageError: the file cannot be read, or holds no key.
@@ -94,14 +161,14 @@ def read_api_keys(path: str | Path) -> tuple[str, ...]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise UsageError(f"cannot read --api-keys-file {path}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
     keys = tuple(
         line.strip()
         for line in text.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     )
     if not keys:
-        raise UsageError(f"--api-keys-file {path} holds no key: write one key per line")
+        raise UsageError(f"{flag} {path} holds no key: write one key per line")
     return keys
 
 

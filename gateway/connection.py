@@ -1,4 +1,4 @@
-"""The gateway's side of its HTTP clients: the concurrency limit, and clients that leave.
+"""The gateway's side of its HTTP clients: the concurrency limits, and clients that leave.
 
 A client that disconnects must cancel its Triton request, streamed or not:
 
@@ -30,15 +30,15 @@ class ClientDisconnected(Exception):
 
 
 class Slot:
-    """One generation's place under the limit; ``release`` may be called more than once."""
+    """One generation's place under the limits; ``release`` may be called more than once."""
 
-    def __init__(self, limiter: Limiter) -> None:
-        self._limiter: Limiter | None = limiter
+    def __init__(self, *releases: Callable[[], None]) -> None:
+        self._releases: list[Callable[[], None]] | None = list(releases)
 
     def release(self) -> None:
-        if self._limiter is not None:
-            self._limiter._release()
-            self._limiter = None
+        releases, self._releases = self._releases, None
+        for release in releases or ():
+            release()
 
 
 class Limiter:
@@ -70,12 +70,50 @@ class Limiter:
         self.active += 1
         if self._gauge is not None:
             self._gauge.inc()
-        return Slot(self)
+        return Slot(self._release)
 
     def _release(self) -> None:
         self.active -= 1
         if self._gauge is not None:
             self._gauge.dec()
+
+
+class KeyLimiter:
+    """At most ``limit`` generations in flight per API key (0: no limit), then 429.
+
+    Keys are told apart by their index in the configured list (``KeyChecker.match``), so
+    no key is held here.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active: dict[int, int] = {}
+
+    def acquire(self, key: int | None) -> Slot:
+        """Take a slot for ``key`` (None, no key: nothing to count).
+
+        Raises:
+            APIError: 429 when this key already has ``limit`` generations running.
+        """
+        if not self.limit or key is None:
+            return Slot()
+        if self.active.get(key, 0) >= self.limit:
+            raise APIError(
+                429,
+                f"this API key already has {self.limit} concurrent requests running, the "
+                "most one key may have on this gateway; retry when one has finished",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+        self.active[key] = self.active.get(key, 0) + 1
+        return Slot(lambda: self._release(key))
+
+    def _release(self, key: int) -> None:
+        left = self.active[key] - 1
+        if left:
+            self.active[key] = left
+        else:
+            del self.active[key]
 
 
 async def until_disconnected(receive: Callable[[], Awaitable[Any]], work: Awaitable[T]) -> T:

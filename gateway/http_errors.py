@@ -1,18 +1,23 @@
 """Errors as OpenAI error responses: ``{"error": {"message", "type", "param", "code"}}``.
 
     status  type                    code               when
-    400     invalid_request_error   (the parameter)    bad parameters; Triton's own message
-    401     invalid_request_error   invalid_api_key    a missing or wrong API key
+    400     invalid_request_error   (the parameter)    bad parameters; the model's own message
+    401     invalid_request_error   invalid_api_key    a missing or wrong API (or metrics) key
     404     invalid_request_error   model_not_found    a model this gateway does not serve
-    429     rate_limit_error        rate_limit_exceeded  --max-concurrent generations in flight
+    413     invalid_request_error   request_too_large  a body over --max-body-bytes
+    429     rate_limit_error        rate_limit_exceeded  --max-concurrent(-per-key) in flight
     500     server_error            internal_error     the model failed on the request
     502     server_error            bad_gateway        Triton's stream broke off
     503     server_error            triton_unavailable Triton is down or not ready
-    503     server_error            triton_restricted  Triton wants a header the gateway lacks
+    503     server_error            triton_restricted  Triton refuses an API the gateway needs
     504     server_error            timeout            no answer from Triton in --timeout
 
 ``APIError`` is raised by the request handlers and turned into that JSON by the app;
-``from_client_error`` maps the client's errors at the boundary, keeping Triton's message.
+``from_client_error`` maps the client's errors at the boundary. A message the model
+wrote about the request (it names an input: ``temperature must be >= 0 ...``) goes to
+the client as is; anything else the model or the stream reports (``internal error:
+...``, ``prefill failed: ...``) may hold internals, so the client gets a generic message
+with the request id and the text stays in ``detail``, for the gateway's log only.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ _PARAMS = {
     "top_k": "top_k", "top_p": "top_p", "seed": "seed", "stop_words": "stop",
     "repetition_penalty": "repetition_penalty", "text_input": "prompt", "prompt": "prompt",
 }  # fmt: skip
+# The model's messages about a request start with the input they are about
+# (model_repository/runtime/params.py); these inputs have no OpenAI parameter of their own.
+_OTHER_INPUTS = frozenset(
+    {"stream", "exclude_input_in_output", "sampling_parameters", "min_length", "random_seed"}
+)
 _FIRST_WORD = re.compile(r"^\s*([a-z_]+)")
 
 
@@ -47,6 +57,7 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -54,6 +65,7 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.detail = detail  # what happened, for the gateway's log; never sent
 
     def body(self) -> dict[str, Any]:
         """The OpenAI error JSON."""
@@ -83,26 +95,53 @@ def unknown_model(model: str) -> APIError:
     )
 
 
-def from_client_error(exc: ClientError) -> APIError:
-    """Map a ``tritonkit.client`` error to the OpenAI error with the right status."""
+def too_large(limit: int) -> APIError:
+    """The 413 for a body over ``limit`` bytes."""
+    return APIError(
+        413,
+        f"the request body is larger than this gateway's limit of {limit} bytes",
+        code="request_too_large",
+    )
+
+
+def internal(
+    status: int, what: str, request_id: str, detail: str, code: str | None = None
+) -> APIError:
+    """A 5xx whose details stay in the log: the client gets ``what`` and the request id."""
+    return APIError(
+        status,
+        f"{what} (request id {request_id}; the gateway's log has the details)",
+        type="server_error",
+        code=code or ("internal_error" if status == 500 else "bad_gateway"),
+        detail=detail,
+    )
+
+
+def from_client_error(exc: ClientError, request_id: str) -> APIError:
+    """Map a ``tritonkit.client`` error to the OpenAI error with the right status.
+
+    The model's words about the request's inputs are kept; its internal failures and
+    broken streams become a generic 500 / 502 naming ``request_id`` (see the module).
+    """
     message = str(exc)
     if isinstance(exc, ModelNotFound):
         return APIError(404, message, param="model", code="model_not_found")
     if isinstance(exc, ConnectionFailed):
         if "protocol is restricted" in message:  # Triton's --grpc-restricted-protocol
             message = (
-                f"{message}; start the gateway with --triton-header NAME=VALUE (or "
-                "$TRITON_ADMIN_KEY) so it sends that header"
+                f"{message}; the gateway needs only Triton's health, metadata, model-config "
+                "and inference APIs: give it --model-map ID=MODEL or --repository so it does "
+                "not list Triton's models, or lift that restriction"
             )
             return APIError(503, message, type="server_error", code="triton_restricted")
         return APIError(503, message, type="server_error", code="triton_unavailable")
     if isinstance(exc, Timeout):
         return APIError(504, message, type="server_error", code="timeout")
     if isinstance(exc, InvalidRequest):
-        if message.startswith("internal error"):
-            return APIError(500, message, type="server_error", code="internal_error")
         match = _FIRST_WORD.match(message)
-        param = _PARAMS.get(match.group(1)) if match else None
-        return APIError(400, message, param=param)
+        word = match.group(1) if match else ""
+        if word in _PARAMS or word in _OTHER_INPUTS:
+            return APIError(400, message, param=_PARAMS.get(word))
+        return internal(500, "the model failed on this request", request_id, message)
     # ServerStreamError, or any other way the conversation with Triton broke.
-    return APIError(502, message, type="server_error", code="bad_gateway")
+    return internal(502, "the stream from the model broke off", request_id, message)

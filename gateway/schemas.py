@@ -7,15 +7,30 @@ the SDK). A parameter left out takes the model's default (tiny-llama: greedy, 64
 tokens), not OpenAI's. Features the model cannot honour (``n`` > 1, ``logprobs``,
 penalties other than 0, ``logit_bias``, tools, JSON mode) are refused with a 400 rather
 than silently ignored; unknown fields are ignored, as vLLM does.
+
+Numbers are bounded here to what the model's inputs hold, so none wraps on its way into
+a tensor (``max_tokens`` is INT32: 2**32 + 5 would arrive as 5): token counts and
+``top_k`` are int32, ``seed`` uint64, floats finite float32; the model checks the
+meaning (``temperature >= 0`` ...) and says so in its own words. ``check_length`` caps
+the characters of the prompt, or of all the messages, before anything renders or
+tokenizes them.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .http_errors import APIError, bad_request
+
+INT32_MAX = 2**31 - 1  # max_tokens, min_tokens, top_k are INT32 inputs
+UINT64_MAX = 2**64 - 1  # seed is a UINT64 input
+FLOAT32_MAX = 3.4028234663852886e38  # temperature, top_p, repetition_penalty are FP32
+
+Tokens = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
@@ -27,23 +42,23 @@ class StreamOptions(_Body):
 
 
 class _GenerationBody(_Body):
-    model: str
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
+    model: Annotated[str, Field(max_length=256)]
+    max_tokens: Tokens | None = None
+    temperature: Float32 | None = None
+    top_p: Float32 | None = None
+    seed: Annotated[int, Field(ge=0, le=UINT64_MAX)] | None = None
     stop: str | list[str] | None = None
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: Finite | None = None
+    frequency_penalty: Finite | None = None
+    logit_bias: dict[str, Finite] | None = None
     user: str | None = None
     # vLLM-style extras
-    top_k: int | None = None
-    min_tokens: int | None = None
-    repetition_penalty: float | None = None
+    top_k: Annotated[int, Field(ge=-1, le=INT32_MAX)] | None = None
+    min_tokens: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
+    repetition_penalty: Float32 | None = None
 
     def check_supported(self) -> None:
         """Refuse what the model cannot do.
@@ -67,6 +82,27 @@ class _GenerationBody(_Body):
 
     def max_new_tokens(self) -> int | None:
         return self.max_tokens
+
+    def prompt_chars(self) -> int:
+        """The characters of the prompt (or of all the messages)."""
+        raise NotImplementedError
+
+    def check_length(self, limit: int) -> None:
+        """Refuse a prompt longer than ``limit`` characters.
+
+        Raises:
+            APIError: 400 (code ``prompt_too_long``) naming both numbers.
+        """
+        chars = self.prompt_chars()
+        if chars > limit:
+            chat = isinstance(self, ChatCompletionRequest)
+            what = "the messages hold" if chat else "the prompt holds"
+            raise APIError(
+                400,
+                f"{what} {chars} characters; this gateway takes at most {limit} per request",
+                param="messages" if chat else "prompt",
+                code="prompt_too_long",
+            )
 
     def generation_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AsyncLLMClient.generate`` / ``stream_events``."""
@@ -124,10 +160,17 @@ class CompletionRequest(_GenerationBody):
             prompt = prompt[0]
         return prompt
 
+    def prompt_chars(self) -> int:
+        return _chars(self.prompt)
+
 
 class ChatMessage(_Body):
     role: str
     content: str | list[dict[str, Any]] | None = None
+
+    def chars(self) -> int:
+        """The characters of the message's strings: role, content and any other field."""
+        return _chars(self.model_dump(exclude_none=True))
 
     def as_template_input(self) -> dict[str, Any]:
         """The message for the chat template: its fields, with ``content`` as one string.
@@ -155,7 +198,7 @@ class ChatCompletionRequest(_GenerationBody):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Tokens | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
     tools: list[Any] | None = None
@@ -180,8 +223,25 @@ class ChatCompletionRequest(_GenerationBody):
             return self.max_completion_tokens
         return self.max_tokens
 
+    def prompt_chars(self) -> int:
+        return sum(m.chars() for m in self.messages)
+
 
 _B = TypeVar("_B", bound=_GenerationBody)
+
+
+def _chars(value: Any) -> int:
+    """The characters of the strings in ``value``, however nested (dict keys aside)."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total
 
 
 def parse_body(cls: type[_B], data: Any) -> _B:

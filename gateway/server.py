@@ -2,18 +2,23 @@
 
 Both run uvicorn on one event loop; ``AsyncLLMClient`` multiplexes every generation over
 one gRPC connection per Triton model, so one process serves many concurrent streams.
+uvicorn takes the config's ``limit_concurrency`` (beyond it, its own plain-text 503) and,
+with ``ssl_certfile``/``ssl_keyfile``, serves HTTPS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from tritonkit.errors import ServerError, UsageError
 
@@ -32,18 +37,25 @@ def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM (uvicorn's handlers; in-flight streams get 10 s).
 
-    ``on_listening`` gets ``http://HOST:PORT`` once the socket is bound (port 0 picks one);
-    connections made from then on wait in the backlog until uvicorn takes them.
+    ``on_listening`` gets ``http(s)://HOST:PORT`` once the socket is bound (port 0 picks
+    one); connections made from then on wait in the backlog until uvicorn takes them. The
+    ``tritonkit.gateway`` log (what a 5xx was about, by request id) goes to stderr with
+    uvicorn's.
 
     Raises:
-        UsageError: an invalid setting, or ``host:port`` cannot be bound.
+        UsageError: an invalid setting, a certificate or key that cannot be loaded, or
+            ``host:port`` cannot be bound.
     """
     app = create_app(config)
+    check_tls(config)
     sock = bind(host, port)
     if on_listening is not None:
         bound_host, bound_port = sock.getsockname()[:2]
-        on_listening(_url(bound_host, bound_port))
-    _CleanExitServer(_uvicorn_config(app, host, log_level, access_log)).run(sockets=[sock])
+        on_listening(_url(bound_host, bound_port, config.tls))
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["tritonkit.gateway"] = {"handlers": ["default"], "level": "INFO"}
+    uv_config = _uvicorn_config(app, config, host, log_level, access_log, log_config)
+    _CleanExitServer(uv_config).run(sockets=[sock])
 
 
 class _CleanExitServer(uvicorn.Server):
@@ -78,18 +90,22 @@ class GatewayServer:
         """Build the app and bind ``host:port`` (0: a free port) now.
 
         Raises:
-            UsageError: an invalid setting, or the port cannot be bound.
+            UsageError: an invalid setting, a certificate or key that cannot be loaded, or
+                the port cannot be bound.
         """
         self.app = create_app(config)
+        check_tls(config)
+        self.tls = config.tls
         self._sock = bind(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
-        self._server = uvicorn.Server(_uvicorn_config(self.app, host, log_level, False))
+        uv_config = _uvicorn_config(self.app, config, host, log_level, False)
+        self._server = uvicorn.Server(uv_config)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        """``http://HOST:PORT`` (the OpenAI base URL is this plus ``/v1``)."""
-        return _url(self.host, self.port)
+        """``http(s)://HOST:PORT`` (the OpenAI base URL is this plus ``/v1``)."""
+        return _url(self.host, self.port, self.tls)
 
     def start(self, timeout_s: float = 30.0) -> GatewayServer:
         """Start serving and wait until it accepts requests.
@@ -147,11 +163,38 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def check_tls(config: GatewayConfig) -> None:
+    """Load the certificate and key now, so a bad pair fails before anything listens.
+
+    Raises:
+        UsageError: the files are not a PEM certificate and its private key.
+    """
+    if config.ssl_certfile is None:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"cannot load --ssl-certfile {config.ssl_certfile} with --ssl-keyfile "
+            f"{config.ssl_keyfile}: {exc}; give a PEM certificate and its unencrypted key"
+        ) from exc
 
 
-def _uvicorn_config(app: Any, host: str, log_level: str, access_log: bool) -> uvicorn.Config:
+def _url(host: str, port: int, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _uvicorn_config(
+    app: Any,
+    config: GatewayConfig,
+    host: str,
+    log_level: str,
+    access_log: bool,
+    log_config: dict[str, Any] | None = None,
+) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=host,
@@ -159,4 +202,8 @@ def _uvicorn_config(app: Any, host: str, log_level: str, access_log: bool) -> uv
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        limit_concurrency=config.limit_concurrency or None,
+        ssl_certfile=str(config.ssl_certfile) if config.ssl_certfile else None,
+        ssl_keyfile=str(config.ssl_keyfile) if config.ssl_keyfile else None,
+        log_config=LOGGING_CONFIG if log_config is None else log_config,
     )

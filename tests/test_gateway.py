@@ -29,12 +29,13 @@ from tritonkit import cli
 from tritonkit.client import LLMClient
 from tritonkit.errors import UsageError
 from tritonkit.gateway import ChatTemplate, GatewayConfig, GatewayServer
-from tritonkit.gateway.config import ADMIN_KEY_HEADER
 from tritonkit.serve import free_ports
 
 pytestmark = pytest.mark.slow
 
 KEY = "test-key-3f9c"  # the gateway's API key in these tests
+# The gRPC header Triton's --grpc-restricted-protocol=...:admin-key=VALUE wants.
+ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
 PROMPTS = ("The quick brown fox", "Triton serves models over gRPC")
 CHAT = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hello there"}]
 LONG = 2000  # tokens: seconds of generation on this machine, so a client can leave mid-way
@@ -298,14 +299,15 @@ def test_triton_down_is_503() -> None:
         assert health.status_code == 503 and error_of(health)["code"] == "triton_unavailable"
 
 
-def test_restricted_triton_needs_the_header() -> None:
-    # A Triton whose repository API wants an admin key, as deploy/triton-entrypoint.sh starts it.
+def test_restricted_triton_without_a_model_list() -> None:
+    # A Triton whose repository API wants an admin key, as deploy/triton-entrypoint.sh starts it;
+    # test_gateway_hardening.py shows --model-map and --repository need no key at all.
     restricted = ["--grpc-restricted-protocol=model-repository:admin-key=adm1n"]
     with toy_server(extra_args=restricted) as triton:
         with GatewayServer(GatewayConfig(triton_url=triton.grpc_url)) as gw:
             reply = httpx.get(f"{gw.url}/v1/models")
             assert reply.status_code == 503 and error_of(reply)["code"] == "triton_restricted"
-            assert "--triton-header" in error_of(reply)["message"]
+            assert "--model-map" in error_of(reply)["message"]
         headers = {ADMIN_KEY_HEADER: "adm1n"}
         with GatewayServer(GatewayConfig(triton_url=triton.grpc_url, triton_headers=headers)) as gw:
             client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="-", max_retries=0)

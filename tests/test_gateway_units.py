@@ -5,6 +5,8 @@ The chat template is checked against the real ``transformers`` ``apply_chat_temp
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 from pathlib import Path
 
@@ -13,10 +15,18 @@ import pytest
 from tritonkit.client import ConnectionFailed, InvalidRequest, ModelNotFound, ServerStreamError
 from tritonkit.client import Timeout as ClientTimeout
 from tritonkit.errors import UsageError
-from tritonkit.gateway import PLAIN_TEMPLATE, ChatTemplate, ChatTemplateError, GatewayConfig
+from tritonkit.gateway import (
+    PLAIN_TEMPLATE,
+    ChatTemplate,
+    ChatTemplateError,
+    GatewayConfig,
+    json_body,
+)
 from tritonkit.gateway.auth import KeyChecker, presented_key
 from tritonkit.gateway.config import parse_pairs, read_api_keys
+from tritonkit.gateway.connection import KeyLimiter
 from tritonkit.gateway.http_errors import APIError, from_client_error
+from tritonkit.gateway.rendering import TemplateRenderer
 from tritonkit.gateway.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 
 MESSAGES = [
@@ -272,16 +282,227 @@ def test_prompts_the_model_cannot_take() -> None:
 
 
 def test_client_errors_map_to_openai_statuses() -> None:
-    cases = [
+    kept = [
         (InvalidRequest("temperature must be >= 0 (0 means greedy), got -1.0"), 400, "temperature"),
         (InvalidRequest("stop_words must be non-empty strings, got ['']"), 400, "stop"),
-        (InvalidRequest("internal error: boom"), 500, None),
+        (InvalidRequest("prompt is 300 tokens; the model's context is 256 tokens"), 400, "prompt"),
+        (InvalidRequest("sampling_parameters must be a JSON object, got list"), 400, None),
         (ModelNotFound("Request for unknown model: 'x' is not found"), 404, "model"),
         (ConnectionFailed("cannot reach Triton at 127.0.0.1:1"), 503, None),
         (ClientTimeout("no answer from 127.0.0.1:1 within the timeout"), 504, None),
-        (ServerStreamError("the stream ended before its final response"), 502, None),
     ]
-    for exc, status, param in cases:
-        error = from_client_error(exc)
-        assert (error.status, error.param) == (status, param), exc
-        assert error.body()["error"]["message"] == str(exc)  # Triton's message, kept
+    for exc, status, param in kept:
+        error = from_client_error(exc, "rid-1")
+        assert (error.status, error.param, error.detail) == (status, param, None), exc
+        assert error.body()["error"]["message"] == str(exc)  # the model's words, kept
+    hidden = [
+        (InvalidRequest("internal error: boom at /opt/x.py"), 500, "internal_error"),
+        (InvalidRequest("prefill failed: CUDA out of memory on gpu0"), 500, "internal_error"),
+        (InvalidRequest("decoder failed: [ONNXRuntimeError] /models/llm/1/x.onnx"), 500, None),
+        (ServerStreamError("the stream from 10.0.0.5:8001 ended early"), 502, "bad_gateway"),
+    ]
+    for exc, status, code in hidden:
+        error = from_client_error(exc, "rid-2")
+        assert error.status == status and error.detail == str(exc), exc
+        assert error.code == (code or "internal_error")
+        message = error.body()["error"]["message"]
+        assert "rid-2" in message and str(exc) not in message and "/" not in message
+        assert "detail" not in error.body()["error"]
+
+
+# -- request bodies: bounds, Unicode, depth, length ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", 0),
+        ("max_tokens", 2**31),
+        ("min_tokens", -1),
+        ("top_k", -2),
+        ("top_k", 2**31),
+        ("seed", 2**64),
+        ("seed", -1),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("top_p", 3.5e38),
+        ("repetition_penalty", -1e39),
+        ("presence_penalty", float("nan")),
+        ("model", "m" * 257),
+    ],
+)
+def test_numbers_are_bounded_to_the_model_inputs(field: str, value: object) -> None:
+    with pytest.raises(APIError) as info:
+        parse_body(CompletionRequest, {"model": "llm", "prompt": "x", field: value})
+    assert info.value.status == 400 and info.value.param == field
+
+
+def test_numbers_at_the_bounds_pass() -> None:
+    body = parse_body(
+        CompletionRequest,
+        {"model": "llm", "prompt": "x", "max_tokens": 2**31 - 1, "seed": 2**64 - 1, "top_k": -1},
+    )
+    assert body.generation_kwargs()["seed"] == 2**64 - 1
+    assert parse_body(CompletionRequest, {"model": "llm", "prompt": "x", "seed": 0}).seed == 0
+
+
+def test_json_body_refuses_surrogates_and_depth() -> None:
+    assert json_body.decode(b'{"a": ["\\ud83d\\ude00", 1, {"b": null}]}') == {
+        "a": ["\U0001f600", 1, {"b": None}]
+    }  # a surrogate *pair* is one valid character
+    for raw, param in [
+        (b'{"prompt": "x\\udc00"}', "prompt"),
+        (b'{"messages": [{"content": [{"text": "\\ud800"}]}]}', "messages.0.content.0.text"),
+        (b'{"\\ud800": 1}', None),
+        (b"[" * 33 + b"]" * 33, "0" + ".0" * 31),
+        (b"[" * 500 + b"]" * 500, "0" + ".0" * 31),
+        (b"[" * 5000 + b"]" * 5000, None),  # json.loads' own recursion limit
+        (b"[" * 200_000 + b"]" * 200_000, None),
+        (b'{"a": 1', None),
+        (b'{"a": "\xff"}', None),
+        (b'{"a": 1' + b"0" * 5000 + b"}", None),
+    ]:
+        with pytest.raises(APIError) as info:
+            json_body.decode(raw)
+        assert info.value.status == 400 and info.value.param == param, raw[:40]
+        assert "\n" not in info.value.message
+        info.value.message.encode("utf-8")  # never itself unencodable
+    assert json_body.decode(b"[" * 32 + b"]" * 32) is not None  # 32 levels are fine
+
+
+def test_prompt_length_counts_every_message_string() -> None:
+    chat = parse_body(
+        ChatCompletionRequest,
+        {
+            "model": "llm",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a" * 10}]},
+                {"role": "assistant", "content": "b" * 5, "name": "cc"},
+            ],
+        },
+    )
+    assert chat.prompt_chars() == 4 + 4 + 10 + 9 + 5 + 2  # roles, "text", texts, name
+    chat.check_length(34)
+    with pytest.raises(APIError) as info:
+        chat.check_length(33)
+    assert (info.value.param, info.value.code) == ("messages", "prompt_too_long")
+    done = parse_body(CompletionRequest, {"model": "llm", "prompt": ["abc"]})
+    assert done.prompt_chars() == 3
+    with pytest.raises(
+        APIError, match="the prompt holds 3 characters; this gateway takes at most 2"
+    ):
+        done.check_length(2)
+
+
+# -- per-key limits ------------------------------------------------------------------------
+
+
+def test_keys_are_matched_to_their_index_and_limited_per_key() -> None:
+    checker = KeyChecker(["alpha-key", "beta-key"])
+    assert checker.match("beta-key") == 1 and checker.match("alpha-key") == 0
+    assert checker.match("gamma") is None and checker.match(None) is None
+    limiter = KeyLimiter(2)
+    a1, a2 = limiter.acquire(0), limiter.acquire(0)
+    with pytest.raises(APIError) as info:
+        limiter.acquire(0)
+    assert info.value.status == 429 and "this API key" in info.value.message
+    b = limiter.acquire(1)  # another key is not held back
+    a1.release()
+    a1.release()  # twice is harmless
+    limiter.acquire(0).release()
+    a2.release()
+    b.release()
+    assert limiter.active == {}
+    assert KeyLimiter(0).acquire(0) is not None  # 0: no limit
+
+
+def test_config_checks_the_new_limits(tmp_path: Path) -> None:
+    for kwargs, match in [
+        ({"max_body_bytes": 0}, "--max-body-bytes"),
+        ({"max_prompt_chars": -1}, "--max-prompt-chars"),
+        ({"template_timeout_s": 0}, "--template-timeout"),
+        ({"template_max_chars": 10, "max_prompt_chars": 20}, "--template-max-chars"),
+        ({"limit_concurrency": 100}, "--limit-concurrency"),
+        ({"max_concurrent_per_key": 1}, "needs API keys"),
+        ({"metrics_keys": ("",)}, "metrics key is empty"),
+        ({"ssl_certfile": tmp_path / "c.pem"}, "go together"),
+        ({"ssl_certfile": tmp_path / "c.pem", "ssl_keyfile": tmp_path / "k.pem"}, "no such file"),
+    ]:
+        with pytest.raises(UsageError, match=match):
+            GatewayConfig(**kwargs).check()  # type: ignore[arg-type]
+    assert GatewayConfig(limit_concurrency=0, max_concurrent=0).check()
+    assert "mk" not in repr(GatewayConfig(metrics_keys=("mk",)))
+
+
+def test_cli_reads_the_metrics_key_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tritonkit.cli import gateway_cmd
+
+    parser = argparse.ArgumentParser()
+    gateway_cmd.add_parser(parser.add_subparsers())
+    monkeypatch.delenv("TRITONKIT_GATEWAY_API_KEY", raising=False)
+    monkeypatch.setenv("TRITONKIT_GATEWAY_METRICS_KEY", "from-env")
+    config = gateway_cmd.config_from_args(parser.parse_args(["gateway"]))
+    assert config.metrics_keys == ("from-env",) and config.api_keys == ()
+    keys = tmp_path / "metrics.key"
+    keys.write_text("# scraper\nfrom-file\n")
+    args = parser.parse_args(["gateway", "--metrics-key-file", str(keys), "--max-body-bytes", "9"])
+    config = gateway_cmd.config_from_args(args)
+    assert config.metrics_keys == ("from-file",) and config.max_body_bytes == 9
+    keys.write_text("")
+    with pytest.raises(UsageError, match=r"--metrics-key-file .* holds no key"):
+        gateway_cmd.config_from_args(args)
+
+
+# -- chat templates off the event loop -----------------------------------------------------
+
+
+def test_bounded_renderer_renders_like_the_client(tiny_tokenizer_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    renderer = TemplateRenderer(timeout_s=5, max_chars=100_000)
+    try:
+        for template in (ChatTemplate.from_dir(tiny_tokenizer_dir), ChatTemplate.plain()):
+            got = asyncio.run(renderer.render(template, MESSAGES))
+            assert got == template.render(MESSAGES)
+        expected = reference.apply_chat_template(
+            MESSAGES, tokenize=False, add_generation_prompt=True
+        )
+        assert asyncio.run(
+            renderer.render(ChatTemplate.from_dir(tiny_tokenizer_dir), MESSAGES)
+        ) == (expected)
+    finally:
+        renderer.close()
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "message"),
+    [
+        ("{% for i in range(messages[0].n) %}{% endfor %}", {"n": 10**6}, "Range too big"),
+        ("{% for i in range(messages[0].n) %}{{ 'x' * 100 }}{% endfor %}", {"n": 99_999},
+         "wrote more than 1000 characters"),
+        ("{{ messages[0].content * messages[0].n }}", {"n": 10**12}, "wrote more than"),
+        ("{{ messages[0].content | center(messages[0].n) }}", {"n": 10**9}, "a size of"),
+        ("{{ 10 ** messages[0].n }}", {"n": 10**9}, "too large a number"),
+        ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", {}, "recursed too deeply"),
+        ("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+         "{% endfor %}{{ ns.s }}", {}, "wrote more than"),
+        ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", {},
+         "within 0.3 s"),
+        ("{{ lipsum(3) }}", {}, "refused the messages"),  # no lorem ipsum
+        ("{{ 1 / 0 }}", {}, "failed on the messages: division by zero"),
+        ("{{ messages.__class__.__mro__ }}", {}, "refused the messages"),
+    ],
+)  # fmt: skip
+def test_bounded_renderer_stops_hostile_templates(source: str, extra: dict, message: str) -> None:
+    renderer = TemplateRenderer(timeout_s=0.3, max_chars=1000)
+    try:
+        with pytest.raises(ChatTemplateError, match=message):
+            asyncio.run(renderer.render(ChatTemplate(source), [{**MESSAGES[1], **extra}]))
+        assert asyncio.run(renderer.render(ChatTemplate.plain(), MESSAGES[:1])) == (
+            "system: Be terse.\nassistant:"
+        )  # the next rendering is fine
+    finally:
+        renderer.close()

@@ -7,7 +7,10 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tritonkit.gateway import GatewayConfig
 
 HELP = """\
 Serve an OpenAI-compatible API (FastAPI on uvicorn) in front of a Triton server: every
@@ -22,9 +25,18 @@ with base URL http://HOST:PORT/v1.
 
 Chat templates come from --tokenizer NAME=DIR, else from --repository (a local model
 repository: NAME/V/tokenizer/), else the plain template "role: content" lines then
-"assistant:". Clients send the key as 'Authorization: Bearer KEY' (or 'api-key: KEY');
-the key can also come from $TRITONKIT_GATEWAY_API_KEY. More than --max-concurrent
-generations in flight get 429.
+"assistant:". The models served are the --model-map ids, else the entry models of
+--repository, else those Triton lists (the one call Triton may restrict to an admin key:
+with a map or a repository the gateway needs none). Clients send the key as
+'Authorization: Bearer KEY' (or 'api-key: KEY'); the key can also come from
+$TRITONKIT_GATEWAY_API_KEY, the /metrics key from $TRITONKIT_GATEWAY_METRICS_KEY.
+
+Limits: a body over --max-body-bytes gets 413, a prompt (or all messages) over
+--max-prompt-chars 400, a chat template that runs past --template-timeout or writes more
+than --template-max-chars 400; more than --max-concurrent generations in flight (or
+--max-concurrent-per-key for one key) get 429, and beyond --limit-concurrency
+connections uvicorn answers 503. A 5xx names its request id (X-Request-ID) and the
+details go to the log. --ssl-certfile and --ssl-keyfile serve HTTPS.
 
 examples:
   tritonkit gateway --triton-url 127.0.0.1:8001
@@ -32,6 +44,8 @@ examples:
   tritonkit gateway --triton-url triton:8001 --host 0.0.0.0 --api-keys-file keys.txt
   tritonkit gateway --triton-url 127.0.0.1:8001 --model-map gpt-4o-mini=llm \\
       --tokenizer gpt-4o-mini=out/tiny-llama
+  tritonkit gateway --triton-url triton:8001 --host 0.0.0.0 --api-keys-file keys.txt \\
+      --metrics-key-file metrics.key --ssl-certfile cert.pem --ssl-keyfile key.pem
 then:
   curl http://127.0.0.1:9000/v1/chat/completions -H 'Content-Type: application/json' \\
       -d '{"model": "llm", "messages": [{"role": "user", "content": "Hi"}]}'
@@ -39,7 +53,7 @@ then:
 
 
 def add_parser(sub: Any) -> None:
-    from tritonkit.gateway.config import DEFAULT_MAX_CONCURRENT, DEFAULT_PORT, DEFAULT_TIMEOUT_S
+    from tritonkit.gateway import config as c
 
     p = sub.add_parser(
         "gateway",
@@ -59,11 +73,20 @@ def add_parser(sub: Any) -> None:
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
     )
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
+        "--port", type=int, default=c.DEFAULT_PORT, help=f"port (default {c.DEFAULT_PORT}; 0: any)"
     )
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--api-key", metavar="KEY", help="the API key clients must send")
     keys.add_argument("--api-keys-file", metavar="F", help="API keys, one a line (# comments)")
+    metrics_keys = p.add_mutually_exclusive_group()
+    metrics_keys.add_argument(
+        "--metrics-key",
+        metavar="KEY",
+        help=f"the key GET /metrics wants (else ${c.METRICS_KEY_ENV}; none: /metrics is open)",
+    )
+    metrics_keys.add_argument(
+        "--metrics-key-file", metavar="F", help="/metrics keys, one a line (# comments)"
+    )
     p.add_argument(
         "--model-map",
         action="append",
@@ -88,24 +111,71 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="gRPC header sent with every call to Triton (repeatable); $TRITON_ADMIN_KEY "
-        "adds triton-grpc-protocol-admin-key, for a Triton started with "
-        "--grpc-restricted-protocol=...:admin-key=KEY",
+        help="gRPC header sent with every call to Triton (repeatable); with --model-map or "
+        "--repository the gateway needs no admin key for Triton's model-repository API",
     )
     p.add_argument(
         "--max-concurrent",
         type=int,
-        default=DEFAULT_MAX_CONCURRENT,
+        default=c.DEFAULT_MAX_CONCURRENT,
         metavar="N",
-        help=f"generations in flight before 429 (default {DEFAULT_MAX_CONCURRENT}; 0: no limit)",
+        help=f"generations in flight before 429 (default {c.DEFAULT_MAX_CONCURRENT}; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-concurrent-per-key",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generations in flight per API key before 429 (default 0: no limit per key)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=c.DEFAULT_LIMIT_CONCURRENCY,
+        metavar="N",
+        help="connections and tasks before uvicorn answers 503 (default "
+        f"{c.DEFAULT_LIMIT_CONCURRENCY}; above --max-concurrent; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=c.DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"largest request body; larger gets 413 (default {c.DEFAULT_MAX_BODY_BYTES})",
+    )
+    p.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=c.DEFAULT_MAX_PROMPT_CHARS,
+        metavar="N",
+        help="characters of the prompt or of all messages; more gets 400 (default "
+        f"{c.DEFAULT_MAX_PROMPT_CHARS})",
+    )
+    p.add_argument(
+        "--template-timeout",
+        type=float,
+        default=c.DEFAULT_TEMPLATE_TIMEOUT_S,
+        metavar="S",
+        help="seconds one chat-template rendering may take; longer gets 400 (default "
+        f"{c.DEFAULT_TEMPLATE_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--template-max-chars",
+        type=int,
+        default=c.DEFAULT_TEMPLATE_MAX_CHARS,
+        metavar="N",
+        help="characters one chat-template rendering may write; more gets 400 (default "
+        f"{c.DEFAULT_TEMPLATE_MAX_CHARS})",
     )
     p.add_argument(
         "--timeout",
         type=float,
-        default=DEFAULT_TIMEOUT_S,
+        default=c.DEFAULT_TIMEOUT_S,
         metavar="S",
-        help=f"seconds one generation may take (default {DEFAULT_TIMEOUT_S:.0f})",
+        help=f"seconds one generation may take (default {c.DEFAULT_TIMEOUT_S:.0f})",
     )
+    p.add_argument("--ssl-certfile", metavar="PEM", help="certificate (chain): serve HTTPS")
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
     p.add_argument(
         "--log-level",
         default="info",
@@ -116,12 +186,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from tritonkit.gateway import GatewayConfig, serve
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    """The ``GatewayConfig`` the parsed ``args`` (and the environment) describe.
+
+    Raises:
+        UsageError: an invalid setting or pair, or a key file that cannot be read.
+    """
+    from tritonkit.gateway import GatewayConfig
     from tritonkit.gateway.config import (
-        ADMIN_KEY_ENV,
-        ADMIN_KEY_HEADER,
         API_KEY_ENV,
+        METRICS_KEY_ENV,
         parse_pairs,
         read_api_keys,
         tokenizers_from,
@@ -135,24 +209,60 @@ def _run(args: argparse.Namespace) -> int:
         api_keys = (os.environ[API_KEY_ENV],)
     else:
         api_keys = ()
+    if args.metrics_key_file:
+        metrics_keys = read_api_keys(args.metrics_key_file, "--metrics-key-file")
+    elif args.metrics_key is not None:
+        metrics_keys = (args.metrics_key,)
+    elif os.environ.get(METRICS_KEY_ENV):
+        metrics_keys = (os.environ[METRICS_KEY_ENV],)
+    else:
+        metrics_keys = ()
     headers = parse_pairs(args.triton_header, "--triton-header")
-    triton_headers = {name.lower(): value for name, value in headers.items()}
-    if os.environ.get(ADMIN_KEY_ENV) and ADMIN_KEY_HEADER not in triton_headers:
-        triton_headers[ADMIN_KEY_HEADER] = os.environ[ADMIN_KEY_ENV]
-    config = GatewayConfig(
+    return GatewayConfig(
         triton_url=args.triton_url,
-        triton_headers=triton_headers,
+        triton_headers={name.lower(): value for name, value in headers.items()},
         api_keys=api_keys,
+        metrics_keys=metrics_keys,
         model_map=parse_pairs(args.model_map, "--model-map"),
         repository=Path(args.repository) if args.repository else None,
         tokenizers=tokenizers_from(parse_pairs(args.tokenizer, "--tokenizer")),
         max_concurrent=args.max_concurrent,
+        max_concurrent_per_key=args.max_concurrent_per_key,
+        limit_concurrency=args.limit_concurrency,
+        max_body_bytes=args.max_body_bytes,
+        max_prompt_chars=args.max_prompt_chars,
+        template_timeout_s=args.template_timeout,
+        template_max_chars=args.template_max_chars,
         timeout_s=args.timeout,
+        ssl_certfile=Path(args.ssl_certfile) if args.ssl_certfile else None,
+        ssl_keyfile=Path(args.ssl_keyfile) if args.ssl_keyfile else None,
     ).check()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tritonkit.gateway import serve
+    from tritonkit.gateway.config import ADMIN_KEY_ENV
+
+    config = config_from_args(args)
+    api_keys = config.api_keys
+    if os.environ.get(ADMIN_KEY_ENV):
+        print(
+            f"tritonkit: warning: ${ADMIN_KEY_ENV} is set; the gateway ignores it (it needs no "
+            "admin API of Triton's): remove it from the gateway's environment",
+            file=sys.stderr,
+            flush=True,
+        )
     if not api_keys and not _is_loopback(args.host):
         print(
             f"tritonkit: warning: no API key and --host {args.host}: anyone who can reach "
             "this port can use the model; give --api-key or --api-keys-file",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not config.metrics_keys and not _is_loopback(args.host):
+        print(
+            f"tritonkit: warning: no metrics key and --host {args.host}: anyone who can reach "
+            "this port can read /metrics; give --metrics-key-file",
             file=sys.stderr,
             flush=True,
         )
