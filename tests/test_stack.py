@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,6 +94,8 @@ class Stack:
     compose: list[str]
     ports: dict[str, int]
     api_key: str
+    admin_key: str
+    blob: str = ""  # the stack's Azurite, as this machine reaches it
 
     def run(self, *args: str, timeout: float = 600) -> str:
         return _sh(*self.compose, *args, env=self.env, timeout=timeout)
@@ -108,7 +111,7 @@ def stack(
         for name in ("TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT",
                      "GATEWAY_PORT", "AZURITE_PORT")
     }  # fmt: skip
-    api_key = uuid.uuid4().hex
+    api_key, admin_key = uuid.uuid4().hex, uuid.uuid4().hex
     keys = tmp / "keys.txt"
     keys.write_text(api_key + "\n")
     account = "devstoreaccount1"
@@ -120,7 +123,7 @@ def stack(
     env_file.write_text(
         "\n".join(
             [
-                "TRITON_ADMIN_KEY=" + uuid.uuid4().hex,
+                "TRITON_ADMIN_KEY=" + admin_key,
                 "AZURE_CONTAINER=models",
                 "MODEL_PREFIX=tiny",
                 "AZURE_STORAGE_CONNECTION_STRING=" + in_stack,
@@ -135,16 +138,16 @@ def stack(
     compose = ["docker", "compose", "-p", project, "--env-file", str(env_file),
                "-f", "compose.yaml", "-f", "compose.cpu.yaml",
                "--profile", "local", "--profile", "cpu", "--profile", "client"]  # fmt: skip
-    s = Stack(env, compose, ports, api_key)
+    s = Stack(env, compose, ports, api_key, admin_key)
     try:
         s.run("up", "-d", "--no-build", "azurite")
         local = (
             f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{ports['AZURITE_PORT']}/{account};"
         )
-        store = _wait(lambda: _container(local), "azurite", 60)
+        s.blob = local
+        _wait(lambda: _container(local), "azurite", 60)
         publish_repository(blob_repos["a"], connect("models", "tiny", connection_string=local))
-        assert store is not None
         s.run("up", "-d", "--no-build", "model-sync", "triton-cpu", "gateway")
         health = f"http://127.0.0.1:{ports['GATEWAY_PORT']}/health"
         _wait(lambda: httpx.get(health, timeout=2).status_code == 200 or None, "gateway", 240)
@@ -214,6 +217,57 @@ def test_tritons_repository_api_is_refused_without_the_admin_key(stack: Stack):
     refused = httpx.post(f"{base}/v2/repository/index")
     assert "restricted" in refused.text
     assert httpx.get(f"{base}/v2/health/ready").status_code == 200
+
+
+def test_a_version_published_and_promoted_under_load_fails_no_request(
+    stack: Stack, blob_repos: dict[str, Path], expected: str, served: Any
+):
+    with LLMClient(served.grpc_url, model="llama") as client:  # blob_repos["b"]'s weights
+        second = client.generate(
+            PROMPT, max_tokens=TOKENS, temperature=0.0, exclude_input_in_output=True
+        ).text
+    assert second != expected
+    # Publish version 2, pull it into the running stack's volume beside version 1.
+    publish_repository(blob_repos["b"], connect("models", "tiny", connection_string=stack.blob))
+    stack.run("run", "--rm", "--no-deps", "model-sync")
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{stack.ports['GATEWAY_PORT']}/v1",
+        api_key=stack.api_key,
+        max_retries=0,
+    )
+    answers: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                got = client.completions.create(
+                    model="llm", prompt=PROMPT, max_tokens=TOKENS, temperature=0
+                )
+                answers.append(got.choices[0].text)
+            except Exception as exc:  # every failure is counted and shown
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        _wait(lambda: expected in answers, "version 1 answers", 60)
+        env = {**stack.env, "TRITON_ADMIN_KEY": stack.admin_key}  # from the environment
+        out = _sh(sys.executable, "-m", "tritonkit", "versions", "promote", "--model", "llm",
+                  "--version", "2", "--server", f"127.0.0.1:{stack.ports['TRITON_GRPC_PORT']}",
+                  env=env)  # fmt: skip
+        assert "serves 1 -> 2" in out
+        switched = len(answers)
+        _wait(lambda: second in answers[switched:], "version 2 answers", 120)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert failures == []
+    assert set(answers) == {expected, second}  # each answer whole, from one version
 
 
 # ---- tritonkit deploy --host, over a real SSH server on loopback ---------------------------
