@@ -3,10 +3,8 @@
 #   scripts/build_azurite_image.sh [IMAGE] [BASE]  (defaults tritonkit-azurite:latest, tritonkit-base:bookworm)
 # apt runs inside the build with the host's network (--network host) for Node.js.
 set -euo pipefail
-docker info >/dev/null 2>&1 || {
-  echo "$(basename "$0"): no Docker engine at ${DOCKER_HOST:-the default socket}; start one: eval \"\$(scripts/dockerd.sh start)\"" >&2
-  exit 69
-}
+# shellcheck source=scripts/require_docker.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/require_docker.sh"
 
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 image="${1:-tritonkit-azurite:latest}"

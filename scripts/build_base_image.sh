@@ -6,10 +6,8 @@
 # Where Docker Hub is reachable, `docker pull debian:bookworm-slim` is the same thing;
 # deploy/cpu.Dockerfile takes either as BASE.
 set -euo pipefail
-docker info >/dev/null 2>&1 || {
-  echo "$(basename "$0"): no Docker engine at ${DOCKER_HOST:-the default socket}; start one: eval \"\$(scripts/dockerd.sh start)\"" >&2
-  exit 69
-}
+# shellcheck source=scripts/require_docker.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/require_docker.sh"
 
 image="${1:-tritonkit-base:bookworm}"
 if docker image inspect "${image}" >/dev/null 2>&1; then

@@ -5,10 +5,8 @@
 # are downloaded here with this machine's pip settings and copied in, so the build needs
 # no registry; the base image comes from scripts/build_base_image.sh unless BASE is given.
 set -euo pipefail
-docker info >/dev/null 2>&1 || {
-  echo "$(basename "$0"): no Docker engine at ${DOCKER_HOST:-the default socket}; start one: eval \"\$(scripts/dockerd.sh start)\"" >&2
-  exit 69
-}
+# shellcheck source=scripts/require_docker.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/require_docker.sh"
 
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 image="${1:-tritonkit-cpu:latest}"
