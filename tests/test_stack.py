@@ -76,15 +76,27 @@ def _sh(*cmd: str, env: dict[str, str] | None = None, timeout: float = 600) -> s
 
 @pytest.fixture(scope="module")
 def docker_env() -> Iterator[dict[str, str]]:
-    """Our own engine (started here unless already up), with the stack's images built."""
+    """Our own engine (started here unless already up, and then stopped at the end; its
+    images stay cached on disk), with the stack's images built."""
     env = {**os.environ}
     env.pop("DOCKER_HOST", None)
+    socket_path = Path(f"/tmp/tritonkit-docker-{os.getuid()}/docker.sock")
+    was_up = (
+        socket_path.exists()
+        and subprocess.run(
+            ["docker", "-H", f"unix://{socket_path}", "info"], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     started = _sh("bash", "scripts/dockerd.sh", "start", env=env, timeout=120)
     env["DOCKER_HOST"] = started.strip().split("=", 1)[1]
-    _sh("bash", "scripts/build_cpu_image.sh", env=env, timeout=900)
-    _sh("bash", "scripts/build_azurite_image.sh", env=env, timeout=900)
-    yield env
-    # The engine keeps its images (cached for the next run); its containers are gone.
+    try:
+        _sh("bash", "scripts/build_cpu_image.sh", env=env, timeout=900)
+        _sh("bash", "scripts/build_azurite_image.sh", env=env, timeout=900)
+        yield env
+    finally:
+        if not was_up:
+            _sh("bash", "scripts/dockerd.sh", "stop", env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
