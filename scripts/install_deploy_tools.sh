@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Static checkers for the deployment files (compose.yaml, cloud-init, shell scripts):
-# Debian's docker-compose (validates compose files without an engine), shellcheck, cloud-init.
+# Debian's docker-compose (validates compose files without an engine), shellcheck, cloud-init;
+# and what the stack's real runs need (tests/test_stack.py): a Docker engine and CLI
+# (docker.io), debootstrap (a base image without a registry), an sshd (deploy over SSH).
 set -euo pipefail
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v cloud-init >/dev/null || missing+=(cloud-init)
+{ command -v dockerd >/dev/null && command -v docker >/dev/null; } || missing+=(docker.io)
+command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 if ((${#missing[@]})); then
   echo "installing ${missing[*]} (apt)"
   SUDO=""
