@@ -33,6 +33,9 @@ Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
+PROMPT_FIELDS = {"prompt", "messages"}  # what a request's prompt length counts
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -84,8 +87,9 @@ class _GenerationBody(_Body):
         return self.max_tokens
 
     def prompt_chars(self) -> int:
-        """The characters of the prompt (or of all the messages)."""
-        raise NotImplementedError
+        """The characters of the prompt, or of every string of every message (roles,
+        content parts, names)."""
+        return _chars(self.model_dump(include=PROMPT_FIELDS, exclude_none=True))
 
     def check_length(self, limit: int) -> None:
         """Refuse a prompt longer than ``limit`` characters.
@@ -160,17 +164,10 @@ class CompletionRequest(_GenerationBody):
             prompt = prompt[0]
         return prompt
 
-    def prompt_chars(self) -> int:
-        return _chars(self.prompt)
-
 
 class ChatMessage(_Body):
     role: str
     content: str | list[dict[str, Any]] | None = None
-
-    def chars(self) -> int:
-        """The characters of the message's strings: role, content and any other field."""
-        return _chars(self.model_dump(exclude_none=True))
 
     def as_template_input(self) -> dict[str, Any]:
         """The message for the chat template: its fields, with ``content`` as one string.
@@ -222,9 +219,6 @@ class ChatCompletionRequest(_GenerationBody):
         if self.max_completion_tokens is not None:
             return self.max_completion_tokens
         return self.max_tokens
-
-    def prompt_chars(self) -> int:
-        return sum(m.chars() for m in self.messages)
 
 
 _B = TypeVar("_B", bound=_GenerationBody)

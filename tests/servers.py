@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,12 @@ def broken_repository(folder: Path) -> Path:
     (folder / "broken" / "config.pbtxt").write_text(BROKEN_CONFIG)
     (folder / "broken" / "1" / "model.py").write_text(BROKEN_MODEL)
     return folder
+
+
+def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
+    """Poll ``check()`` until it is true; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,10 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servers import toy_server
+from servers import toy_server, wait_until
 
 from tritonkit import cli
+from tritonkit.blob.live import ADMIN_KEY_HEADER
 from tritonkit.client import LLMClient
 from tritonkit.errors import UsageError
 from tritonkit.gateway import ChatTemplate, GatewayConfig, GatewayServer
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.slow
 
 KEY = "test-key-3f9c"  # the gateway's API key in these tests
 # The gRPC header Triton's --grpc-restricted-protocol=...:admin-key=VALUE wants.
-ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
 PROMPTS = ("The quick brown fox", "Triton serves models over gRPC")
 CHAT = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hello there"}]
 LONG = 2000  # tokens: seconds of generation on this machine, so a client can leave mid-way
@@ -94,14 +93,6 @@ def gateway_metric(url: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
-
-
-def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:

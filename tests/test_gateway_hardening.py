@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from servers import TOY_REPOSITORY, toy_server
+from servers import TOY_REPOSITORY, toy_server, wait_until
 
 from tritonkit import cli
 from tritonkit.gateway import GatewayConfig, GatewayServer
@@ -106,14 +106,6 @@ def still_serves(url: str, key: str = KEY) -> None:
     assert got.choices[0].finish_reason in ("stop", "length")
     done = client.completions.create(model="llm", prompt="The quick brown fox", max_tokens=3)
     assert done.usage is not None and done.usage.completion_tokens == 3
-
-
-def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
