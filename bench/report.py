@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonkit.table import render
+
 from .profile import ProfileFigures, Stat
 from .server_metrics import ServerFigures
 
@@ -134,11 +136,7 @@ class BenchReport:
                     _num(s.server_ttft_ms) if s else "-",
                 ]
             )
-        widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-        lines = ["| " + " | ".join(h.rjust(w) for h, w in zip(headers, widths)) + " |"]
-        lines.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
-        lines += ["| " + " | ".join(v.rjust(w) for v, w in zip(r, widths)) + " |" for r in body]
-        return "\n".join(lines)
+        return render(headers, body, align="r" * len(headers), markdown=True)
 
 
 def _num(x: float | None) -> str:

@@ -6,6 +6,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
+from tritonkit.table import render
+
 
 def median_seconds(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
     """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
@@ -20,18 +22,5 @@ def median_seconds(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) 
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain-text table, numbers right-aligned, also valid Markdown."""
-
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return str(v)
-
-    cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
-    out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in cells:
-        just = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        out.append("| " + " | ".join(just) + " |")
-    return "\n".join(out)
+    """A Markdown table for the README: the first column left-aligned, the figures right."""
+    return render(headers, rows, align="l" + "r" * (len(headers) - 1), markdown=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.errors import RepositoryError
+from tritonkit.table import render
 
 from . import config as cfg
 from .build import DECODER_REF, RUNTIME_PACKAGE
@@ -51,12 +52,11 @@ class ValidationReport:
 
     def table(self) -> str:
         """A plain-text table of every finding."""
-        width = max((len(f.model) for f in self.findings), default=5)
-        lines = [f"{'model':{width}}  {'check':30}  result"]
-        for f in self.findings:
-            mark = "ok" if f.ok else "FAIL"
-            lines.append(f"{f.model:{width}}  {f.check:30}  {mark}  {f.detail}".rstrip())
-        return "\n".join(lines)
+        rows = [
+            (f.model, f.check, f"{'ok' if f.ok else 'FAIL'}  {f.detail}".rstrip())
+            for f in self.findings
+        ]
+        return render(("model", "check", "result"), rows, align="lll")
 
 
 def _versions(model_dir: Path) -> list[int]:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from tritonkit.errors import VerificationError
+from tritonkit.table import render
 
 from ._progress import stages
 
@@ -132,17 +133,19 @@ def add_parser(sub: Any) -> None:
 
 def _summary(report: dict[str, Any]) -> str:
     """The checks as a table: onnxruntime's and PyTorch's error against float64, the limit."""
-    lines = [
-        f"{'check':32} {'output':18} {'onnx err':>9} {'torch err':>9} {'limit':>9} "
-        f"{'top-1':>7}  result"
-    ]
+    rows = []
     for c in report["checks"]:
         worst = c["outputs"][c["worst_output"]]
-        top1 = f"{c['top1_agree'] + c['top1_near_ties']}/{c['top1_positions']}"
-        lines.append(
-            f"{c['name']:32} {c['worst_output']:18} {worst['onnx_err']:9.2e} "
-            f"{worst['torch_err']:9.2e} {worst['limit']:9.2e} {top1:>7}  "
-            f"{'ok' if c['passed'] else 'FAIL'}"
+        rows.append(
+            (
+                c["name"],
+                c["worst_output"],
+                f"{worst['onnx_err']:.2e}",
+                f"{worst['torch_err']:.2e}",
+                f"{worst['limit']:.2e}",
+                f"{c['top1_agree'] + c['top1_near_ties']}/{c['top1_positions']}",
+                "ok" if c["passed"] else "FAIL",
+            )
         )
     g = report.get("greedy")
     if g is not None:
@@ -150,10 +153,11 @@ def _summary(report: dict[str, Any]) -> str:
             verdict = "match" if g["match"] else f"differs at {g['first_mismatch']} (not gated)"
         else:
             verdict = "match" if g["match"] else "MISMATCH"
-        lines.append(
-            f"{'greedy decode ' + str(g['new_tokens']) + ' tokens':32} {'vs transformers':18} "
-            f"{'':>9} {'':>9} {'':>9} {'':>7}  {verdict}"
+        rows.append(
+            (f"greedy decode {g['new_tokens']} tokens", "vs transformers", "", "", "", "", verdict)
         )
+    headers = ("check", "output", "onnx err", "torch err", "limit", "top-1", "result")
+    lines = [render(headers, rows, align="llrrrrl")]
     q = report.get("quality")
     if q is not None:
         gate = q.get("gate")
@@ -174,14 +178,17 @@ def _summary(report: dict[str, Any]) -> str:
 
 def _engine_summary(report: dict[str, Any]) -> str:
     """The engine's checks against onnxruntime: max abs diff and its atol."""
-    lines = [f"{'check':32} {'output':18} {'max abs diff':>12} {'atol':>8}  result"]
-    for c in report["checks"]:
-        mark = "ok" if c["passed"] else "FAIL"
-        lines.append(
-            f"{c['name']:32} {c['worst_output']:18} {c['max_abs_diff']:12.3g} {c['atol']:8.0e}  "
-            f"{mark}"
+    rows = [
+        (
+            c["name"],
+            c["worst_output"],
+            f"{c['max_abs_diff']:.3g}",
+            f"{c['atol']:.0e}",
+            "ok" if c["passed"] else "FAIL",
         )
-    return "\n".join(lines)
+        for c in report["checks"]
+    ]
+    return render(("check", "output", "max abs diff", "atol", "result"), rows, align="llrrl")
 
 
 def _run(args: argparse.Namespace) -> int:

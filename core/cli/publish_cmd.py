@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tritonkit.table import render
+
 PUBLISH_HELP = """\
 Upload a model repository to Azure Blob Storage as a new numeric version of each model
 that changed. Publishing is idempotent: a model whose files (by SHA-256) and config equal
@@ -171,17 +173,20 @@ def _publish(args: argparse.Namespace) -> int:
         create_container=args.create_container,
         progress=not args.quiet,
     )
-    print(
-        f"{'model':16} {'published':22} {'files':>5} {'size':>10} {'uploaded':>10} "
-        f"{'copied':>10}  serves"
-    )
-    for m in result.models:
-        state = f"new v{m.version}" if m.changed else f"unchanged, keeping v{m.version}"
-        served = ",".join(map(str, m.served)) or "-"
-        print(
-            f"{m.model:16} {state:22} {m.files:>5} {human(m.size):>10} "
-            f"{human(m.stats.bytes_uploaded):>10} {human(m.stats.bytes_copied):>10}  {served}"
+    table = [
+        (
+            m.model,
+            f"new v{m.version}" if m.changed else f"unchanged, keeping v{m.version}",
+            m.files,
+            human(m.size),
+            human(m.stats.bytes_uploaded),
+            human(m.stats.bytes_copied),
+            ",".join(map(str, m.served)) or "-",
         )
+        for m in result.models
+    ]
+    headers = ("model", "published", "files", "size", "uploaded", "copied", "serves")
+    print(render(headers, table, align="llrrrrl"))
     s = result.stats
     new = len(result.models) - len(result.unchanged)
     if not new:
@@ -221,13 +226,13 @@ def _pull(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         expect_manifest_sha256=args.expect_manifest_sha256,
     )
-    print(f"{'model':16} {'versions':>10}  serves")
-    for model, versions in result.versions.items():
-        served = ",".join(map(str, result.served[model]))
-        print(f"{model:16} {','.join(map(str, versions)):>10}  {served}")
-    print("\nmanifest SHA-256 (pin one with --expect-manifest-sha256):")
-    for key, digest in sorted(result.manifest_sha256.items()):
-        print(f"  {key:20} {digest}")
+    table = [
+        (model, ",".join(map(str, versions)), ",".join(map(str, result.served[model])))
+        for model, versions in result.versions.items()
+    ]
+    print(render(("model", "versions", "serves"), table, align="lrl"))
+    print("\npin a version with --expect-manifest-sha256:")
+    print(render(("version", "manifest SHA-256"), sorted(result.manifest_sha256.items())))
     for note in result.notes:
         print(f"note: {note}")
     print(

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from tritonkit.errors import UsageError
+from tritonkit.table import render
 
 from .publish_cmd import add_location_args, human, store_from_args
 
@@ -79,13 +80,22 @@ def _run(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     if args.verb == "list":
         rows = list_versions(store, [args.model] if args.model else None)
-        print(f"{'model':16} {'version':>7}  {'state':10} {'served':6} {'size':>10}  published")
-        for r in rows:
-            state = "complete" if r.complete else "incomplete"
-            print(
-                f"{r.model:16} {r.version:>7}  {state:10} {'*' if r.served else '':6} "
-                f"{human(r.size) if r.complete else '-':>10}  {r.published_at} {r.source}"
+        table = [
+            (
+                r.model,
+                r.version,
+                "complete" if r.complete else "incomplete",
+                "*" if r.served else "",
+                human(r.size) if r.complete else "-",
+                f"{r.published_at} {r.source}",
             )
+            for r in rows
+        ]
+        print(
+            render(
+                ("model", "version", "state", "served", "size", "published"), table, align="lrllrl"
+            )
+        )
         return 0
     switch = promote if args.verb == "promote" else rollback
     for s in switch(store, args.model, args.version):
@@ -104,10 +114,8 @@ def _on_server(args: argparse.Namespace) -> int:
     headers = admin_headers(args.triton_header)
     if args.verb == "list":
         rows = server_versions(args.server, args.model, headers)
-        print(f"{'model':20} {'version':>7}  state")
-        for r in rows:
-            version = str(r.version) if r.version is not None else "-"
-            print(f"{r.model:20} {version:>7}  {r.state} {r.reason}".rstrip())
+        table = [(r.model, r.version, f"{r.state} {r.reason}".rstrip()) for r in rows]
+        print(render(("model", "version", "state"), table, align="lrl"))
         return 0
     if args.verb == "promote":
         if args.version is None:
