@@ -256,11 +256,25 @@ def _transfer(
     Raises:
         BlobError: a request failed, or a blob did not land as sent.
     """
-    from tqdm import tqdm
-
     if not plan:
         return Stats(), {}
-    known: dict[str, str] = {}  # sha256 -> a blob (full name) with that content
+    known, sizes = _published_contents(store, remote)
+    present = _claimed_blobs(store, plan)
+    sizes |= {size for size, _ in present.values()}
+    every = [item for items in plan.values() for item in items]
+    _hash_possible_duplicates(every, sizes, concurrency)
+    kinds = {id(i): _kind(store, i, known, present) for i in every}
+    uploader = _move(store, every, kinds, known, concurrency, progress)
+    uploader.verify(every)
+    _drop_stale(store, plan, present, {store.name(*i.dest) for i in every})
+    return uploader.stats, uploader.by_model
+
+
+def _published_contents(
+    store: BlobStore, remote: dict[str, RemoteModel]
+) -> tuple[dict[str, str], set[int]]:
+    """Every complete version's files: SHA-256 -> a blob holding it, and the sizes seen."""
+    known: dict[str, str] = {}
     sizes: set[int] = set()
     for name, rm in remote.items():
         for v in rm.complete:
@@ -269,28 +283,56 @@ def _transfer(
             for f in manifest.files:
                 known.setdefault(f.sha256, store.name(name, v, f.path))
                 sizes.add(f.size)
-    present: dict[str, tuple[int, str]] = {}  # in the claimed folders: name -> (size, sha)
+    return known, sizes
+
+
+def _claimed_blobs(store: BlobStore, plan: dict[str, list[Item]]) -> dict[str, tuple[int, str]]:
+    """What already lies in the claimed version folders: blob name -> (size, SHA-256)."""
+    present: dict[str, tuple[int, str]] = {}
     for items in plan.values():
-        model, version = items[0].dest[0], items[0].dest[1]
-        folder = store.name(model, version) + "/"
+        folder = store.name(items[0].dest[0], items[0].dest[1]) + "/"
         with store.translate(f"list {folder}"):
             for b in store.client.list_blobs(name_starts_with=folder, include=["metadata"]):
                 present[b.name] = (b.size, (b.metadata or {}).get(SHA_META, ""))
-                sizes.add(b.size)
-    every = [item for items in plan.values() for item in items]
+    return present
+
+
+def _hash_possible_duplicates(every: list[Item], sizes: set[int], concurrency: int) -> None:
+    """Hash only the files whose size matches a blob already there: the others are new."""
     maybe_known = [i for i in every if i.digests is None and i.size in sizes]
-    with ThreadPoolExecutor(min(4, concurrency)) as pool:  # only what may be a duplicate
+    with ThreadPoolExecutor(min(4, concurrency)) as pool:
         for item, digests in zip(maybe_known, pool.map(lambda i: hash_file(i.local), maybe_known)):
             item.digests = digests
 
-    def kind(item: Item) -> str:
-        if item.digests is None:
-            return "upload"
-        if present.get(store.name(*item.dest)) == (item.size, item.digests.sha256):
-            return "present"
-        return "copy" if item.digests.sha256 in known else "upload"
 
-    kinds = {id(i): kind(i) for i in every}
+def _kind(
+    store: BlobStore, item: Item, known: dict[str, str], present: dict[str, tuple[int, str]]
+) -> str:
+    """``present`` (already in place), ``copy`` (server-side, from an equal blob) or
+    ``upload``."""
+    if item.digests is None:
+        return "upload"
+    if present.get(store.name(*item.dest)) == (item.size, item.digests.sha256):
+        return "present"
+    return "copy" if item.digests.sha256 in known else "upload"
+
+
+def _move(
+    store: BlobStore,
+    every: list[Item],
+    kinds: dict[int, str],
+    known: dict[str, str],
+    concurrency: int,
+    progress: bool,
+) -> Uploader:
+    """Move every item the way ``kinds`` says, biggest first, with a progress bar of the
+    bytes uploaded; a copy the account refuses is uploaded instead.
+
+    Raises:
+        BlobError: a request failed.
+    """
+    from tqdm import tqdm
+
     total = sum(i.size for i in every if kinds[id(i)] == "upload")
     bar = tqdm(
         total=total,
@@ -321,13 +363,20 @@ def _transfer(
     finally:
         uploader.close()
         bar.close()
-    uploader.verify(every)
-    wanted = {store.name(*i.dest) for i in every}
+    return uploader
+
+
+def _drop_stale(
+    store: BlobStore,
+    plan: dict[str, list[Item]],
+    present: dict[str, tuple[int, str]],
+    wanted: set[str],
+) -> None:
+    """Delete blobs an interrupted publish of the same version left that are not wanted."""
     for items in plan.values():
         folder = store.name(items[0].dest[0], items[0].dest[1]) + "/"
         for stale in [n for n in present if n.startswith(folder) and n not in wanted]:
-            store.delete(store.relative(stale))  # left by an interrupted publish of N
-    return uploader.stats, uploader.by_model
+            store.delete(store.relative(stale))
 
 
 def _commit(

@@ -88,39 +88,70 @@ def plan_deploy(
     """
     if not HOST_RE.match(host):
         raise UsageError(f"host {host!r} is not USER@HOST (for example azureuser@20.1.2.3)")
-    project = Path(project_dir).expanduser().resolve()
-    if not (project / "compose.yaml").is_file():
-        raise UsageError(f"{project} has no compose.yaml; run from the tritonkit checkout")
-    if not (project / ".env").is_file():
-        raise UsageError(f"{project} has no .env; copy .env.example to .env and fill it in")
-    if cpu and not (project / "compose.cpu.yaml").is_file():
-        raise UsageError(f"{project} has no compose.cpu.yaml; run from the tritonkit checkout")
+    project = _checked_project(project_dir, cpu)
     name = context or "tritonkit-" + re.sub(r"[^A-Za-z0-9_.-]", "-", host.split("@", 1)[1])
-    compose = ["docker", "--context", name, "compose", "--project-directory", str(project),
-               "--env-file", str(project / ".env"),
-               "-f", str(project / "compose.yaml")]  # fmt: skip
     if cpu:
-        compose += ["-f", str(project / "compose.cpu.yaml")]
         profiles = ("cpu", *profiles)
-    for profile in profiles:
-        compose += ["--profile", profile]
-    plan = DeployPlan(host, name)
-    plan.steps.append(
-        Step(
-            "is there a docker context for the VM?",
-            ("docker", "context", "inspect", name),
-            check_only=True,
-        )
-    )
-    plan.steps.append(
-        Step(
-            f"create it: docker over SSH to {host}",
-            ("docker", "context", "create", name, "--docker", f"host=ssh://{host}"),
-        )
-    )
+    compose = _compose_argv(name, project, cpu, profiles)
+    plan = DeployPlan(host, name, _context_steps(host, name))
     if down:
         plan.steps.append(Step("stop the stack on the VM", (*compose, "down", "-t", "10")))
         return plan
+    plan.steps.append(_copy_keys_step(host, project))
+    plan.steps += _start_steps(host, name, project, compose, ship_image, tag, cpu, profiles)
+    plan.steps.append(Step("show the services", (*compose, "ps")))
+    return plan
+
+
+def _checked_project(project_dir: str | Path, cpu: bool) -> Path:
+    """The project folder, resolved, once it holds what a deployment reads."""
+    project = Path(project_dir).expanduser().resolve()
+    needed = ["compose.yaml", ".env"] + (["compose.cpu.yaml"] if cpu else [])
+    for file in needed:
+        if not (project / file).is_file():
+            hint = (
+                "copy .env.example to .env and fill it in"
+                if file == ".env"
+                else "run from the tritonkit checkout"
+            )
+            raise UsageError(f"{project} has no {file}; {hint}")
+    return project
+
+
+def _compose_argv(
+    context: str, project: Path, cpu: bool, profiles: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``docker compose`` on the VM's context, with the project's files and profiles."""
+    argv = ["docker", "--context", context, "compose", "--project-directory", str(project),
+            "--env-file", str(project / ".env"), "-f", str(project / "compose.yaml")]  # fmt: skip
+    if cpu:
+        argv += ["-f", str(project / "compose.cpu.yaml")]
+    for profile in profiles:
+        argv += ["--profile", profile]
+    return tuple(argv)
+
+
+def _context_steps(host: str, context: str) -> list[Step]:
+    """Probe for the VM's Docker context, and create it (skipped when the probe passes)."""
+    return [
+        Step(
+            "is there a docker context for the VM?",
+            ("docker", "context", "inspect", context),
+            check_only=True,
+        ),
+        Step(
+            f"create it: docker over SSH to {host}",
+            ("docker", "context", "create", context, "--docker", f"host=ssh://{host}"),
+        ),
+    ]
+
+
+def _copy_keys_step(host: str, project: Path) -> Step:
+    """Copy the gateway's API keys file into the VM's ``~/.tritonkit``.
+
+    Raises:
+        UsageError: the keys file named by .env (or the default) does not exist.
+    """
     keys = _env_value(project / ".env", "GATEWAY_API_KEYS_FILE") or "./gateway_api_keys.txt"
     keys_path = (project / keys).resolve()
     if not keys_path.is_file():
@@ -128,65 +159,60 @@ def plan_deploy(
             f"no gateway API keys file at {keys_path}: make one (openssl rand -hex 24 > "
             f"{keys_path}) or set GATEWAY_API_KEYS_FILE in .env"
         )
-    plan.steps.append(
-        Step(
-            "copy the gateway's API keys to the VM (~/.tritonkit, a folder only you can open)",
-            # The folder keeps other users out; the file itself must be readable by the
-            # gateway's non-root user, which sees it through a bind mount.
-            shell=f"ssh ssh://{host} 'umask 077 && mkdir -p .tritonkit && umask 022 && cat > "
-            ".tritonkit/gateway_api_keys.txt && chmod 0644 .tritonkit/gateway_api_keys.txt && "
-            f'echo "$PWD/.tritonkit/gateway_api_keys.txt"\' < {shlex.quote(str(keys_path))}',
-            sets_env="GATEWAY_API_KEYS_FILE",
-        )
+    return Step(
+        "copy the gateway's API keys to the VM (~/.tritonkit, a folder only you can open)",
+        # The folder keeps other users out; the file itself must be readable by the
+        # gateway's non-root user, which sees it through a bind mount.
+        shell=f"ssh ssh://{host} 'umask 077 && mkdir -p .tritonkit && umask 022 && cat > "
+        ".tritonkit/gateway_api_keys.txt && chmod 0644 .tritonkit/gateway_api_keys.txt && "
+        f'echo "$PWD/.tritonkit/gateway_api_keys.txt"\' < {shlex.quote(str(keys_path))}',
+        sets_env="GATEWAY_API_KEYS_FILE",
     )
+
+
+def _start_steps(
+    host: str,
+    context: str,
+    project: Path,
+    compose: tuple[str, ...],
+    ship_image: bool,
+    tag: str,
+    cpu: bool,
+    profiles: tuple[str, ...],
+) -> list[Step]:
+    """Get the image onto the VM (built there, or built here and shipped) and start."""
     cpu_image = _env_value(project / ".env", "TRITONKIT_CPU_IMAGE") or CPU_IMAGE
-    build_script = project / "scripts" / "build_cpu_image.sh"
+    build_script = str(project / "scripts" / "build_cpu_image.sh")
     services: tuple[str, ...] = ()
     if cpu:
         services = ("model-sync", "triton-cpu", "gateway")
         if "local" in profiles:
             services = ("azurite", *services)
+    start = Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
     if ship_image:
         image = cpu_image if cpu else IMAGE.format(tag=tag)
-        build: Step = (
-            Step(
-                "build the CPU image here",
-                ("bash", str(project / "scripts" / "build_cpu_image.sh"), image),
-            )
+        build = (
+            Step("build the CPU image here", ("bash", build_script, image))
             if cpu
             else Step(
                 "build the image here",
                 ("docker", "compose", "--project-directory", str(project), "build", "triton"),
             )
         )
-        plan.steps.append(build)
-        plan.steps.append(
-            Step(
-                f"ship {image} to the VM",
-                shell=f"docker save {shlex.quote(image)} | gzip | "
-                f"ssh ssh://{host} 'gunzip | docker load'",
-            )
+        ship = Step(
+            f"ship {image} to the VM",
+            shell=f"docker save {shlex.quote(image)} | gzip | "
+            f"ssh ssh://{host} 'gunzip | docker load'",
         )
-        plan.steps.append(
-            Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
+        return [build, ship, start]
+    if cpu:
+        build_there = Step(
+            "build the CPU image on the VM (its engine, over SSH)",
+            ("bash", build_script, cpu_image),
+            env={"DOCKER_CONTEXT": context},
         )
-    elif cpu:
-        plan.steps.append(
-            Step(
-                "build the CPU image on the VM (its engine, over SSH)",
-                ("bash", str(build_script), cpu_image),
-                env={"DOCKER_CONTEXT": name},
-            )
-        )
-        plan.steps.append(
-            Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
-        )
-    else:
-        plan.steps.append(
-            Step("build and start the stack on the VM", (*compose, "up", "-d", "--build"))
-        )
-    plan.steps.append(Step("show the services", (*compose, "ps")))
-    return plan
+        return [build_there, start]
+    return [Step("build and start the stack on the VM", (*compose, "up", "-d", "--build"))]
 
 
 def run_plan(
