@@ -6,6 +6,7 @@ Layout in the container (PREFIX may be empty)::
     PREFIX/MODEL/N/<files>             the version's files, as in a local repository
     PREFIX/MODEL/N/manifest.json       written LAST: a version without it is incomplete
     PREFIX/MODEL/N.claim               the publisher's claim on N (a leased blob)
+    PREFIX/releases/R/...              immutable releases (``release.py``): never a model
 
 The manifest lists every file with its size, SHA-256 and MD5, and carries the
 config the version was published with (``config.pbtxt`` text, version_policy [N]),
@@ -29,6 +30,7 @@ from .errors import BlobError
 
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
+RELEASES = "releases"  # PREFIX/releases/: reserved for release.py, never a model
 DECODER_REF = "decoder.json"  # tritonkit.model_repository.build.DECODER_REF
 FORMAT = 1
 HASH_CHUNK = 4 * 1024 * 1024

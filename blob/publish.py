@@ -41,6 +41,7 @@ from .claims import VersionClaim, claim_version, publisher_identity
 from .manifest import (
     DECODER_REF,
     MANIFEST,
+    RELEASES,
     FileEntry,
     LocalModel,
     Manifest,
@@ -115,6 +116,11 @@ def _select(repository: Path, models: list[str] | None) -> list[LocalModel]:
             + f"); run `tritonkit repo validate {repository}`"
         )
     every = {m.name: m for m in scan_repository(repository)}
+    if RELEASES in every:
+        raise RepositoryError(
+            f"{repository} has a model named {RELEASES!r}: that folder holds releases in "
+            "Blob (`tritonkit release`); rename the model"
+        )
     names = list(models or every)
     missing = [m for m in names if m not in every]
     if missing:

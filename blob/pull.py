@@ -1,4 +1,5 @@
-"""``pull_repository``: complete versions in Blob -> a local model repository.
+"""``pull_repository``: complete versions in Blob -> a local model repository;
+``pull_release``: one immutable release (``releases/R/``) -> a local model repository.
 
 Only versions with a manifest are pulled, and every file's SHA-256 is checked against
 it. Downloads land in a cache next to the output, named by their hash
@@ -10,10 +11,13 @@ failed pull (a checksum mismatch included) leaves the output as it was.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +27,13 @@ from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from ._parallel import run_all
 from .errors import BlobError, ChecksumError, NothingPublished
-from .manifest import CONFIG, MANIFEST, SHA256_HEX, FileEntry, safe_model_name, sha256_file
+from .manifest import CONFIG, MANIFEST, RELEASES, SHA256_HEX, safe_model_name, sha256_file
 from .remote import RemoteModel, require_models
 from .store import BlobStore
 from .versions import with_policy
 
 CHUNK_CONCURRENCY = 4  # parallel range requests within one large file
+Wanted = tuple[str, int, str]  # (path under the store's prefix and the output, size, sha256)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class PullResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     manifest_sha256: dict[str, str] = field(default_factory=dict)  # "MODEL/N" -> digest
+    release: int | None = None  # pulled a release (``pull_release``)
+    release_sha256: str = ""  # of its release.json
 
 
 def _selection(
@@ -131,38 +138,121 @@ def pull_repository(
                 "(nothing was pulled)"
             )
     result = PullResult(output, chosen, {})
-    wanted: list[tuple[str, int, FileEntry]] = []
+    wanted: list[Wanted] = []
     for name, versions in chosen.items():
         for v in versions:
             manifest = remote[name].versions[v].manifest
             assert manifest is not None
-            wanted += [(name, v, f) for f in manifest.files]
+            wanted += [(f"{name}/{v}/{f.path}", f.size, f.sha256) for f in manifest.files]
+    with _staged_pull(output) as (stage, cache):
+        _assemble(store, wanted, stage, cache, output, concurrency, progress, result)
+        for name, versions in chosen.items():
+            rm = remote[name]
+            for v in versions:
+                manifest = rm.versions[v].manifest
+                assert manifest is not None
+                (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
+                result.manifest_sha256[f"{name}/{v}"] = rm.versions[v].manifest_sha256
+            result.served[name] = _write_config(stage, rm, versions, result.notes)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def pull_release(
+    store: BlobStore,
+    output: str | Path,
+    number: int,
+    *,
+    force: bool = False,
+    concurrency: int = 8,
+    progress: bool = False,
+    expect_sha256: str | None = None,
+) -> PullResult:
+    """Download the complete release ``number`` (``PREFIX/releases/R/``) into ``output``.
+
+    The output is the release folder as it is in Blob (pinned configs, versions,
+    release.json), each file checked against release.json, and the result checked by
+    ``verify_release_dir`` before it replaces ``output``. ``expect_sha256`` pins
+    release.json itself (printed by ``tritonkit release create``).
+
+    Raises:
+        UsageError: a bad number, digest or concurrency, or a non-empty ``output``
+            without ``force``.
+        NothingPublished: no complete release ``number`` (no release.json).
+        ChecksumError: release.json is not the pinned one, is unsafe, or a file does not
+            match it (nothing is written).
+        BlobAuthError, ContainerNotFound, BlobError: what the account answered.
+    """
+    from .release import RELEASE_JSON, Release, check_number, check_sha256, verify_release_dir
+
+    started = time.monotonic()
+    output = Path(output).expanduser().resolve()
+    check_number(number)
+    check_sha256(expect_sha256, "--expect-release-sha256")
+    if concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    check_output_dir(output, force)
+    store.check()
+    where = store.name(RELEASES, number, RELEASE_JSON)
+    got = store.read(RELEASES, number, RELEASE_JSON)
+    if got is None:
+        raise NothingPublished(
+            f"release {number} is not complete in {store.where} (no {where}); "
+            "`tritonkit release list` shows the complete ones"
+        )
+    data, digest = got[0], hashlib.sha256(got[0]).hexdigest()
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise ChecksumError(
+            f"{where} has SHA-256 {digest}, not the pinned {expect_sha256}; nothing was pulled"
+        )
+    release = Release.from_json(data, where)
+    if release.release != number:
+        raise ChecksumError(f"{where} names release {release.release}; nothing was pulled")
+    result = PullResult(output, release.models, release.models, release=number)
+    result.release_sha256 = digest
+    inside = BlobStore(store.client, store.name(RELEASES, number))
+    wanted = [(f.path, f.size, f.sha256) for f in release.files]
+    with _staged_pull(output) as (stage, cache):
+        _assemble(inside, wanted, stage, cache, output, concurrency, progress, result)
+        (stage / RELEASE_JSON).write_bytes(data)
+        verify_release_dir(stage, digest)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+@contextmanager
+def _staged_pull(output: Path) -> Iterator[tuple[Path, Path]]:
+    """(staging folder, resume cache); the cache goes once the pull ends or a check fails."""
     cache = output.parent / f".{output.name}.pull-cache"
     try:
         with staged_output(output, BlobError) as stage:
-            sources = _fetch(store, wanted, cache, output, concurrency, progress, result)
-            root = stage.resolve()
-            for name, v, f in wanted:
-                dest = stage / name / str(v) / f.path
-                if not dest.resolve().is_relative_to(root):  # manifests are checked; never trust
-                    raise BlobError(f"{name}/{v}/{f.path} would be written outside {output}")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(sources[f.sha256], dest)
-            for name, versions in chosen.items():
-                rm = remote[name]
-                for v in versions:
-                    manifest = rm.versions[v].manifest
-                    assert manifest is not None
-                    (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
-                    result.manifest_sha256[f"{name}/{v}"] = rm.versions[v].manifest_sha256
-                result.served[name] = _write_config(stage, rm, versions, result.notes)
-            result.files = len(wanted)
+            yield stage, cache
     except ChecksumError:
         shutil.rmtree(cache, ignore_errors=True)  # nothing from this pull stays behind
         raise
     shutil.rmtree(cache, ignore_errors=True)
-    result.seconds = time.monotonic() - started
-    return result
+
+
+def _assemble(
+    store: BlobStore,
+    wanted: list[Wanted],
+    stage: Path,
+    cache: Path,
+    previous: Path,
+    concurrency: int,
+    progress: bool,
+    result: PullResult,
+) -> None:
+    """Fetch (or reuse) every wanted file and link it into ``stage`` at its path."""
+    sources = _fetch(store, wanted, cache, previous, concurrency, progress, result)
+    root = stage.resolve()
+    for rel, _, sha in wanted:
+        dest = stage / rel
+        if not dest.resolve().is_relative_to(root):  # manifests are checked; never trust
+            raise BlobError(f"{rel} would be written outside {previous}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(sources[sha], dest)
+    result.files = len(wanted)
 
 
 def _write_config(stage: Path, rm: RemoteModel, versions: list[int], notes: list[str]) -> list[int]:
@@ -186,7 +276,7 @@ def _newest_config(rm: RemoteModel, versions: list[int]) -> str:
 
 def _fetch(
     store: BlobStore,
-    wanted: list[tuple[str, int, FileEntry]],
+    wanted: list[Wanted],
     cache: Path,
     previous: Path,
     concurrency: int,
@@ -198,27 +288,27 @@ def _fetch(
 
     cache.mkdir(parents=True, exist_ok=True)
     sources: dict[str, Path] = {}
-    todo: dict[str, tuple[str, FileEntry]] = {}  # sha -> (blob name, entry)
-    for name, v, f in wanted:
-        if f.sha256 in sources or f.sha256 in todo:
+    todo: dict[str, tuple[str, int]] = {}  # sha -> (blob name, size)
+    for rel, size, sha in wanted:
+        if sha in sources or sha in todo:
             continue
-        cached = cache / f.sha256
-        old = previous / name / str(v) / f.path
-        if cached.is_file() and cached.stat().st_size == f.size:
-            sources[f.sha256] = cached  # verified when it was cached
-        elif old.is_file() and old.stat().st_size == f.size and sha256_file(old) == f.sha256:
-            sources[f.sha256] = old
+        cached = cache / sha
+        old = previous / rel
+        if cached.is_file() and cached.stat().st_size == size:
+            sources[sha] = cached  # verified when it was cached
+        elif old.is_file() and old.stat().st_size == size and sha256_file(old) == sha:
+            sources[sha] = old
         else:
-            todo[f.sha256] = (store.name(name, v, f.path), f)
-    result.files_reused = sum(1 for _, _, f in wanted if f.sha256 in sources)
+            todo[sha] = (store.name(rel), size)
+    result.files_reused = sum(1 for _, _, sha in wanted if sha in sources)
     bar = tqdm(
-        total=sum(f.size for _, f in todo.values()), desc="pull", unit="B", unit_scale=True,
+        total=sum(size for _, size in todo.values()), desc="pull", unit="B", unit_scale=True,
         unit_divisor=1024, file=sys.stderr, disable=None if progress else True,
     )  # fmt: skip
     lock = threading.Lock()
 
-    def fetch(item: tuple[str, tuple[str, FileEntry]]) -> None:
-        sha, (blob_name, entry) = item
+    def fetch(item: tuple[str, tuple[str, int]]) -> None:
+        sha, (blob_name, size) = item
         part = cache / f"{sha}.part"
         got = _download(store, blob_name, part, bar)
         if got != sha:
@@ -231,12 +321,12 @@ def _fetch(
         part.rename(cache / sha)
         with lock:
             sources[sha] = cache / sha
-            result.bytes_downloaded += entry.size
+            result.bytes_downloaded += size
 
     try:
         run_all(
             fetch,
-            sorted(todo.items(), key=lambda kv: -kv[1][1].size),
+            sorted(todo.items(), key=lambda kv: -kv[1][1]),
             concurrency,
             "tritonkit-pull",
         )

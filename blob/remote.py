@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BlobError, NothingPublished
-from .manifest import CONFIG, MANIFEST, Manifest
+from .manifest import CONFIG, MANIFEST, RELEASES, Manifest
 from .store import BlobStore
 
 CLAIM_SUFFIX = ".claim"
@@ -107,8 +107,8 @@ def read_models(
     listed = [n for m in models for n in store.names(m)] if models else store.names("")
     for rel in listed:
         parsed = _parse(rel)
-        if parsed is None or (models and parsed[0] not in models):
-            continue
+        if parsed is None or parsed[0] == RELEASES or (models and parsed[0] not in models):
+            continue  # releases/ holds frozen copies, not a model
         model, version, path = parsed
         rm = found.setdefault(model, RemoteModel(model))
         if version is None:

@@ -5,6 +5,10 @@
 #   TRITON_ADMIN_KEY   required: the header value that unlocks the restricted APIs below
 #   GRPC_TLS_CERT, GRPC_TLS_KEY, GRPC_TLS_ROOT_CERT   enable gRPC TLS when set
 #   GRPC_MAX_RESPONSE_POOL_SIZE   responses a gRPC stream may queue (Triton >= 24.11)
+#   TRITONKIT_RELEASE_SHA256   when set, MODEL_REPOSITORY must be a downloaded release
+#                      (`tritonkit release create`; KServe mounts it at /mnt/models, so set
+#                      MODEL_REPOSITORY=/mnt/models) whose release.json has this SHA-256 and
+#                      whose every file matches it: checked before Triton starts, else exit 65
 #
 # Locked down the way Triton's secure-deployment guide asks: every API the stack does not
 # need from outside is restricted to callers holding the admin key, on HTTP and gRPC:
@@ -25,6 +29,19 @@ fi
 
 repository="${MODEL_REPOSITORY:-/models/repository}"
 model="${MODEL_NAME:-llm}"
+
+if [[ -n "${TRITONKIT_RELEASE_SHA256:-}" ]]; then
+  if [[ "${repository}" == *://* ]]; then
+    echo "triton-entrypoint: TRITONKIT_RELEASE_SHA256 checks a downloaded release folder;" \
+         "MODEL_REPOSITORY is ${repository}" >&2
+    exit 65
+  fi
+  if ! python3 -m tritonkit release verify "${repository}" --sha256 "${TRITONKIT_RELEASE_SHA256}"; then
+    echo "triton-entrypoint: ${repository} is not the release pinned by" \
+         "TRITONKIT_RELEASE_SHA256; not starting Triton" >&2
+    exit 65
+  fi
+fi
 args=(
   --model-repository="${repository}"
   --model-control-mode=explicit

@@ -19,7 +19,7 @@ from tritonkit.errors import TritonkitError
 # Each module has add_parser(subparsers); its handler forwards to one library function.
 COMMAND_MODULES = (
     "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
-    "publish_cmd", "versions_cmd", "bench_cmd", "gateway_cmd", "deploy_cmd",
+    "publish_cmd", "versions_cmd", "release_cmd", "bench_cmd", "gateway_cmd", "deploy_cmd",
 )  # fmt: skip
 
 EPILOG = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tritonkit.errors import UsageError
 from tritonkit.table import render
 
 PUBLISH_HELP = """\
@@ -43,8 +44,13 @@ An interrupted pull resumes (verified downloads are cached next to OUTPUT); a ch
 mismatch fails the pull and leaves OUTPUT as it was. A non-empty OUTPUT is refused
 unless --force. An entry model's decoder versions come along.
 
+With --release R it pulls the immutable release PREFIX/releases/R/ instead (see
+`tritonkit release --help`): its pinned configs and files, each checked against
+release.json, whose own SHA-256 --expect-release-sha256 pins.
+
 examples:
   tritonkit pull --container models --prefix tiny-llama --output out/pulled
+  tritonkit pull --container models --prefix tiny-llama --output out/release-3 --release 3
   tritonkit pull --container models --prefix tiny-llama --output out/pulled --model llm --version 2
 then:
   tritonkit serve --repository out/pulled
@@ -156,6 +162,16 @@ def add_parser(sub: Any) -> None:
         help="with --model and --version: pull only if that version's manifest has this "
         "SHA-256 (printed by an earlier pull), so a rewritten container cannot slip in code",
     )
+    q.add_argument(
+        "--release", type=int, metavar="R", help="pull the immutable release R "
+        "(PREFIX/releases/R/) instead of versions",
+    )  # fmt: skip
+    q.add_argument(
+        "--expect-release-sha256",
+        metavar="DIGEST",
+        help="with --release: pull only if its release.json has this SHA-256 (printed by "
+        "`tritonkit release create`)",
+    )
     q.set_defaults(handler=_pull)
 
 
@@ -216,6 +232,8 @@ def _count(n: int, what: str) -> str:
 def _pull(args: argparse.Namespace) -> int:
     from tritonkit.blob import pull_repository
 
+    if args.release is not None or args.expect_release_sha256:
+        return _pull_release(args)
     result = pull_repository(
         store_from_args(args),
         args.output,
@@ -240,5 +258,37 @@ def _pull(args: argparse.Namespace) -> int:
         f"downloaded {human(result.bytes_downloaded)}, reused {result.files_reused} files, "
         "every SHA-256 checked"
     )
+    print(f"next: tritonkit serve --repository {result.output}")
+    return 0
+
+
+def _pull_release(args: argparse.Namespace) -> int:
+    from tritonkit.blob import pull_release
+
+    if args.release is None:
+        raise UsageError("--expect-release-sha256 goes with --release R")
+    if args.model or args.version is not None or args.expect_manifest_sha256:
+        raise UsageError(
+            "--release pulls a whole release: leave out --model, --version and "
+            "--expect-manifest-sha256"
+        )
+    result = pull_release(
+        store_from_args(args),
+        args.output,
+        args.release,
+        force=args.force,
+        concurrency=args.concurrency,
+        progress=not args.quiet,
+        expect_sha256=args.expect_release_sha256,
+    )
+    print(f"{'model':16} {'versions':>10}")
+    for model, versions in result.versions.items():
+        print(f"{model:16} {','.join(map(str, versions)):>10}")
+    print(
+        f"\npulled release {result.release} ({result.files} files) into {result.output} in "
+        f"{result.seconds:.1f}s: downloaded {human(result.bytes_downloaded)}, reused "
+        f"{result.files_reused} files, every SHA-256 checked against release.json"
+    )
+    print(f"release.json SHA-256: {result.release_sha256}")
     print(f"next: tritonkit serve --repository {result.output}")
     return 0
