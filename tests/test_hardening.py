@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,48 @@ def test_entrypoint_restricts_every_api_the_stack_does_not_need(tmp_path):
     newer = "  --grpc-max-response-pool-size <integer>\n"
     _, args, _ = _entrypoint(tmp_path, {"TRITON_ADMIN_KEY": KEY}, help_text=newer)
     assert "--grpc-max-response-pool-size=512" in args
+
+
+def _release_folder(folder: Path) -> str:
+    """A small release folder as KServe would download it; returns release.json's SHA-256."""
+    import hashlib
+
+    from tritonkit.blob.release import Release, ReleaseFile
+
+    files = {"llm/config.pbtxt": b'name: "llm"\n', "llm/1/model.py": b"print('hi')\n"}
+    listed = []
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+        listed.append(ReleaseFile(rel, len(data), hashlib.sha256(data).hexdigest()))
+    doc = Release(1, "2025-01-01T00:00:00+00:00", "test", {"llm": [1]}, listed).to_json()
+    (folder / "release.json").write_bytes(doc)
+    return hashlib.sha256(doc).hexdigest()
+
+
+def test_entrypoint_verifies_a_pinned_release_before_starting_triton(tmp_path):
+    """TRITONKIT_RELEASE_SHA256 set: the real `tritonkit release verify` runs first (through
+    a python3 on PATH that runs this tree's tritonkit), and a mismatch never starts Triton."""
+    models = tmp_path / "mnt" / "models"
+    digest = _release_folder(models)
+    python = tmp_path / "bin" / "python3"
+    python.parent.mkdir()
+    path = os.environ.get("PYTHONPATH", "")
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {"TRITON_ADMIN_KEY": KEY, "MODEL_REPOSITORY": str(models)}
+    code, args, err = _entrypoint(tmp_path, {**env, "TRITONKIT_RELEASE_SHA256": digest})
+    assert code == 0, err
+    assert f"--model-repository={models}" in args  # the stand-in tritonserver ran
+    for broken in ("f" * 64, "not-hex"):
+        code, args, err = _entrypoint(tmp_path, {**env, "TRITONKIT_RELEASE_SHA256": broken})
+        assert code == 65 and args == [] and "not the release pinned" in err, err
+    (models / "llm" / "1" / "model.py").write_bytes(b"import os; os.system('evil')\n")
+    code, args, err = _entrypoint(tmp_path, {**env, "TRITONKIT_RELEASE_SHA256": digest})
+    assert code == 65 and args == [] and "model.py" in err
+    remote = {**env, "MODEL_REPOSITORY": "as://acct/c/p", "TRITONKIT_RELEASE_SHA256": digest}
+    code, args, err = _entrypoint(tmp_path, remote)
+    assert code == 65 and args == [] and "downloaded release folder" in err
 
 
 @pytest.fixture(scope="module")

@@ -122,9 +122,10 @@ def test_release_copies_the_served_versions_server_side(released: dict[str, Any]
             assert props.copy.source.split("?")[0].endswith(store.name(model, 1, entry["path"]))
             assert props.size == entry["size"]
             copied += entry["size"]
-        assert files[f"{model}/1/manifest.json"]["sha256"] == hashlib.sha256(
-            store.read(model, 1, "manifest.json")[0]
-        ).hexdigest()
+        assert (
+            files[f"{model}/1/manifest.json"]["sha256"]
+            == hashlib.sha256(store.read(model, 1, "manifest.json")[0]).hexdigest()
+        )
     assert first.bytes_copied == copied
     # Only the claim, pinned configs, manifests and release.json went up from here, and
     # far less came down than the versions hold (listings, manifests, configs).
