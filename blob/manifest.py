@@ -20,9 +20,10 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tritonkit.errors import RepositoryError
 
@@ -65,6 +66,40 @@ def check_relative_path(path: object) -> str | None:
     return None
 
 
+T = TypeVar("T")
+
+
+def parse_record(cls: Callable[..., T], entry: type, data: bytes, fmt: int) -> T:
+    """``cls`` from JSON holding a ``files`` list of ``entry`` and ``format`` ``fmt``.
+
+    Raises:
+        ValueError, TypeError, KeyError, AttributeError: the JSON is not such a record.
+    """
+    raw = json.loads(data)
+    files = [entry(**f) for f in raw.pop("files")]
+    if raw.get("format") != fmt:
+        raise ValueError(f"format {raw.get('format')}, expected {fmt}")
+    return cls(files=files, **raw)
+
+
+def files_problem(files: Iterable[Any], path_problem: Callable[[Any], str | None]) -> str | None:
+    """The first unsafe entry of a file list (by ``path_problem``, listed twice, a SHA-256
+    that is not 64 lowercase hex digits, a size that is not a byte count), or None."""
+    seen: set[str] = set()
+    for f in files:
+        why = path_problem(f.path)
+        if why:
+            return f"file path {f.path!r} {why}"
+        if f.path in seen:
+            return f"file path {f.path!r} is listed twice"
+        seen.add(f.path)
+        if not isinstance(f.sha256, str) or not SHA256_HEX.match(f.sha256):
+            return f"the SHA-256 of {f.path!r} is not 64 lowercase hex digits"
+        if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
+            return f"the size of {f.path!r} is not a byte count"
+    return None
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file of a version: its path inside the version folder and its digests."""
@@ -75,8 +110,22 @@ class FileEntry:
     md5: str  # base64, as Azure's Content-MD5
 
 
+class FileRecord:
+    """A JSON document listing files (a manifest, a release.json); its subclasses are
+    dataclasses with a ``files`` field."""
+
+    files: list[Any]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1) + "\n").encode()  # type: ignore[call-overload]
+
+
 @dataclass
-class Manifest:
+class Manifest(FileRecord):
     """``MODEL/N/manifest.json``."""
 
     model: str
@@ -90,13 +139,6 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
-    def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1) + "\n").encode()
-
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Manifest:
         """Parse a manifest.
@@ -105,11 +147,7 @@ class Manifest:
             BlobError: not a manifest this version of tritonkit can read.
         """
         try:
-            raw = json.loads(data)
-            files = [FileEntry(**f) for f in raw.pop("files")]
-            if raw.get("format") != FORMAT:
-                raise ValueError(f"format {raw.get('format')}, expected {FORMAT}")
-            manifest = cls(files=files, **raw)
+            manifest = parse_record(cls, FileEntry, data, FORMAT)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BlobError(f"{where} is not a tritonkit manifest ({exc}); re-publish it") from exc
         problem = manifest.problem()
@@ -130,18 +168,9 @@ class Manifest:
             return f"model name {self.model!r} is not a folder name"
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             return f"version {self.version!r} is not a positive integer"
-        seen: set[str] = set()
-        for f in self.files:
-            why = check_relative_path(f.path)
-            if why:
-                return f"file path {f.path!r} {why}"
-            if f.path in seen:
-                return f"file path {f.path!r} is listed twice"
-            seen.add(f.path)
-            if not isinstance(f.sha256, str) or not SHA256_HEX.match(f.sha256):
-                return f"the SHA-256 of {f.path!r} is not 64 lowercase hex digits"
-            if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
-                return f"the size of {f.path!r} is not a byte count"
+        problem = files_problem(self.files, check_relative_path)
+        if problem:
+            return problem
         if self.decoder is not None:
             model, version = self.decoder.get("model"), self.decoder.get("version")
             if not safe_model_name(model) or not isinstance(version, int) or version < 1:

@@ -28,7 +28,7 @@ from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 from ._parallel import run_all
 from .errors import BlobError, ChecksumError, NothingPublished
 from .manifest import CONFIG, MANIFEST, RELEASES, SHA256_HEX, safe_model_name, sha256_file
-from .remote import RemoteModel, require_models
+from .remote import RemoteModel, add_decoders, require_models
 from .store import BlobStore
 from .versions import with_policy
 
@@ -72,17 +72,7 @@ def _selection(
                 f"(complete: {', '.join(map(str, rm.complete))})"
             )
         chosen.setdefault(name, set()).update([version] if version is not None else rm.complete)
-    for name in list(chosen):
-        for v in list(chosen[name]):
-            manifest = remote[name].versions[v].manifest
-            if manifest and manifest.decoder:  # the graph this version runs comes along
-                dec, dv = manifest.decoder["model"], int(manifest.decoder["version"])
-                if dec not in remote or dv not in remote[dec].complete:
-                    raise NothingPublished(
-                        f"{name} version {v} runs {dec} version {dv}, which is not complete "
-                        f"in {where}; publish the repository again"
-                    )
-                chosen.setdefault(dec, set()).add(dv)
+    add_decoders(remote, chosen, where, "publish the repository again")
     return {name: sorted(vs) for name, vs in sorted(chosen.items())}
 
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,11 +37,14 @@ from .manifest import (
     SHA256_HEX,
     SKIPPED_DIRS,
     Digests,
+    FileRecord,
     check_relative_path,
+    files_problem,
+    parse_record,
     safe_model_name,
     sha256_file,
 )
-from .remote import RemoteModel, require_models
+from .remote import RemoteModel, add_decoders, require_models
 from .store import BlobStore
 from .upload import Item, Uploader
 from .versions import with_policy
@@ -92,7 +95,7 @@ class ReleaseFile:
 
 
 @dataclass
-class Release:
+class Release(FileRecord):
     """``releases/R/release.json``."""
 
     release: int
@@ -103,13 +106,6 @@ class Release:
     source: str = ""  # account/container/prefix the versions were copied from
     format: int = RELEASE_FORMAT
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
-    def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1) + "\n").encode()
-
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Release:
         """Parse and check a ``release.json``.
@@ -118,11 +114,7 @@ class Release:
             ChecksumError: not a release this tritonkit can read, or an unsafe one.
         """
         try:
-            raw = json.loads(data)
-            files = [ReleaseFile(**f) for f in raw.pop("files")]
-            if raw.get("format") != RELEASE_FORMAT:
-                raise ValueError(f"format {raw.get('format')}, expected {RELEASE_FORMAT}")
-            release = cls(files=files, **raw)
+            release = parse_record(cls, ReleaseFile, data, RELEASE_FORMAT)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ChecksumError(f"{where} is not a tritonkit release.json ({exc})") from exc
         problem = release.problem()
@@ -151,19 +143,10 @@ class Release:
                 )
             ):
                 return f"the versions of {model} are not positive integers"
-        seen: set[str] = set()
-        for f in self.files:
-            why = _path_problem(f.path, self.models)
-            if why:
-                return f"file path {f.path!r} {why}"
-            if f.path in seen:
-                return f"file path {f.path!r} is listed twice"
-            seen.add(f.path)
-            if not isinstance(f.sha256, str) or not SHA256_HEX.match(f.sha256):
-                return f"the SHA-256 of {f.path!r} is not 64 lowercase hex digits"
-            if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
-                return f"the size of {f.path!r} is not a byte count"
-        missing = [m for m in self.models if f"{m}/{CONFIG}" not in seen]
+        problem = files_problem(self.files, lambda path: _path_problem(path, self.models))
+        if problem:
+            return problem
+        missing = [m for m in self.models if f"{m}/{CONFIG}" not in {f.path for f in self.files}]
         if missing:
             return f"it lists no {CONFIG} for {missing[0]}"
         return None
@@ -357,17 +340,7 @@ def _served(
                 f"{where} (incomplete or missing); promote a complete version (nothing written)"
             )
         chosen.setdefault(name, set()).update(served)
-    for name in list(chosen):
-        for v in sorted(chosen[name]):
-            manifest = remote[name].versions[v].manifest
-            if manifest and manifest.decoder:
-                dec, dv = manifest.decoder["model"], int(manifest.decoder["version"])
-                if dec not in remote or dv not in remote[dec].complete:
-                    raise NothingPublished(
-                        f"{name} version {v} runs {dec} version {dv}, which is not complete "
-                        f"in {where} (nothing written)"
-                    )
-                chosen.setdefault(dec, set()).add(dv)
+    add_decoders(remote, chosen, where, "publish it again (nothing written)")
     if not chosen:
         raise NothingPublished(f"no model serves a version in {where}; nothing to release")
     return chosen

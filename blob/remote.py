@@ -173,3 +173,25 @@ def require_models(
             "or publish one with `tritonkit publish`"
         )
     return found
+
+
+def add_decoders(
+    remote: dict[str, RemoteModel], chosen: dict[str, set[int]], where: str, then: str
+) -> None:
+    """Add to ``chosen`` the decoder version each chosen entry version runs (its manifest's
+    ``decoder``): the graph a version runs comes along with it.
+
+    Raises:
+        NothingPublished: that decoder version is not complete (``then`` says what to do).
+    """
+    for name in list(chosen):
+        for v in sorted(chosen[name]):
+            manifest = remote[name].versions[v].manifest
+            if manifest and manifest.decoder:
+                dec, dv = manifest.decoder["model"], int(manifest.decoder["version"])
+                if dec not in remote or dv not in remote[dec].complete:
+                    raise NothingPublished(
+                        f"{name} version {v} runs {dec} version {dv}, which is not complete "
+                        f"in {where}; {then}"
+                    )
+                chosen.setdefault(dec, set()).add(dv)
