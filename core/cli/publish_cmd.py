@@ -281,9 +281,8 @@ def _pull_release(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         expect_sha256=args.expect_release_sha256,
     )
-    print(f"{'model':16} {'versions':>10}")
-    for model, versions in result.versions.items():
-        print(f"{model:16} {','.join(map(str, versions)):>10}")
+    table = [(model, ",".join(map(str, vs))) for model, vs in result.versions.items()]
+    print(render(("model", "versions"), table, align="lr"))
     print(
         f"\npulled release {result.release} ({result.files} files) into {result.output} in "
         f"{result.seconds:.1f}s: downloaded {human(result.bytes_downloaded)}, reused "

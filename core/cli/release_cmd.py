@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tritonkit.table import render
+
 from .publish_cmd import add_location_args, human, store_from_args
 
 HELP = """\
@@ -96,14 +98,19 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no releases in {store.where}; make one with `tritonkit release create`")
         return 0
-    print(f"{'release':>7}  {'state':10} {'created':25} {'size':>10}  {'sha256':64}  models")
-    for r in rows:
-        state = "complete" if r.complete else "incomplete"
-        size = human(r.size) if r.complete else "-"
-        print(
-            f"{r.number:>7}  {state:10} {r.created_at or '-':25} {size:>10}  "
-            f"{r.sha256 or '-':64}  {_versions(r.models) or r.problem or '-'}"
+    table = [
+        (
+            r.number,
+            "complete" if r.complete else "incomplete",
+            r.created_at or None,
+            human(r.size) if r.complete else None,
+            r.sha256 or None,
+            _versions(r.models) or r.problem or None,
         )
+        for r in rows
+    ]
+    headers = ("release", "state", "created", "size", "release.json SHA-256", "models")
+    print(render(headers, table, align="rllrll"))
     return 0
 
 
