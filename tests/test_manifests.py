@@ -382,11 +382,14 @@ def test_help_teaches_with_examples(capsys):
 )
 def test_create_cluster_script_passes_shellcheck_and_has_what_the_manifests_need(tmp_path):
     script = ROOT / "deploy" / "aks" / "create_cluster.sh"
-    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    # -x follows the shared deploy/azure/storage.sh (paths are relative to the checkout)
+    result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True,
+                            cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stdout
     broken = tmp_path / "broken.sh"
     broken.write_text(script.read_text().replace('"${CLUSTER}"', "$CLUSTER", 1))
-    assert subprocess.run(["shellcheck", str(broken)], capture_output=True).returncode != 0
+    bad = subprocess.run(["shellcheck", "-x", str(broken)], capture_output=True, cwd=ROOT)
+    assert bad.returncode != 0
     text = script.read_text()
     for needed in ("set -euo pipefail", "--enable-oidc-issuer", "--enable-workload-identity",
                    "--enable-keda", "sku=gpu:NoSchedule", "nvidia-device-plugin",

@@ -117,29 +117,33 @@ def add_parsers(targets: Any) -> None:
     a.set_defaults(handler=_azureml)
 
 
-def _release(args: argparse.Namespace) -> Any:
-    from tritonkit.deploy.release_ref import ReleaseRef
-
-    return ReleaseRef(
-        release=args.release,
-        container=args.container,
-        account_url=args.account_url,
-        prefix=args.prefix,
-        sha256=args.release_sha256,
-    )
-
-
-def _models(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The models to load and the entry models: --repository's, else the demo's."""
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options both targets take: the release, the image, the models."""
     from tritonkit.deploy.release_ref import (
         DEMO_ENTRY_MODELS,
         DEMO_MODELS,
+        ReleaseRef,
         models_in_repository,
     )
 
-    if not args.repository:
-        return DEMO_MODELS, DEMO_ENTRY_MODELS
-    return models_in_repository(Path(args.repository))
+    models, entry = (
+        models_in_repository(Path(args.repository))
+        if args.repository
+        else (DEMO_MODELS, DEMO_ENTRY_MODELS)
+    )
+    return {
+        "release": ReleaseRef(
+            release=args.release,
+            container=args.container,
+            account_url=args.account_url,
+            prefix=args.prefix,
+            sha256=args.release_sha256,
+        ),
+        "image": args.image,
+        "previous_release": args.previous_release,
+        "models": models,
+        "entry_models": entry,
+    }
 
 
 def _emit(files: dict[str, str], args: argparse.Namespace, steps: str) -> int:
@@ -171,10 +175,8 @@ def _kserve(args: argparse.Namespace) -> int:
     from tritonkit.deploy.validate import validate_manifests
     from tritonkit.deploy.yamlio import dump
 
-    models, entry_models = _models(args)
     opts = KServeOptions(
-        release=_release(args),
-        image=args.image,
+        **_common_options(args),
         namespace=args.namespace,
         name=args.name,
         min_replicas=args.min_replicas,
@@ -182,14 +184,11 @@ def _kserve(args: argparse.Namespace) -> int:
         gpu_type=args.gpu_type,
         gpus_per_replica=args.gpus,
         client_id=args.client_id,
-        previous_release=args.previous_release,
         waiting_per_replica=args.waiting_per_replica,
         prometheus_url=args.prometheus_url or DEFAULT_PROMETHEUS,
         gateway_image=args.gateway_image,
         gateway_min_replicas=args.gateway_replicas,
         gateway_max_replicas=args.gateway_max_replicas,
-        models=models,
-        entry_models=entry_models,
     )
     objects = kserve_manifests(opts)
     validate_manifests(objects)
@@ -208,21 +207,16 @@ def _azureml(args: argparse.Namespace) -> int:
     )
     from tritonkit.deploy.yamlio import dump
 
-    models, entry_models = _models(args)
     opts = AzureMLOptions(
-        release=_release(args),
-        image=args.image,
+        **_common_options(args),
         endpoint=args.endpoint,
         slot=args.slot,
-        previous_release=args.previous_release,
         model_name=args.model_name,
         model_type=args.model_type,
         instance_type=args.instance_type,
         instance_count=args.instance_count,
         auth_mode=args.auth_mode,
         request_timeout_ms=args.request_timeout_ms,
-        models=models,
-        entry_models=entry_models,
     )
     docs = azureml_documents(opts)
     validate_azureml(docs)

@@ -42,21 +42,9 @@ step "resource group ${RESOURCE_GROUP} in ${LOCATION}"
 az group create --name "${RESOURCE_GROUP}" --location "${LOCATION}" --output none
 
 step "storage account ${STORAGE_ACCOUNT} and private container ${CONTAINER} (no shared keys)"
-if ! az storage account show --name "${STORAGE_ACCOUNT}" --resource-group "${RESOURCE_GROUP}" \
-    --output none 2>/dev/null; then
-  az storage account create --name "${STORAGE_ACCOUNT}" --resource-group "${RESOURCE_GROUP}" \
-    --location "${LOCATION}" --sku Standard_LRS --kind StorageV2 \
-    --min-tls-version TLS1_2 --allow-blob-public-access false \
-    --allow-shared-key-access false --output none
-fi
-storage_id="$(az storage account show --name "${STORAGE_ACCOUNT}" \
-  --resource-group "${RESOURCE_GROUP}" --query id --output tsv)"
-me="$(az ad signed-in-user show --query id --output tsv)"
-# You publish releases with your az login (data-plane rights; keys are disabled).
-az role assignment create --assignee-object-id "${me}" --assignee-principal-type User \
-  --role "Storage Blob Data Contributor" --scope "${storage_id}" --output none
-az storage container create --name "${CONTAINER}" --account-name "${STORAGE_ACCOUNT}" \
-  --auth-mode login --output none
+# shellcheck source=deploy/azure/storage.sh
+source "${ROOT}/deploy/azure/storage.sh"
+create_private_storage "${RESOURCE_GROUP}" "${LOCATION}" "${STORAGE_ACCOUNT}" "${CONTAINER}"
 
 step "container registry ${ACR}; tritonkit's Triton image built in Azure (no local Docker)"
 if ! az acr show --name "${ACR}" --resource-group "${RESOURCE_GROUP}" --output none 2>/dev/null; then
