@@ -27,24 +27,6 @@ def dump_all(documents: Iterable[Mapping[str, Any]]) -> str:
     return "---\n".join(dump(d) for d in documents)
 
 
-def load_all(text: str) -> list[dict[str, Any]]:
-    """The documents of a YAML stream (empty ones skipped).
-
-    Raises:
-        ManifestError: the text is not YAML, or a document is not a mapping.
-    """
-    import yaml
-
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"not YAML: {str(exc).splitlines()[0]}") from exc
-    for doc in docs:
-        if not isinstance(doc, dict):
-            raise ManifestError(f"a YAML document is a {type(doc).__name__}, not a mapping")
-    return docs
-
-
 def write_folder(files: Mapping[str, str], output: Path, force: bool = False) -> Path:
     """Write ``files`` (name -> text) into the folder ``output``, replacing it as a whole.
 
