@@ -11,7 +11,7 @@ OUT    ?= out
 $(STAMP): pyproject.toml Makefile scripts/install_azurite.sh scripts/install_perf_tools.sh scripts/install_deploy_tools.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[export,serve,azure,bench,gateway,dev]" --config-settings editable_mode=strict
+	$(BIN)/python -m pip install -q -e ".[export,serve,azure,bench,gateway,deploy,dev]" --config-settings editable_mode=strict
 	bash scripts/install_azurite.sh
 	bash scripts/install_perf_tools.sh
 	bash scripts/install_deploy_tools.sh

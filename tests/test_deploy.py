@@ -164,7 +164,10 @@ def test_scripts_pass_shellcheck_and_a_broken_one_does_not(tmp_path):
 
 
 def test_create_vm_script_makes_what_the_vm_needs():
+    # the storage part is shared with deploy/aks/create_cluster.sh
     text = (ROOT / "deploy" / "azure" / "create_vm.sh").read_text()
+    text += (ROOT / "deploy" / "azure" / "storage.sh").read_text()
+    assert 'source "${HERE}/storage.sh"' in text
     for needed in ("az vm create", "NvidiaGpuDriverLinux", "az storage account create",
                    "az storage container create", "az identity create",
                    '"Storage Blob Data Reader"', "--custom-data", "--assign-identity"):  # fmt: skip

@@ -1,4 +1,5 @@
-"""``tritonkit deploy``: the compose stack to a GPU VM over SSH (forwards to tritonkit.deploy)."""
+"""``tritonkit deploy``: the compose stack to a GPU VM over SSH, or manifests for KServe on
+AKS (``deploy kserve``) and Azure ML online endpoints (``deploy azureml``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ examples:
   tritonkit deploy --host azureuser@20.1.2.3 --ship-image --context gpu1
   tritonkit deploy --host azureuser@20.1.2.3 --cpu --ship-image
   tritonkit deploy --host azureuser@20.1.2.3 --down
+
+Beyond one VM: `tritonkit deploy kserve --help` (KServe on AKS: GPU replicas, KEDA,
+the gateway) and `tritonkit deploy azureml --help` (an Azure ML managed online endpoint).
 """
 
 
@@ -35,7 +39,7 @@ def add_parser(sub: Any) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", required=True, metavar="USER@VM", help="SSH destination")
+    p.add_argument("--host", metavar="USER@VM", help="SSH destination (required for the VM)")
     p.add_argument("--context", help="docker context name (default tritonkit-<vm>)")
     p.add_argument("--ship-image", action="store_true", help="build here, ship the image")
     p.add_argument("--project-dir", default=".", help="folder with compose.yaml and .env")
@@ -50,10 +54,21 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--down", action="store_true", help="stop the stack on the VM (volumes kept)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.set_defaults(handler=_run)
+    targets = p.add_subparsers(dest="target", metavar="TARGET", required=False)
+    from .deploy_manifests_cmd import add_parsers
+
+    add_parsers(targets)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tritonkit.deploy import plan_deploy, run_plan
+    from tritonkit.errors import UsageError
+
+    if not args.host:
+        raise UsageError(
+            "tritonkit deploy needs --host USER@VM (the compose stack over SSH), or a target: "
+            "tritonkit deploy kserve ... | tritonkit deploy azureml ... (see --help)"
+        )
 
     plan = plan_deploy(
         args.host,

@@ -27,20 +27,9 @@ step "resource group ${RESOURCE_GROUP} in ${LOCATION}"
 az group create --name "${RESOURCE_GROUP}" --location "${LOCATION}" --output none
 
 step "storage account ${STORAGE_ACCOUNT} and private container ${CONTAINER}"
-az storage account create --name "${STORAGE_ACCOUNT}" --resource-group "${RESOURCE_GROUP}" \
-  --location "${LOCATION}" --sku Standard_LRS --kind StorageV2 \
-  --min-tls-version TLS1_2 --allow-blob-public-access false \
-  --allow-shared-key-access false --output none
-# No account keys: everything authenticates with Entra ID (your az login to publish, the
-# VM's managed identity to read), so no key exists that could read or write the account.
-storage_id="$(az storage account show --name "${STORAGE_ACCOUNT}" \
-  --resource-group "${RESOURCE_GROUP}" --query id --output tsv)"
-# You publish with your az login: data-plane rights on the account (keys are disabled).
-me="$(az ad signed-in-user show --query id --output tsv)"
-az role assignment create --assignee-object-id "${me}" --assignee-principal-type User \
-  --role "Storage Blob Data Contributor" --scope "${storage_id}" --output none
-az storage container create --name "${CONTAINER}" --account-name "${STORAGE_ACCOUNT}" \
-  --auth-mode login --output none
+# shellcheck source=deploy/azure/storage.sh
+source "${HERE}/storage.sh"
+create_private_storage "${RESOURCE_GROUP}" "${LOCATION}" "${STORAGE_ACCOUNT}" "${CONTAINER}"
 
 step "managed identity ${IDENTITY} with read access to the container"
 az identity create --name "${IDENTITY}" --resource-group "${RESOURCE_GROUP}" --output none
