@@ -32,6 +32,30 @@ from .errors import BlobError
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
 RELEASES = "releases"  # PREFIX/releases/: reserved for release.py, never a model
+MAX_RELEASE = 999_999
+
+
+def release_folder(number: int) -> str:
+    """The folder of release ``number`` under ``PREFIX/releases/``: six digits, zero-padded.
+
+    Fixed width, because KServe's storage initializer and Azure ML download every blob
+    whose name *starts with* the path they are given: with plain numbers, releases/1 would
+    also bring releases/10 to releases/19.
+
+    Raises:
+        ValueError: ``number`` is not in 1..999999.
+    """
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_RELEASE:
+        raise ValueError(f"a release number is a whole number in 1..{MAX_RELEASE}, got {number!r}")
+    return f"{number:06d}"
+
+
+def release_number(folder: str) -> int | None:
+    """The number a release folder name stands for, or None when it is not one (only the
+    canonical six-digit form counts: "7" and "0000007" are not release folders)."""
+    return int(folder) if re.fullmatch(r"[0-9]{6}", folder) and folder != "000000" else None
+
+
 DECODER_REF = "decoder.json"  # tritonkit.model_repository.build.DECODER_REF
 FORMAT = 1
 HASH_CHUNK = 4 * 1024 * 1024

@@ -27,7 +27,15 @@ from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from ._parallel import run_all
 from .errors import BlobError, ChecksumError, NothingPublished
-from .manifest import CONFIG, MANIFEST, RELEASES, SHA256_HEX, safe_model_name, sha256_file
+from .manifest import (
+    CONFIG,
+    MANIFEST,
+    RELEASES,
+    SHA256_HEX,
+    release_folder,
+    safe_model_name,
+    sha256_file,
+)
 from .remote import RemoteModel, add_decoders, require_models
 from .store import BlobStore
 from .versions import with_policy
@@ -183,8 +191,8 @@ def pull_release(
         raise UsageError("--concurrency must be >= 1")
     check_output_dir(output, force)
     store.check()
-    where = store.name(RELEASES, number, RELEASE_JSON)
-    got = store.read(RELEASES, number, RELEASE_JSON)
+    where = store.name(RELEASES, release_folder(number), RELEASE_JSON)
+    got = store.read(RELEASES, release_folder(number), RELEASE_JSON)
     if got is None:
         raise NothingPublished(
             f"release {number} is not complete in {store.where} (no {where}); "
@@ -200,7 +208,7 @@ def pull_release(
         raise ChecksumError(f"{where} names release {release.release}; nothing was pulled")
     result = PullResult(output, release.models, release.models, release=number)
     result.release_sha256 = digest
-    inside = BlobStore(store.client, store.name(RELEASES, number))
+    inside = BlobStore(store.client, store.name(RELEASES, release_folder(number)))
     wanted = [(f.path, f.size, f.sha256) for f in release.files]
     with _staged_pull(output) as (stage, cache):
         _assemble(inside, wanted, stage, cache, output, concurrency, progress, result)

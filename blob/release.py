@@ -33,6 +33,7 @@ from .errors import BlobError, ChecksumError, NothingPublished, VersionConflict
 from .manifest import (
     CONFIG,
     MANIFEST,
+    MAX_RELEASE,
     RELEASES,
     SHA256_HEX,
     SKIPPED_DIRS,
@@ -41,6 +42,8 @@ from .manifest import (
     check_relative_path,
     files_problem,
     parse_record,
+    release_folder,
+    release_number,
     safe_model_name,
     sha256_file,
 )
@@ -80,9 +83,9 @@ def check_sha256(digest: str | None, flag: str) -> None:
 def check_number(number: int | None) -> None:
     """Raises: UsageError: ``number`` is not a positive integer."""
     if number is not None and (
-        isinstance(number, bool) or not isinstance(number, int) or number < 1
+        isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_RELEASE
     ):
-        raise UsageError(f"a release number is a positive integer, got {number!r}")
+        raise UsageError(f"a release number is a whole number in 1..{MAX_RELEASE}, got {number!r}")
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,8 @@ def verify_release_dir(path: str | Path, sha256: str | None = None) -> Release:
         if item.is_dir() and not item.is_symlink():
             if len(rel.parts) == 1 and key not in release.models:
                 hint = (
-                    f" (KServe's storage initializer lists blobs by prefix, so releases/"
-                    f"{release.release} also brought releases/{release.release}{key}: download "
-                    f"releases/{release.release}/ by itself)"
+                    " (a folder of another release? download releases/"
+                    f"{release_folder(release.release)}/ by itself)"
                     if key.isdigit()
                     else ""
                 )
@@ -255,11 +257,12 @@ def _numbers(store: BlobStore) -> tuple[set[int], set[int]]:
     used, complete = set(), set()
     for name in store.names(RELEASES):
         head, _, rest = name[len(RELEASES) + 1 :].partition("/")
-        if head.isdigit() and rest:
-            used.add(int(head))
+        number = release_number(head)
+        if number is not None and rest:
+            used.add(number)
             if rest == RELEASE_JSON:
-                complete.add(int(head))
-        elif head == CLAIMS and rest.isdigit():
+                complete.add(number)
+        elif head == CLAIMS and release_number(rest) is not None:
             used.add(int(rest))
     return used, complete
 
@@ -276,12 +279,14 @@ def list_releases(store: BlobStore) -> list[ReleaseRow]:
     def row(number: int) -> ReleaseRow:
         if number not in complete:
             return ReleaseRow(number, False)
-        got = store.read(RELEASES, number, RELEASE_JSON)
+        got = store.read(RELEASES, release_folder(number), RELEASE_JSON)
         if got is None:
             return ReleaseRow(number, False)
         digest = hashlib.sha256(got[0]).hexdigest()
         try:
-            r = Release.from_json(got[0], store.name(RELEASES, number, RELEASE_JSON))
+            r = Release.from_json(
+                got[0], store.name(RELEASES, release_folder(number), RELEASE_JSON)
+            )
         except ChecksumError as exc:
             return ReleaseRow(number, False, sha256=digest, problem=str(exc))
         if r.release != number:
@@ -405,12 +410,12 @@ def _claim(store: BlobStore, number: int | None) -> tuple[int, int]:
                 f"release {number} already exists in {store.where}: releases are immutable; "
                 f"create release {max(used) + 1} instead (omit --version)"
             )
-        store.write(body, RELEASES, CLAIMS, number, create_only=True)
+        store.write(body, RELEASES, CLAIMS, release_folder(number), create_only=True)
         return number, len(body)
     candidate = max(used, default=0) + 1
     for _ in range(CLAIM_RETRIES):
         try:
-            store.write(body, RELEASES, CLAIMS, candidate, create_only=True)
+            store.write(body, RELEASES, CLAIMS, release_folder(candidate), create_only=True)
             return candidate, len(body)
         except VersionConflict:
             candidate += 1  # another creator took it: never share a number
@@ -475,24 +480,24 @@ def create_release(
                 )
 
         for item, _ in plan.copies:
-            item.dest = (RELEASES, number, *item.dest[2:])
+            item.dest = (RELEASES, release_folder(number), *item.dest[2:])
             items.append(item)
         run_all(copy, plan.copies, concurrency, "tritonkit-release")
         uploader.verify(items)
     finally:
         uploader.close()
     for path, data in plan.written.items():
-        store.write(data, RELEASES, number, path, create_only=True)
+        store.write(data, RELEASES, release_folder(number), path, create_only=True)
         written += len(data)
     release = Release(number, _now(), __version__, plan.models, plan.files, store.where)
     data = release.to_json()
-    store.write(data, RELEASES, number, RELEASE_JSON, create_only=True)
+    store.write(data, RELEASES, release_folder(number), RELEASE_JSON, create_only=True)
     url = store.client.url.split("?")[0].rstrip("/")
     return ReleaseResult(
         number,
         hashlib.sha256(data).hexdigest(),
-        f"{store.where}/{RELEASES}/{number}",
-        f"{url}/{store.name(RELEASES, number)}",
+        f"{store.where}/{RELEASES}/{release_folder(number)}",
+        f"{url}/{store.name(RELEASES, release_folder(number))}",
         plan.models,
         files=len(plan.files),
         size=release.size,

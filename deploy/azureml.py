@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonkit.blob.manifest import release_folder
+
 from .errors import ManifestError
 from .release_ref import DEMO_ENTRY_MODELS, DEMO_MODELS, ReleaseRef, check_image, check_models
 
@@ -142,8 +144,8 @@ def deployment_doc(
     entry = opts.entry_models[0]
     env: dict[str, str] = {
         # Azure ML mounts a folder model under model_mount_path keeping its own name
-        # (the release number), as in Azure's custom-container examples.
-        "MODEL_REPOSITORY": f"{MOUNT}/{release}",
+        # (the release folder), as in Azure's custom-container examples.
+        "MODEL_REPOSITORY": f"{MOUNT}/{release_folder(release)}",
         "MODEL_NAME": entry,
         # Secret injection (preview): the value comes from a workspace connection when the
         # container starts; it is never in this file.

@@ -24,7 +24,6 @@ PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.IGNORECASE)
-MAX_RELEASE = 10**9
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,8 @@ class ReleaseRef:
         """
         if isinstance(self.release, bool) or not isinstance(self.release, int):
             raise ManifestError(f"release {self.release!r} is not a whole number")
+        from tritonkit.blob.manifest import MAX_RELEASE
+
         if not 1 <= self.release <= MAX_RELEASE:
             raise ManifestError(f"release {self.release} is out of range (1..{MAX_RELEASE})")
         if not ACCOUNT_URL_RE.match(self.account_url):
@@ -71,9 +72,12 @@ class ReleaseRef:
 
     @property
     def path(self) -> str:
-        """``PREFIX/releases/R`` inside the container."""
+        """``PREFIX/releases/RRRRRR`` inside the container (the release folder, six digits)."""
+        from tritonkit.blob.manifest import RELEASES, release_folder
+
+        folder = f"{RELEASES}/{release_folder(self.release)}"
         prefix = self.prefix.strip("/")
-        return f"{prefix}/releases/{self.release}" if prefix else f"releases/{self.release}"
+        return f"{prefix}/{folder}" if prefix else folder
 
     @property
     def url(self) -> str:

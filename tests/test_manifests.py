@@ -65,7 +65,7 @@ def test_inference_service_serves_the_pinned_release_on_the_gpu_pool(objects):
     assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
     pred = isvc["spec"]["predictor"]
     model = pred["model"]
-    assert model["storageUri"] == f"{ACCOUNT}/models/team/llm/releases/7"
+    assert model["storageUri"] == f"{ACCOUNT}/models/team/llm/releases/000007"
     assert {"name": "TRITONKIT_RELEASE_SHA256", "value": SHA} in model["env"]
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pred["nodeSelector"] == {"node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"}
@@ -260,7 +260,7 @@ def test_azureml_documents_load_in_azure_ai_ml():
     validate_azureml(docs)
     assert set(docs) == {"model-r7.yml", "model-r6.yml", "endpoint.yml",
                          "deployment-green.yml", "deployment-blue.yml"}  # fmt: skip
-    assert docs["model-r7.yml"]["path"] == f"{ACCOUNT}/models/team/llm/releases/7"
+    assert docs["model-r7.yml"]["path"] == f"{ACCOUNT}/models/team/llm/releases/000007"
     assert docs["model-r7.yml"]["type"] == "custom_model"
     green = docs["deployment-green.yml"]
     assert green["model"] == "azureml:tritonkit-repository:7"
@@ -316,7 +316,7 @@ def test_kserve_dry_run_prints_valid_yaml_and_no_secret(capsys):
     docs = [d for d in yaml.safe_load_all(out) if d]
     validate_manifests(docs)
     isvc = next(d for d in docs if d["kind"] == "InferenceService")
-    assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/team/llm/releases/7")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/team/llm/releases/000007")
     assert not any(d["kind"] == "Secret" for d in docs)
     assert "openssl rand" not in out  # secret commands go to stderr, values never anywhere
     assert "kubectl create secret generic tritonkit-triton-admin" in err

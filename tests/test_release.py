@@ -29,6 +29,7 @@ from tritonkit.blob import (
     pull_release,
     verify_release_dir,
 )
+from tritonkit.blob.manifest import release_folder
 from tritonkit.blob.versions import with_policy
 from tritonkit.cli import run
 from tritonkit.client import LLMClient
@@ -92,7 +93,7 @@ def released(azurite: Any, blob_repos: dict[str, Path]) -> dict[str, Any]:
     counted.reset()
     first = create_release(store)
     traffic = (counted.sent, counted.received)
-    before = snapshot(store, "releases/1")
+    before = snapshot(store, "releases/000001")
     publish_repository(blob_repos["b"], store, promote=False)
     promote(store, "llm")
     second = create_release(store)
@@ -103,8 +104,8 @@ def released(azurite: Any, blob_repos: dict[str, Path]) -> dict[str, Any]:
 def test_release_copies_the_served_versions_server_side(released: dict[str, Any]) -> None:
     store, first = released["store"], released["first"]
     assert first.number == 1 and first.models == {m: [1] for m in sorted(MODELS)}
-    assert first.storage_uri.endswith("/team/tiny/releases/1")
-    doc = store.read("releases", 1, "release.json")[0]
+    assert first.storage_uri.endswith("/team/tiny/releases/000001")
+    doc = store.read("releases", release_folder(1), "release.json")[0]
     assert hashlib.sha256(doc).hexdigest() == first.sha256
     release = json.loads(doc)
     assert release["release"] == 1 and release["format"] == 1 and release["tritonkit_version"]
@@ -112,12 +113,12 @@ def test_release_copies_the_served_versions_server_side(released: dict[str, Any]
     files = {f["path"]: f for f in release["files"]}
     copied = 0
     for model in MODELS:
-        assert pinned(store.read("releases", 1, model, "config.pbtxt")[0]) == [1]
+        assert pinned(store.read("releases", release_folder(1), model, "config.pbtxt")[0]) == [1]
         manifest = json.loads(store.read(model, 1, "manifest.json")[0])
         for entry in manifest["files"]:
             path = f"{model}/1/{entry['path']}"
             assert (files[path]["size"], files[path]["sha256"]) == (entry["size"], entry["sha256"])
-            props = store.blob("releases", 1, path).get_blob_properties()
+            props = store.blob("releases", release_folder(1), path).get_blob_properties()
             assert props.copy.status == "success"  # a Copy Blob inside the account
             assert props.copy.source.split("?")[0].endswith(store.name(model, 1, entry["path"]))
             assert props.size == entry["size"]
@@ -138,11 +139,11 @@ def test_release_1_stays_as_it_was_and_release_2_pins_the_promoted_versions(
     released: dict[str, Any],
 ) -> None:
     store, first, second = released["store"], released["first"], released["second"]
-    assert snapshot(store, "releases/1") == released["before"]  # byte for byte, etc.
+    assert snapshot(store, "releases/000001") == released["before"]  # byte for byte, etc.
     assert second.number == 2
     assert second.models == {"llm": [2], "llm_decoder": [2], "llm_sync": [1]}
-    assert pinned(store.read("releases", 2, "llm", "config.pbtxt")[0]) == [2]
-    assert not store.names("releases/2/llm/1")  # only what is served
+    assert pinned(store.read("releases", release_folder(2), "llm", "config.pbtxt")[0]) == [2]
+    assert not store.names("releases/000002/llm/1")  # only what is served
     rows = list_releases(store)
     assert [(r.number, r.complete, r.sha256) for r in rows] == [
         (1, True, first.sha256), (2, True, second.sha256),
@@ -194,7 +195,7 @@ BROKEN = {
     "flipped byte": _flip_byte,
     "extra file": lambda d: (d / "llm" / "1" / "evil.py").write_text("x") and "not part of",
     "extra model": lambda d: (d / "other").mkdir() or "a folder release 1 does not list",
-    "prefix neighbour": lambda d: (d / "0").mkdir() or "releases/10",
+    "another release's folder": lambda d: (d / "0").mkdir() or "releases/000001/ by itself",
     "missing file": lambda d: (d / "llm" / "config.pbtxt").unlink() or "is missing",
 }
 
@@ -242,7 +243,7 @@ def test_hostile_inputs_write_nothing(
     for model in ("../llm", "releases", "a/b"):
         with pytest.raises(UsageError, match="--model"):
             create_release(store, models=[model])
-    with pytest.raises(UsageError, match="positive integer"):
+    with pytest.raises(UsageError, match=r"whole number in 1\.\.999999"):
         create_release(store, number=0)
     assert names(store) == before
     # A served version without a manifest; a manifest naming a blob that is missing.
@@ -268,7 +269,9 @@ def test_incomplete_release_is_listed_never_pulled_and_its_number_never_reused(
     released: dict[str, Any], tmp_path: Path
 ) -> None:
     store = released["store"]
-    store.write(b"left by a creator that died", "releases", 3, "llm", "config.pbtxt")
+    store.write(
+        b"left by a creator that died", "releases", release_folder(3), "llm", "config.pbtxt"
+    )
     rows = {r.number: r for r in list_releases(store)}
     assert not rows[3].complete and rows[1].complete
     with pytest.raises(NothingPublished, match="release 3 is not complete"):
@@ -288,7 +291,10 @@ def test_release_commands(
     out = capsys.readouterr().out
     digest = out.split("TRITONKIT_RELEASE_SHA256): ")[1].strip()
     assert "release 9: llm:2 llm_decoder:2 llm_sync:1" in out
-    assert hashlib.sha256(store.read("releases", 9, "release.json")[0]).hexdigest() == digest
+    assert (
+        hashlib.sha256(store.read("releases", release_folder(9), "release.json")[0]).hexdigest()
+        == digest
+    )
     assert run(["release", "list", *where]) == 0
     assert digest in capsys.readouterr().out
     target = tmp_path / "r9"
@@ -299,3 +305,17 @@ def test_release_commands(
     assert "release 9 verified" in capsys.readouterr().out
     with pytest.raises(UsageError, match="leave out --model"):
         run([*pull, "--model", "llm"])
+
+
+def test_release_folders_are_fixed_width_so_none_is_a_prefix_of_another() -> None:
+    from tritonkit.blob.manifest import release_number
+
+    folders = [release_folder(n) for n in (1, 2, 10, 19, 100, 999_999)]
+    assert folders[0] == "000001"
+    assert not any(a != b and b.startswith(a) for a in folders for b in folders)
+    assert [release_number(f) for f in folders] == [1, 2, 10, 19, 100, 999_999]
+    for not_a_release in ("1", "0000001", "000000", "00001a", ".claims"):
+        assert release_number(not_a_release) is None
+    for bad in (0, -1, 1_000_000, True, 1.0):
+        with pytest.raises(ValueError):
+            release_folder(bad)  # type: ignore[arg-type]

@@ -135,7 +135,10 @@ az identity federated-credential create --name "tritonkit-${CLUSTER}" \
 cat <<NEXT
 
 done. Next (see README, "Beyond one VM"):
-  tritonkit release ... --container ${CONTAINER} --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net
+  tritonkit publish --repository out/model_repository --container ${CONTAINER} \\
+      --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net
+  tritonkit release create --container ${CONTAINER} \\
+      --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net   # prints R and its SHA-256
   tritonkit deploy kserve --release R --release-sha256 HEX --container ${CONTAINER} \\
       --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net \\
       --image ${ACR}.azurecr.io/tritonkit-triton:${IMAGE_TAG} --namespace ${NAMESPACE} \\
