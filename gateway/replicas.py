@@ -300,6 +300,10 @@ class ReplicaPool:
             if isinstance(exc, ConnectionFailed) and not is_restricted(exc):
                 replica.set_up(False, str(exc))
                 self._schedule_probe(replica)
+                # Text has gone out: a broken stream (502 event), not an unreachable Triton.
+                raise ServerStreamError(
+                    f"Triton replica {replica.url} went away mid-stream: {exc}"
+                ) from exc
             raise
         finally:
             await events.aclose()
