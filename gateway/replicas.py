@@ -431,7 +431,7 @@ class ReplicaPool:
         self._resolved_at = time.monotonic()
         try:
             urls = list(await self._resolver(host, port))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # gaierror; UnicodeError for a bad name
             log.warning("cannot resolve %s (keeping %d replicas): %s", host, len(self), exc)
             return [], []
         return self.apply_addresses(urls)
