@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tritonkit.errors import UsageError
 
-from .replicas import split_host_port
+from .discovery import split_host_port
 
 DEFAULT_PORT = 9000
 DEFAULT_MAX_CONCURRENT = 128  # generations in flight; one more gets 429

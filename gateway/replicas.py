@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -44,12 +43,12 @@ from tritonkit.client.errors import (
 )
 from tritonkit.client.results import GenerationResult
 
+from .discovery import Resolver, diff_addresses, resolve, split_host_port
 from .http_errors import APIError, is_restricted
 from .metrics import GatewayMetrics
 from .request_context import log
 
 T = TypeVar("T")
-Resolver = Callable[[str, int], Awaitable[Iterable[str]]]
 
 PROBE_MIN_S = 0.5  # first re-probe of a replica marked down
 PROBE_MAX_S = 5.0  # the backoff doubles up to this
@@ -512,40 +511,3 @@ class ReplicaPool:
 def _replica_fault(exc: ClientError) -> bool:
     """Whether ``exc`` counts against the replica (not the request's own fault)."""
     return isinstance(exc, ConnectionFailed | Timeout | ServerStreamError)
-
-
-def diff_addresses(current: Iterable[str], resolved: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(added, removed): the ``resolved`` urls not in ``current``, the ``current`` ones not
-    in ``resolved``, each in its list's order."""
-    now, new = list(current), list(resolved)
-    return [u for u in new if u not in now], [u for u in now if u not in new]
-
-
-def split_host_port(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port).
-
-    Raises:
-        ValueError: no port, a port that is not 1-65535, or an empty host.
-    """
-    host, sep, port = value.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    if any(c.isspace() or c in "/@?#" for c in host):
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    return host, int(port)
-
-
-def host_port(address: str, port: int) -> str:
-    """``ADDRESS:PORT``, with brackets around an IPv6 address."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    """Every A and AAAA address of ``host`` as ``ADDRESS:PORT``, sorted.
-
-    Raises:
-        OSError: the lookup failed (socket.gaierror).
-    """
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({host_port(str(info[4][0]), port) for info in infos})

@@ -28,7 +28,8 @@ from servers import TOY_REPOSITORY, toy_server, wait_until
 
 from tritonkit.errors import UsageError
 from tritonkit.gateway import GatewayConfig, GatewayServer
-from tritonkit.gateway.replicas import ReplicaPool, diff_addresses, split_host_port
+from tritonkit.gateway.discovery import diff_addresses, split_host_port
+from tritonkit.gateway.replicas import ReplicaPool
 from tritonkit.serve import TritonServer, free_ports
 
 PIECE_DELAY_S = "0.02"  # one word per 20 ms: 8 words take ~0.2 s, so requests overlap
