@@ -3,10 +3,12 @@
     GET  /v1/models, /v1/models/{id}     the ready entry models (see ``catalog``)
     POST /v1/completions                 prompt -> text, streamed (SSE) or not
     POST /v1/chat/completions            messages -> chat template -> text
-    GET  /health                         200 when the gateway is up and Triton is ready
+    GET  /health                         200 when the gateway is up and a Triton replica is ready
     GET  /metrics                        the gateway's Prometheus metrics (its own key, if set)
 
-Each generation is one gRPC stream to the entry model through ``AsyncLLMClient``. A
+Each generation is one gRPC stream to the entry model on one Triton replica, the one
+with the fewest in flight (``replicas``: retried on another while the replica fails
+before its first response; after it, an error event ends the stream). A
 request is checked in this order: body size (413), API key (401), JSON body, parameters
 and prompt length (400), concurrency limits (429), model (404), chat template (400, off
 the event loop: ``rendering``), then Triton (its own 400 message, 503 when down). Every
@@ -45,6 +47,7 @@ from .http_errors import APIError, bad_request, from_client_error, internal
 from .metrics import GatewayMetrics, MetricsMiddleware
 from .openai_format import DONE, Kind, ResponseWriter, sse, usage
 from .rendering import TemplateRenderer
+from .replicas import ReplicaPool
 from .request_context import RequestContextMiddleware, log
 from .schemas import ChatCompletionRequest, CompletionRequest, parse_body
 
@@ -58,22 +61,29 @@ def create_app(config: GatewayConfig) -> FastAPI:
         UsageError: a setting is invalid, or a ``tokenizers`` folder cannot be read.
     """
     config.check()
+    metrics = GatewayMetrics()
+    pool = ReplicaPool(
+        config.replica_urls,
+        discover=config.triton_discover,
+        discover_interval_s=config.discover_interval_s,
+        headers=config.triton_headers,
+        timeout_s=config.timeout_s,
+        metrics=metrics,
+    )
     catalog = ModelCatalog(
-        config.triton_url,
+        pool,
         model_map=config.model_map,
         repository=config.repository,
         tokenizers=config.tokenizers,
-        headers=config.triton_headers,
-        timeout_s=config.timeout_s,
         refresh_s=config.refresh_s,
     )
-    gateway = _Gateway(catalog, KeyChecker(config.api_keys), GatewayMetrics(), config)
+    gateway = _Gateway(catalog, pool, KeyChecker(config.api_keys), metrics, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         gateway.renderer.close()
-        await catalog.close()
+        await pool.close()
 
     # No /docs or /openapi.json: the gateway is the one public port.
     app = FastAPI(
@@ -107,11 +117,13 @@ class _Gateway:
     def __init__(
         self,
         catalog: ModelCatalog,
+        pool: ReplicaPool,
         keys: KeyChecker,
         metrics: GatewayMetrics,
         config: GatewayConfig,
     ) -> None:
         self.catalog = catalog
+        self.pool = pool
         self.keys = keys
         self.metrics = metrics
         self.config = config
@@ -137,15 +149,26 @@ class _Gateway:
         return await self._generate(request, "chat")
 
     async def health(self) -> dict[str, Any]:
-        url = self.config.triton_url
-        if not await self.catalog.admin.is_ready():
+        asked: list[str] = []
+
+        async def ready(admin: AsyncLLMClient) -> bool:
+            asked.append(admin.url)
+            return await admin.is_ready()
+
+        if not await self.pool.admin_call(ready):
             raise APIError(
                 503,
-                f"Triton at {url} is up but not ready: its models are still loading or failed",
+                f"Triton at {asked[-1]} is up but not ready: its models are still loading or "
+                "failed",
                 type="server_error",
                 code="triton_unavailable",
             )
-        return {"status": "ok", "triton": url}
+        return {
+            "status": "ok",
+            "triton": asked[-1],
+            "replicas": len(self.pool),
+            "replicas_up": self.pool.up_count,
+        }
 
     async def render_metrics(self, request: Request) -> Response:
         if not self.metrics_keys.allows(presented_key(request.headers)):
@@ -181,18 +204,16 @@ class _Gateway:
                 prompt, echo = await self._chat_prompt(request, model, messages), ""
             else:
                 echo = prompt if body.echo else ""
-            client = self.catalog.client(model)
             writer = ResponseWriter(kind, body.model, include_usage=body.include_usage)
             params = body.generation_kwargs()
             if body.stream:
-                response = await self._stream(
-                    request, client, prompt, params, writer, echo, received, slot
-                )
+                events = self.pool.stream_events(model.triton_model, prompt, **params)
+                response = await self._stream(request, events, writer, echo, received, slot)
                 handed_over = True
                 return response
             try:
                 result = await until_disconnected(
-                    request.receive, client.generate(prompt, **params)
+                    request.receive, self.pool.generate(model.triton_model, prompt, **params)
                 )
             except ClientDisconnected:
                 self.metrics.disconnects.inc()
@@ -207,15 +228,12 @@ class _Gateway:
     async def _stream(
         self,
         request: Request,
-        client: AsyncLLMClient,
-        prompt: str,
-        params: dict[str, Any],
+        events: AsyncGenerator[StreamChunk, None],
         writer: ResponseWriter,
         echo: str,
         received: float,
         slot: Slot,
     ) -> Response:
-        events = client.stream_events(prompt, **params)
         # Wait for Triton's first answer before choosing the status: a rejected request
         # still gets its 400 (or 404, 503) rather than a 200 with an error inside.
         try:

@@ -7,6 +7,7 @@ exactly the mapped ids are served, each while its Triton model is READY. The lis
 read from Triton and trusted for ``refresh_s`` seconds; an id not in it makes one fresh
 read (at most once a second) before the 404.
 
+Every question goes to one healthy replica (``replicas.ReplicaPool.admin_call``).
 Which models to ask about: the map's, else the folders of ``--repository``; only with
 neither does the gateway read Triton's repository index, the one API it could use that
 Triton restricts to an admin key (``--grpc-restricted-protocol=model-repository:...``).
@@ -27,6 +28,7 @@ from tritonkit.client import AsyncLLMClient, ModelNotFound
 from tritonkit.client.chat import ChatTemplate
 
 from .http_errors import unknown_model
+from .replicas import ReplicaPool
 
 _MIN_REFRESH_S = 1.0  # an unknown id re-reads the index at most this often
 
@@ -46,33 +48,30 @@ class ServedModel:
 
 
 class ModelCatalog:
-    """The served models, one ``AsyncLLMClient`` per Triton model, and their chat templates."""
+    """The served models and their chat templates, as the replicas of ``pool`` report them."""
 
     def __init__(
         self,
-        triton_url: str,
+        pool: ReplicaPool,
         *,
         model_map: Mapping[str, str] | None = None,
         repository: Path | None = None,
         tokenizers: Mapping[str, Path] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout_s: float = 600.0,
         refresh_s: float = 5.0,
     ) -> None:
         """Read the ``tokenizers`` folders now; nothing talks to Triton until the first call.
+
+        Every question goes to one healthy replica of ``pool`` (another one when it cannot
+        be reached): the replicas serve the same release.
 
         Raises:
             UsageError: a tokenizer folder whose files are not JSON or whose template is
                 not valid jinja.
         """
-        self.triton_url = triton_url
+        self.pool = pool
         self.model_map = dict(model_map or {})
         self.repository = repository
-        self.timeout_s = timeout_s
         self.refresh_s = refresh_s
-        self._headers = dict(headers or {})  # sent with every call to Triton
-        self.admin = AsyncLLMClient(triton_url, timeout=min(timeout_s, 30.0), headers=self._headers)
-        self._clients: dict[str, AsyncLLMClient] = {}
         self._templates: dict[tuple[str, str], ChatTemplate] = {
             (name, ""): ChatTemplate.from_dir(folder) for name, folder in (tokenizers or {}).items()
         }
@@ -86,7 +85,7 @@ class ModelCatalog:
         """The models served now, by id.
 
         Raises:
-            ConnectionFailed, Timeout: Triton cannot be asked.
+            APIError: 503 when no Triton replica is up. Timeout: the replica asked is stuck.
         """
         await self._refresh(self.refresh_s)
         return sorted(self._models.values(), key=lambda m: m.id)
@@ -96,7 +95,7 @@ class ModelCatalog:
 
         Raises:
             APIError: 404 when no such model is served (or it is not ready).
-            ConnectionFailed, Timeout: Triton cannot be asked.
+            APIError: 503 when no Triton replica is up. Timeout: the replica asked is stuck.
         """
         await self._refresh(self.refresh_s)
         if model_id not in self._models:
@@ -105,19 +104,6 @@ class ModelCatalog:
             raise unknown_model(model_id)
         return self._models[model_id]
 
-    def client(self, model: ServedModel) -> AsyncLLMClient:
-        """The (lazily connected) client of ``model``'s Triton model."""
-        client = self._clients.get(model.triton_model)
-        if client is None:
-            client = AsyncLLMClient(
-                self.triton_url,
-                model=model.triton_model,
-                timeout=self.timeout_s,
-                headers=self._headers,
-            )
-            self._clients[model.triton_model] = client
-        return client
-
     async def chat_template(self, model: ServedModel) -> ChatTemplate:
         """The chat template of ``model``: ``--tokenizer``, else the served version's
         tokenizer folder in ``repository``, else the template in the Triton config, else
@@ -125,7 +111,7 @@ class ModelCatalog:
 
         Raises:
             UsageError: the tokenizer files or the config's template are broken.
-            ConnectionFailed, Timeout: Triton cannot be asked for the config.
+            APIError: 503 when no Triton replica is up. Timeout: the replica asked is stuck.
         """
         for key in ((model.id, ""), (model.triton_model, ""), (model.triton_model, model.version)):
             if key in self._templates:
@@ -137,18 +123,14 @@ class ModelCatalog:
                 template = ChatTemplate.from_dir(folder)
         if template is None:
             try:
-                config = await self.admin.model_config(model.triton_model, model.version)
+                config = await self.pool.admin_call(
+                    lambda admin: admin.model_config(model.triton_model, model.version)
+                )
             except ModelNotFound:  # unloaded since the index was read
                 config = {}
             template = ChatTemplate.from_model_config(config, model.triton_model)
         self._templates[(model.triton_model, model.version)] = template
         return template
-
-    async def close(self) -> None:
-        """Close every connection to Triton."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in [*clients, self.admin]:
-            await client.close()
 
     # -- reading Triton's index --------------------------------------------------------
 
@@ -156,11 +138,7 @@ class ModelCatalog:
         async with self._lock:
             if time.monotonic() - self._read_at < max_age_s:
                 return
-            ready = await self._ready_versions()
-            if self.model_map:
-                pairs = [(i, t) for i, t in self.model_map.items() if t in ready]
-            else:
-                pairs = [(n, n) for n, v in sorted(ready.items()) if await self._is_entry(n, v)]
+            ready, pairs = await self.pool.admin_call(self._read)
             now = int(time.time())
             models = {}
             for model_id, triton in pairs:
@@ -169,16 +147,24 @@ class ModelCatalog:
             self._models = models
             self._read_at = time.monotonic()
 
-    async def _ready_versions(self) -> dict[str, str]:
+    async def _read(self, admin: AsyncLLMClient) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """The ready versions (``_ready_versions``) and the (id, Triton model) pairs served."""
+        ready = await self._ready_versions(admin)
+        if self.model_map:
+            return ready, [(i, t) for i, t in self.model_map.items() if t in ready]
+        ready_items = sorted(ready.items())
+        return ready, [(n, n) for n, v in ready_items if await self._is_entry(admin, n, v)]
+
+    async def _ready_versions(self, admin: AsyncLLMClient) -> dict[str, str]:
         """Triton model name -> its newest READY version."""
         names = self._candidates()
         ready: dict[str, str] = {}
         if names is None:
-            for info in await self.admin.models():
+            for info in await admin.models():
                 if info.state == "READY" and _newer(info.version, ready.get(info.name)):
                     ready[info.name] = info.version
             return ready
-        versions = await asyncio.gather(*(self._ready_version(name) for name in names))
+        versions = await asyncio.gather(*(self._ready_version(admin, name) for name in names))
         return {name: v for name, v in zip(names, versions) if v is not None}
 
     def _candidates(self) -> list[str] | None:
@@ -190,25 +176,25 @@ class ModelCatalog:
             return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._")
         return None
 
-    async def _ready_version(self, name: str) -> str | None:
+    async def _ready_version(self, admin: AsyncLLMClient, name: str) -> str | None:
         """The newest version of ``name`` Triton serves; None when it serves none."""
         try:
-            if not await self.admin.is_model_ready(name):
+            if not await admin.is_model_ready(name):
                 return None
-            versions = (await self.admin.model_metadata(name)).get("versions") or []
+            versions = (await admin.model_metadata(name)).get("versions") or []
         except ModelNotFound:
             return None
         newest: str | None = None
         for version in versions:
-            if await self.admin.is_model_ready(name, str(version)) and _newer(version, newest):
+            if await admin.is_model_ready(name, str(version)) and _newer(version, newest):
                 newest = str(version)
         return newest
 
-    async def _is_entry(self, name: str, version: str) -> bool:
+    async def _is_entry(self, admin: AsyncLLMClient, name: str, version: str) -> bool:
         key = (name, version)
         if key not in self._entry:
             try:
-                config = await self.admin.model_config(name, version)
+                config = await admin.model_config(name, version)
             except ModelNotFound:  # unloaded since the index was read
                 return False
             decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))

@@ -8,10 +8,13 @@ from pathlib import Path
 
 from tritonkit.errors import UsageError
 
+from .discovery import split_host_port
+
 DEFAULT_PORT = 9000
 DEFAULT_MAX_CONCURRENT = 128  # generations in flight; one more gets 429
 DEFAULT_TIMEOUT_S = 600.0  # one whole generation, a stream included
 DEFAULT_REFRESH_S = 5.0  # how long the list of Triton's ready models is trusted
+DEFAULT_DISCOVER_INTERVAL_S = 5.0  # --triton-discover: how often HOST is resolved again
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # a request body over this gets 413 before it is read
 DEFAULT_MAX_PROMPT_CHARS = 1 << 18  # characters of the prompt / all messages (~64k tokens)
 DEFAULT_LIMIT_CONCURRENCY = 256  # uvicorn: connections + tasks before it answers 503
@@ -44,9 +47,17 @@ class GatewayConfig:
     ``max_concurrent`` generations in all and ``max_concurrent_per_key`` per API key (429);
     ``limit_concurrency`` is uvicorn's cap on connections and tasks (503 beyond it). 0
     turns a count limit off. ``ssl_certfile`` and ``ssl_keyfile`` (PEM) serve HTTPS.
+
+    Triton replicas (``replicas.ReplicaPool``): ``triton_urls``, when given, replaces
+    ``triton_url`` (each request goes to the replica with the fewest in flight);
+    ``triton_discover`` (``HOST:PORT``, instead of URLs) makes every A/AAAA address of
+    HOST a replica, resolved again every ``discover_interval_s`` seconds.
     """
 
-    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC HOST:PORT
+    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC HOST:PORT (one replica)
+    triton_urls: tuple[str, ...] = ()  # several replicas; replaces triton_url
+    triton_discover: str | None = None  # HOST:PORT whose addresses are the replicas
+    discover_interval_s: float = DEFAULT_DISCOVER_INTERVAL_S
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no key asked
     model_map: Mapping[str, str] = field(default_factory=dict)  # OpenAI id -> Triton model
     repository: Path | None = None  # local model repository with NAME/V/tokenizer/
@@ -88,6 +99,7 @@ class GatewayConfig:
                 raise UsageError(f"{flag} must be > 0, not {size}")
         if self.timeout_s <= 0:
             raise UsageError(f"--timeout must be > 0 seconds, not {self.timeout_s}")
+        self._check_replicas()
         if self.template_timeout_s <= 0:
             raise UsageError(
                 f"--template-timeout must be > 0 seconds, not {self.template_timeout_s}"
@@ -125,6 +137,44 @@ class GatewayConfig:
             if path is not None and not Path(path).is_file():
                 raise UsageError(f"{flag} {path}: no such file")
         return self
+
+    def _check_replicas(self) -> None:
+        if self.triton_discover is not None:
+            if self.triton_urls:
+                raise UsageError(
+                    "--triton-discover and --triton-url exclude each other: give one of them"
+                )
+            try:
+                split_host_port(self.triton_discover)
+            except ValueError:
+                raise UsageError(
+                    f"--triton-discover takes HOST:PORT (Triton's gRPC port behind a headless "
+                    f"Service, e.g. triton-headless:8001), not {self.triton_discover!r}"
+                ) from None
+            if not 0 < self.discover_interval_s <= 3600:
+                raise UsageError(
+                    f"--discover-interval must be > 0 and <= 3600 seconds, "
+                    f"not {self.discover_interval_s}"
+                )
+            return
+        urls = self.replica_urls
+        for url in urls:
+            try:
+                split_host_port(url.partition("://")[2] or url)
+            except ValueError:
+                raise UsageError(
+                    f"--triton-url takes Triton's gRPC HOST:PORT (e.g. 127.0.0.1:8001), not {url!r}"
+                ) from None
+        repeated = sorted({url for url in urls if urls.count(url) > 1})
+        if repeated:
+            raise UsageError(f"--triton-url {repeated[0]} is given twice: give each replica once")
+
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        """The static replicas: ``triton_urls``, else ``triton_url`` (none with discovery)."""
+        if self.triton_discover is not None:
+            return ()
+        return self.triton_urls or (self.triton_url,)
 
     @property
     def tls(self) -> bool:

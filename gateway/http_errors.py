@@ -117,6 +117,12 @@ def internal(
     )
 
 
+def is_restricted(exc: ClientError) -> bool:
+    """Whether Triton refused the call because its API is restricted to a key
+    (``--grpc-restricted-protocol``): the server is up, the gateway lacks the key."""
+    return isinstance(exc, ConnectionFailed) and "protocol is restricted" in str(exc)
+
+
 def from_client_error(exc: ClientError, request_id: str) -> APIError:
     """Map a ``tritonkit.client`` error to the OpenAI error with the right status.
 
@@ -127,7 +133,7 @@ def from_client_error(exc: ClientError, request_id: str) -> APIError:
     if isinstance(exc, ModelNotFound):
         return APIError(404, message, param="model", code="model_not_found")
     if isinstance(exc, ConnectionFailed):
-        if "protocol is restricted" in message:  # Triton's --grpc-restricted-protocol
+        if is_restricted(exc):  # Triton's --grpc-restricted-protocol
             message = (
                 f"{message}; the gateway needs only Triton's health, metadata, model-config "
                 "and inference APIs: give it --model-map ID=MODEL or --repository so it does "

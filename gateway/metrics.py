@@ -7,6 +7,10 @@
     tritonkit_gateway_completion_tokens_total
     tritonkit_gateway_in_flight_requests                 generations running now
     tritonkit_gateway_client_disconnects_total           generations cancelled by a client leaving
+    tritonkit_gateway_replica_up{replica}                1 while a Triton replica takes requests
+    tritonkit_gateway_replica_in_flight_requests{replica}  its generations running now
+    tritonkit_gateway_replica_requests_total{replica}    generations started there (retries too)
+    tritonkit_gateway_replica_failures_total{replica}    of those, failed by the replica's fault
 
 Triton's own metrics (``tritonkit_*`` of the entry model) stay on Triton's metrics port.
 """
@@ -59,6 +63,31 @@ class GatewayMetrics:
         self.disconnects = Counter(
             "tritonkit_gateway_client_disconnects",
             "Generations cancelled because the client left",
+            registry=r,
+        )
+
+        self.replica_up = Gauge(
+            "tritonkit_gateway_replica_up",
+            "1 while the Triton replica takes new requests, 0 while it is down",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_in_flight = Gauge(
+            "tritonkit_gateway_replica_in_flight_requests",
+            "Generations running on the Triton replica",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_requests = Counter(
+            "tritonkit_gateway_replica_requests",
+            "Generations started on the Triton replica (each retry counts)",
+            ["replica"],
+            registry=r,
+        )
+        self.replica_failures = Counter(
+            "tritonkit_gateway_replica_failures",
+            "Generations that failed on the Triton replica: unreachable, broken stream, timeout",
+            ["replica"],
             registry=r,
         )
 

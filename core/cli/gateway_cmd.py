@@ -17,6 +17,15 @@ Serve an OpenAI-compatible API (FastAPI on uvicorn) in front of a Triton server:
 request becomes one gRPC stream to the entry model. Any OpenAI client works against it
 with base URL http://HOST:PORT/v1.
 
+Several replicas: repeat --triton-url, or give --triton-discover HOST:PORT to use every
+address HOST resolves to (a Kubernetes headless Service; resolved again every
+--discover-interval seconds, and an address that disappears is drained: no new requests,
+those in flight finish). Each request goes to the replica with the fewest requests in
+flight; one that cannot be reached before the first token is marked down (re-probed in
+the background) and the request moves to another. A stream whose replica dies after
+its first token ends with an error event, never a repeat. /metrics has
+tritonkit_gateway_replica_{up,in_flight_requests,requests_total,failures_total}.
+
   GET  /v1/models, /v1/models/{id}   Triton's ready entry models (or the --model-map ids)
   POST /v1/completions               streamed (SSE) or not; usage from the model's counts
   POST /v1/chat/completions          messages through the model's own chat template
@@ -41,6 +50,9 @@ details go to the log. --ssl-certfile and --ssl-keyfile serve HTTPS.
 examples:
   tritonkit gateway --triton-url 127.0.0.1:8001
   tritonkit gateway --triton-url 127.0.0.1:8001 --repository out/model_repository
+  tritonkit gateway --triton-url 10.0.0.4:8001 --triton-url 10.0.0.5:8001
+  tritonkit gateway --triton-discover triton-headless.llm.svc.cluster.local:8001 \
+      --discover-interval 5 --host 0.0.0.0 --api-keys-file keys.txt
   tritonkit gateway --triton-url triton:8001 --host 0.0.0.0 --api-keys-file keys.txt
   tritonkit gateway --triton-url 127.0.0.1:8001 --model-map gpt-4o-mini=llm \\
       --tokenizer gpt-4o-mini=out/tiny-llama
@@ -61,11 +73,27 @@ def add_parser(sub: Any) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
         "--triton-url",
-        default=os.environ.get("TRITONKIT_TRITON_URL", "127.0.0.1:8001"),
+        action="append",
         metavar="HOST:PORT",
-        help="Triton's gRPC endpoint (default $TRITONKIT_TRITON_URL or 127.0.0.1:8001)",
+        help="Triton's gRPC endpoint; repeat it for several replicas (default "
+        "$TRITONKIT_TRITON_URL or 127.0.0.1:8001)",
+    )
+    where.add_argument(
+        "--triton-discover",
+        metavar="HOST:PORT",
+        help="every A/AAAA address of HOST is a Triton replica (gRPC on PORT), e.g. a "
+        "Kubernetes headless Service",
+    )
+    p.add_argument(
+        "--discover-interval",
+        type=float,
+        default=c.DEFAULT_DISCOVER_INTERVAL_S,
+        metavar="S",
+        help="with --triton-discover: seconds between lookups (default "
+        f"{c.DEFAULT_DISCOVER_INTERVAL_S:g})",
     )
     p.add_argument(
         "--host",
@@ -218,8 +246,14 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     else:
         metrics_keys = ()
     headers = parse_pairs(args.triton_header, "--triton-header")
+    urls = tuple(args.triton_url or ())
+    if not urls and not args.triton_discover:
+        urls = (os.environ.get("TRITONKIT_TRITON_URL") or "127.0.0.1:8001",)
     return GatewayConfig(
-        triton_url=args.triton_url,
+        triton_url=urls[0] if urls else "127.0.0.1:8001",
+        triton_urls=urls,
+        triton_discover=args.triton_discover,
+        discover_interval_s=args.discover_interval,
         triton_headers={name.lower(): value for name, value in headers.items()},
         api_keys=api_keys,
         metrics_keys=metrics_keys,
@@ -267,12 +301,15 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    if config.triton_discover:
+        triton = f"the replicas of {config.triton_discover} (looked up every "
+        triton += f"{config.discover_interval_s:g} s)"
+    else:
+        triton = ", ".join(config.replica_urls)
+
     def announce(url: str) -> None:
         auth = f"{len(api_keys)} API key(s)" if api_keys else "no API key"
-        print(
-            f"tritonkit gateway: OpenAI API at {url}/v1 -> Triton {args.triton_url} ({auth})",
-            flush=True,
-        )
+        print(f"tritonkit gateway: OpenAI API at {url}/v1 -> Triton {triton} ({auth})", flush=True)
 
     serve(
         config,

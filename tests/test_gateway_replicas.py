@@ -1,0 +1,394 @@
+"""One gateway in front of several Triton replicas (``tritonkit.gateway.replicas``).
+
+The replicas are real tritonservers started from the same toy repository (``servers.py``:
+a decoupled python-backend ``llm`` that streams the prompt's words back, here one word
+every 20 ms so streams overlap). Requests go through the real gateway over HTTP. Only
+DNS is faked, in the discovery unit test: a resolver function whose answers change
+between calls, which no real lookup on this machine can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from servers import TOY_REPOSITORY, toy_server, wait_until
+
+from tritonkit.errors import UsageError
+from tritonkit.gateway import GatewayConfig, GatewayServer
+from tritonkit.gateway.discovery import diff_addresses, split_host_port
+from tritonkit.gateway.replicas import ReplicaPool
+from tritonkit.serve import TritonServer, free_ports
+
+PIECE_DELAY_S = "0.02"  # one word per 20 ms: 8 words take ~0.2 s, so requests overlap
+
+
+# -- the picker and discovery, no server ------------------------------------------------
+
+
+def test_picker_takes_the_least_in_flight_and_round_robins_ties() -> None:
+    pool = ReplicaPool(["a:1", "b:1", "c:1"])
+    a, b, c = (pool.replicas[u] for u in ("a:1", "b:1", "c:1"))
+    # Ties go round robin: every replica in turn.
+    assert [pool.pick().url for _ in range(6)] == ["a:1", "b:1", "c:1"] * 2  # type: ignore[union-attr]
+    a.in_flight, b.in_flight, c.in_flight = 2, 0, 1
+    assert {pool.pick().url for _ in range(5)} == {"b:1"}  # type: ignore[union-attr]
+    b.in_flight = 2
+    assert {pool.pick().url for _ in range(5)} == {"c:1"}  # type: ignore[union-attr]
+    c.up = False  # down: skipped even though it has the fewest
+    picks = {pool.pick().url for _ in range(6)}  # type: ignore[union-attr]
+    assert picks == {"a:1", "b:1"}  # a and b tie at 2: both in turn
+    b.draining = True
+    assert {pool.pick().url for _ in range(4)} == {"a:1"}  # type: ignore[union-attr]
+    assert pool.pick(exclude={"a:1"}) is None
+    a.up = False
+    assert pool.pick() is None and pool.up_count == 0
+
+
+def test_discovery_adds_drains_and_drops_replicas_with_a_fake_resolver() -> None:
+    # A mock of DNS: the answers must change between lookups, which no resolver here does.
+    answers: list[Any] = [
+        ["10.0.0.1:8001", "10.0.0.2:8001"],
+        ["10.0.0.2:8001", "[fd00::3]:8001"],
+        OSError("Temporary failure in name resolution"),
+        ["10.0.0.2:8001", "[fd00::3]:8001", "10.0.0.1:8001"],
+    ]
+    asked: list[tuple[str, int]] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return list(answer)
+
+    async def scenario() -> None:
+        pool = ReplicaPool(discover="triton-headless:8001", resolver=resolver)
+        assert await pool.refresh_addresses() == (["10.0.0.1:8001", "10.0.0.2:8001"], [])
+        pool.replicas["10.0.0.1:8001"].in_flight = 1  # a stream still running there
+        added, drained = await pool.refresh_addresses()
+        assert (added, drained) == (["[fd00::3]:8001"], ["10.0.0.1:8001"])
+        gone = pool.replicas["10.0.0.1:8001"]
+        assert gone.draining and not gone.available
+        await pool._reap()
+        assert "10.0.0.1:8001" in pool.replicas  # kept while its request runs
+        assert all(pool.pick().url != "10.0.0.1:8001" for _ in range(4))  # type: ignore[union-attr]
+        # A failed lookup changes nothing.
+        assert await pool.refresh_addresses() == ([], [])
+        assert len(pool) == 3
+        # Listed again while draining: taken back, not added twice.
+        assert await pool.refresh_addresses() == (["10.0.0.1:8001"], [])
+        assert not gone.draining and len(pool) == 3
+        gone.draining, gone.in_flight = True, 0
+        await pool._reap()
+        assert sorted(pool.replicas) == ["10.0.0.2:8001", "[fd00::3]:8001"]
+        await pool.close()
+
+    asyncio.run(scenario())
+    assert asked == [("triton-headless", 8001)] * 4
+    assert diff_addresses(["a", "b"], ["b", "c"]) == (["c"], ["a"])
+    assert diff_addresses(["a"], ["a"]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"triton_discover": "no-port"}, "--triton-discover takes HOST:PORT"),
+        ({"triton_discover": "svc:99999"}, "--triton-discover takes HOST:PORT"),
+        ({"triton_discover": "svc:8001", "triton_urls": ("a:1",)}, "exclude each other"),
+        ({"triton_discover": "svc:8001", "discover_interval_s": 0}, "--discover-interval"),
+        ({"triton_urls": ("a:1", "b:1", "a:1")}, "a:1 is given twice"),
+        ({"triton_urls": ("a:1", "http://x/y")}, "--triton-url takes"),
+        ({"triton_url": "127.0.0.1"}, "--triton-url takes"),
+    ],
+)
+def test_replica_settings_are_checked(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        GatewayConfig(**fields).check()
+
+
+def test_cli_takes_repeated_urls_or_discovery() -> None:
+    from tritonkit.cli import gateway_cmd
+
+    def parse(*argv: str) -> GatewayConfig:
+        parser = argparse.ArgumentParser()
+        gateway_cmd.add_parser(parser.add_subparsers())
+        return gateway_cmd.config_from_args(parser.parse_args(["gateway", *argv]))
+
+    many = parse("--triton-url", "a:8001", "--triton-url", "b:8001")
+    assert many.replica_urls == ("a:8001", "b:8001") and many.triton_url == "a:8001"
+    assert parse("--triton-url", "a:8001").replica_urls == ("a:8001",)
+    found = parse("--triton-discover", "svc:8001", "--discover-interval", "2")
+    assert found.replica_urls == () and found.triton_discover == "svc:8001"
+    assert found.discover_interval_s == 2
+    assert split_host_port("[::1]:8001") == ("::1", 8001)
+    with pytest.raises(SystemExit):  # argparse: not both
+        parse("--triton-url", "a:8001", "--triton-discover", "svc:8001")
+
+
+# -- real replicas ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("replicas") / "repository"
+    shutil.copytree(TOY_REPOSITORY, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    config = folder / "llm" / "config.pbtxt"
+    config.write_text(config.read_text().replace('"0.002"', f'"{PIECE_DELAY_S}"'))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def replica_a(repository: Path) -> Iterator[TritonServer]:
+    with toy_server(repository) as server:
+        yield server
+
+
+@dataclass
+class Outcome:
+    status: int
+    text: str = ""
+    error: str | None = None  # the error event of a stream, or the error body
+    done: bool = False  # the stream ended with [DONE]
+
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel"
+
+
+async def stream_completion(
+    client: httpx.AsyncClient, url: str, words: str = WORDS, max_tokens: int = 32
+) -> Outcome:
+    body = {"model": "llm", "prompt": words, "max_tokens": max_tokens, "stream": True}
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as reply:
+        if reply.status_code != 200:
+            return Outcome(reply.status_code, error=(await reply.aread()).decode())
+        outcome = Outcome(200)
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                outcome.done = True
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                outcome.error = event["error"]["message"]
+            else:
+                outcome.text += event["choices"][0].get("text") or ""
+        return outcome
+
+
+async def concurrent_chats(url: str, n: int) -> list[int]:
+    body = {
+        "model": "llm",
+        "messages": [{"role": "user", "content": WORDS}],
+        "max_tokens": 8,
+        "stream": True,
+    }
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def one() -> int:
+            async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
+                text = (await reply.aread()).decode()
+                assert reply.status_code == 200 and text.rstrip().endswith("data: [DONE]"), text
+                return reply.status_code
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def gateway_samples(url: str, name: str) -> dict[str, float]:
+    """``replica -> value`` of one per-replica gateway metric."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                values[sample.labels["replica"]] = sample.value
+    return values
+
+
+def triton_successes(server: TritonServer) -> float:
+    """Triton's own count of successful inferences of ``llm``."""
+    with urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        if line.startswith("nv_inference_request_success{") and 'model="llm"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+@pytest.mark.slow
+def test_two_replicas_share_load_survive_a_stop_and_take_one_back(
+    repository: Path, replica_a: TritonServer
+) -> None:
+    b = toy_server(repository).start()
+    try:
+        urls = (replica_a.grpc_url, b.grpc_url)
+        config = GatewayConfig(triton_urls=urls, max_concurrent=0)
+        with GatewayServer(config) as gw:
+            # (a) 16 concurrent streamed chat completions: both replicas take a fair share.
+            triton_before = [triton_successes(s) for s in (replica_a, b)]
+            assert asyncio.run(concurrent_chats(gw.url, 16)) == [200] * 16
+            split = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            assert sum(split.values()) == 16 and min(split[u] for u in urls) >= 5, split
+            served = [triton_successes(s) - n for s, n in zip((replica_a, b), triton_before)]
+            assert served == [split[u] for u in urls], (served, split)
+            assert gateway_samples(gw.url, "tritonkit_gateway_replica_up") == dict.fromkeys(
+                urls, 1.0
+            )
+
+            # (b) Stop b (SIGTERM; Triton drains) while 6 clients send requests back to back.
+            outcomes, stopped_at = asyncio.run(load_while_stopping(gw.url, b))
+            not_started = [o for o in outcomes if o.status != 200]
+            assert not not_started, not_started  # no request failed before streaming
+            complete = [o for o in outcomes if o.error is None]
+            clean_errors = [o for o in outcomes if o.error is not None]
+            assert all(o.done and o.text == " " + WORDS for o in complete)
+            assert all(o.done and "request id" in (o.error or "") for o in clean_errors)
+            print(
+                f"\n(b) {len(outcomes)} requests while stopping a replica: {len(complete)} "
+                f"complete, {len(clean_errors)} clean errors, 0 failed before streaming"
+            )
+            assert len(complete) >= len(outcomes) - 6 and stopped_at > 0
+            # Some requests met b while it drained or after it exited, and went to a instead.
+            retried = gateway_samples(gw.url, "tritonkit_gateway_replica_failures_total")
+            assert retried[b.grpc_url] >= 1 and retried[replica_a.grpc_url] == 0, retried
+            wait_until(
+                lambda: gateway_samples(gw.url, "tritonkit_gateway_replica_up")[b.grpc_url] == 0,
+                what="the stopped replica to be marked down",
+            )
+            # After it is down every new request goes to the survivor.
+            before = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            a_before = triton_successes(replica_a)
+            assert asyncio.run(concurrent_chats(gw.url, 8)) == [200] * 8
+            after = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            assert after[b.grpc_url] == before[b.grpc_url]
+            assert after[replica_a.grpc_url] == before[replica_a.grpc_url] + 8
+            assert triton_successes(replica_a) == a_before + 8
+            health = httpx.get(f"{gw.url}/health").json()
+            assert health["replicas"] == 2 and health["replicas_up"] == 1
+
+            # (c) A new Triton on b's ports: the background probe takes it back.
+            b = toy_server(
+                repository,
+                http_port=port_of(b.http_url),
+                grpc_port=port_of(b.grpc_url),
+                metrics_port=port_of(b.metrics_url),
+            ).start()
+            wait_until(
+                lambda: gateway_samples(gw.url, "tritonkit_gateway_replica_up")[b.grpc_url] == 1,
+                timeout_s=20,
+                what="the restarted replica to rejoin",
+            )
+            before = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            assert asyncio.run(concurrent_chats(gw.url, 8)) == [200] * 8
+            after = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            assert after[b.grpc_url] - before[b.grpc_url] >= 2, (before, after)
+            assert triton_successes(b) == after[b.grpc_url] - before[b.grpc_url]
+    finally:
+        b.stop()
+
+
+async def load_while_stopping(url: str, victim: TritonServer) -> tuple[list[Outcome], float]:
+    """6 clients send streamed completions back to back; ``victim`` is stopped (and waited
+    for) on a thread after 0.5 s; the load goes on 1 s past its exit."""
+    outcomes: list[Outcome] = []
+    stopped = threading.Event()
+    stopped_at = 0.0
+
+    def stop() -> None:
+        nonlocal stopped_at
+        time.sleep(0.5)
+        victim.stop()
+        stopped_at = time.monotonic()
+        stopped.set()
+
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def worker() -> None:
+            deadline = None
+            while deadline is None or time.monotonic() < deadline:
+                outcomes.append(await stream_completion(client, url))
+                if stopped.is_set() and deadline is None:
+                    deadline = time.monotonic() + 1.0
+
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        await asyncio.gather(*(worker() for _ in range(6)))
+        stopper.join()
+    return outcomes, stopped_at
+
+
+@pytest.mark.slow
+def test_a_replica_killed_mid_stream_ends_it_with_an_error_not_a_repeat(
+    repository: Path, replica_a: TritonServer
+) -> None:
+    import os
+    import signal
+
+    c = toy_server(repository).start()
+    words = " ".join(f"w{i}" for i in range(150))  # 3 s of streaming
+    try:
+        config = GatewayConfig(triton_urls=(c.grpc_url, replica_a.grpc_url))
+        with GatewayServer(config) as gw:
+            pool = gw.app.state.gateway.pool
+            pool.replicas[replica_a.grpc_url].in_flight = 10**6  # so c takes the stream
+
+            async def scenario() -> Outcome:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    task = asyncio.ensure_future(stream_completion(client, gw.url, words, 200))
+                    await asyncio.sleep(1.0)
+                    assert c.pid is not None
+                    os.killpg(c.pid, signal.SIGKILL)  # no drain: the stream breaks
+                    return await task
+
+            outcome = asyncio.run(scenario())
+            pool.replicas[replica_a.grpc_url].in_flight = 0
+        assert outcome.status == 200 and outcome.done and outcome.error is not None
+        assert "broke off" in outcome.error and "request id" in outcome.error
+        sent = outcome.text.split()
+        assert 0 < len(sent) < 150 and sent == words.split()[: len(sent)]  # no repeated text
+    finally:
+        c.stop()
+
+
+@pytest.mark.slow
+def test_discovery_of_localhost_serves_through_the_address_that_answers(
+    replica_a: TritonServer,
+) -> None:
+    port = port_of(replica_a.grpc_url)
+    config = GatewayConfig(triton_discover=f"localhost:{port}", discover_interval_s=1)
+    with GatewayServer(config) as gw:
+        assert asyncio.run(concurrent_chats(gw.url, 4)) == [200] * 4
+        up = gateway_samples(gw.url, "tritonkit_gateway_replica_up")
+        assert up[f"127.0.0.1:{port}"] == 1  # and ::1, when localhost has it, is down here
+        assert all(value == 0 for url, value in up.items() if url.startswith("["))
+        assert httpx.get(f"{gw.url}/health").json()["status"] == "ok"
+
+
+def test_no_replica_up_is_one_line_503() -> None:
+    closed = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    with GatewayServer(GatewayConfig(triton_urls=tuple(closed))) as gw:
+        reply = httpx.post(f"{gw.url}/v1/completions", json={"model": "llm", "prompt": "hi"})
+        assert reply.status_code == 503
+        error = reply.json()["error"]
+        assert error["code"] == "triton_unavailable" and "\n" not in error["message"]
+        assert "no Triton replica is up (2 of 2 down" in error["message"]
+        assert all(url in error["message"] for url in closed)
+        assert httpx.get(f"{gw.url}/health").status_code == 503
+        up = gateway_samples(gw.url, "tritonkit_gateway_replica_up")
+        assert up == dict.fromkeys(closed, 0.0)
