@@ -9,7 +9,7 @@
             print(piece, end="", flush=True)
 
 Errors are ``tritonkit.client.errors.ClientError`` subclasses (see that module).
-The client needs tritonclient and numpy only: never torch.
+The client needs grpcio with tritonclient's generated service, httpx and numpy: never torch.
 """
 
 from ._async_client import AsyncLLMClient

@@ -7,8 +7,9 @@
     ├── InvalidRequest           the server or the model rejected the request (its message verbatim)
     └── ServerStreamError        a response stream broke off or could not be read
 
-tritonclient, gRPC, urllib and aiohttp errors are mapped here, at the boundary, to the
-most specific class, and chained (``raise mapped from exc``).
+gRPC (``grpc.RpcError``, sync and aio alike), httpx and Triton's own error responses are
+mapped here, at the boundary, to the most specific class, and chained
+(``raise mapped from exc``): both twins raise the same class for the same failure.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import asyncio
 import json
 import re
 import socket
+from typing import Any
+
+import httpx
 
 from tritonkit.errors import (
     ClientError,
@@ -35,7 +39,9 @@ __all__ = [
     "ServerStreamError",
     "Timeout",
     "error_message",
+    "from_grpc",
     "from_http",
+    "from_httpx",
     "from_os_error",
     "from_triton",
 ]
@@ -75,6 +81,24 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     if cls is None or cls is InvalidRequest:
         cls = ModelNotFound if _NOT_FOUND.search(message) else InvalidRequest
     return cls(message)
+
+
+def from_grpc(exc: Any, url: str) -> ClientError:
+    """Map a ``grpc.RpcError`` (a failed call of either the sync or the aio channel)."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else None
+    return from_triton(code, details or str(exc), url)
+
+
+def from_httpx(exc: httpx.HTTPError, url: str, *, reading: bool = False) -> ClientError:
+    """Map an httpx failure; ``reading``: it broke a response that had begun to arrive."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"no answer from {url} within the timeout")
+    if reading:
+        return ServerStreamError(f"the response from {url} broke off: {_first_line(str(exc))}")
+    return ConnectionFailed(
+        f"cannot reach Triton at {url} (is it running there?): {_first_line(str(exc))}"
+    )
 
 
 def from_http(status: int, body: str | bytes, url: str) -> ClientError:
