@@ -50,6 +50,15 @@ __all__ = [
 # Triton's words for a model it does not serve, over every protocol.
 _NOT_FOUND = re.compile(r"unknown model|has no available versions", re.I)
 
+# gRPC's own words for a connection that failed. Triton also answers UNAVAILABLE when it
+# refuses an operation (a load without explicit model control, a restricted API): that
+# is the server's answer, an InvalidRequest, not a connection failure.
+_TRANSPORT = re.compile(
+    r"failed to connect|connection (refused|reset)|socket closed|dns resolution"
+    r"|end of tcp stream|broken pipe|goaway|keepalive|no route to host",
+    re.I,
+)
+
 # asyncio's is its own class before Python 3.11.
 _TIMEOUTS = (socket.timeout, TimeoutError, asyncio.TimeoutError)
 
@@ -72,6 +81,8 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     if code.isdigit():
         return from_http(int(code), message, url)
     cls = _GRPC_CODES.get(code)
+    if cls is ConnectionFailed and not _TRANSPORT.search(message):
+        cls = InvalidRequest
     if cls is ConnectionFailed:
         return ConnectionFailed(
             f"cannot reach Triton at {url} (is it running there?): {_first_line(message)}"
@@ -103,10 +114,11 @@ def from_httpx(exc: httpx.HTTPError, url: str, *, reading: bool = False) -> Clie
 
 def from_http(status: int, body: str | bytes, url: str) -> ClientError:
     """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
-    message = error_message(body) or f"HTTP {status} from {url}"
+    triton = _triton_error(body)  # Triton answered (its 503s are refusals, e.g. a load
+    message = triton or error_message(body) or f"HTTP {status} from {url}"  # when polling)
     if status == 404 or _NOT_FOUND.search(message):
         return ModelNotFound(message)
-    if status in (502, 503, 504):
+    if status in (502, 503, 504) and triton is None:  # a proxy, or nothing behind it
         return ConnectionFailed(f"Triton at {url} is unavailable (HTTP {status}): {message}")
     return InvalidRequest(message)
 
@@ -122,7 +134,13 @@ def from_os_error(exc: BaseException, url: str) -> ClientError:
 
 
 def error_message(body: str | bytes) -> str | None:
-    """The ``error`` field of a Triton error body, plain JSON or SSE ``data: {...}``."""
+    """The ``error`` field of a Triton error body, plain JSON or SSE ``data: {...}``; else
+    the body's text (None when empty)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return _triton_error(text) or text.strip() or None
+
+
+def _triton_error(body: str | bytes) -> str | None:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     for line in text.splitlines() or [text]:
         line = line.strip()
@@ -134,7 +152,7 @@ def error_message(body: str | bytes) -> str | None:
             continue
         if isinstance(obj, dict) and "error" in obj:
             return str(obj["error"])
-    return text.strip() or None
+    return None
 
 
 def _first_line(message: str) -> str:
