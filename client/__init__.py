@@ -16,6 +16,7 @@ from ._async_client import AsyncLLMClient
 from ._base import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, DEFAULT_URLS, GenerationParams, Protocol
 from ._client import LLMClient
 from .errors import (
+    APIRestricted,
     ClientError,
     ConnectionFailed,
     InvalidRequest,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URLS",
+    "APIRestricted",
     "AsyncLLMClient",
     "ClientError",
     "ConnectionFailed",

@@ -17,7 +17,6 @@ from ._base import (
     BaseLLMClient,
     chat_params,
     config_from_reply,
-    config_json,
     model_infos,
     normalize_metadata,
 )
@@ -246,8 +245,8 @@ class AsyncLLMClient(BaseLLMClient):
             InvalidRequest: the server refused (not in explicit mode, a restricted API
                 without the key, the model failed to load). ConnectionFailed, Timeout.
         """
-        args = (name or self.model, config_json(config))
-        await self._admin("load_model", *args, headers=self._headers(headers, admin_key))
+        args, call_headers = self._load_call(name, config, headers, admin_key)
+        await self._admin("load_model", *args, headers=call_headers)
 
     async def unload_model(
         self,

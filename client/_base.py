@@ -291,6 +291,16 @@ class BaseLLMClient:
             headers[name] = admin_key
         return headers
 
+    def _load_call(
+        self,
+        name: str | None,
+        config: Mapping[str, Any] | str | None,
+        headers: Mapping[str, str] | None,
+        admin_key: str | None,
+    ) -> tuple[tuple[Any, ...], dict[str, str]]:
+        """``load_model``'s operands and headers for ``_admin``."""
+        return (name or self.model, config_json(config)), self._headers(headers, admin_key)
+
     def _ssl_context(self) -> ssl_lib.SSLContext | None:
         """The TLS context for HTTP, or None for plain HTTP."""
         if not self.ssl:

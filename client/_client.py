@@ -18,7 +18,6 @@ from ._base import (
     BaseLLMClient,
     chat_params,
     config_from_reply,
-    config_json,
     model_infos,
     normalize_metadata,
 )
@@ -258,8 +257,8 @@ class LLMClient(BaseLLMClient):
             InvalidRequest: the server refused (not in explicit mode, a restricted API
                 without the key, the model failed to load). ConnectionFailed, Timeout.
         """
-        args = (name or self.model, config_json(config))
-        self._admin("load_model", *args, headers=self._headers(headers, admin_key))
+        args, call_headers = self._load_call(name, config, headers, admin_key)
+        self._admin("load_model", *args, headers=call_headers)
 
     def unload_model(
         self,

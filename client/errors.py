@@ -2,6 +2,7 @@
 
     ClientError                  base: talking to a running Triton server failed
     ├── ConnectionFailed         the server is down or unreachable (refused, DNS, TLS)
+    │   └── APIRestricted        the server restricts this API to callers with its admin key
     ├── Timeout                  no answer within the client's ``timeout``
     ├── ModelNotFound            the server has no such model, or it is not loaded
     ├── InvalidRequest           the server or the model rejected the request (its message verbatim)
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from tritonkit.errors import (
+    APIRestricted,
     ClientError,
     ConnectionFailed,
     InvalidRequest,
@@ -32,6 +34,7 @@ from tritonkit.errors import (
 )
 
 __all__ = [
+    "APIRestricted",
     "ClientError",
     "ConnectionFailed",
     "InvalidRequest",
@@ -59,6 +62,9 @@ _TRANSPORT = re.compile(
     re.I,
 )
 
+# Triton's refusal of a restricted API (--grpc-restricted-protocol / --http-restricted-api).
+_RESTRICTED = re.compile(r"(protocol|API) is restricted", re.I)
+
 # asyncio's is its own class before Python 3.11.
 _TIMEOUTS = (socket.timeout, TimeoutError, asyncio.TimeoutError)
 
@@ -78,6 +84,8 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     status (404), or None for an error response inside a stream.
     """
     code = str(status or "").rsplit(".", 1)[-1].upper()
+    if _RESTRICTED.search(message):
+        return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if code.isdigit():
         return from_http(int(code), message, url)
     cls = _GRPC_CODES.get(code)
@@ -116,6 +124,8 @@ def from_http(status: int, body: str | bytes, url: str) -> ClientError:
     """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
     triton = _triton_error(body)  # Triton answered (its 503s are refusals, e.g. a load
     message = triton or error_message(body) or f"HTTP {status} from {url}"  # when polling)
+    if _RESTRICTED.search(message):
+        return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if status == 404 or _NOT_FOUND.search(message):
         return ModelNotFound(message)
     if status in (502, 503, 504) and triton is None:  # a proxy, or nothing behind it

@@ -25,6 +25,7 @@ from twins import TWIN_IDS, TWINS, open_twin
 
 from tritonkit import cli
 from tritonkit.client import (
+    APIRestricted,
     ConnectionFailed,
     InvalidRequest,
     LLMClient,
@@ -125,6 +126,10 @@ def test_error_mapping() -> None:
     error = from_http(400, b'data: {"error":"bad prompt"}\n\n', "h:1")
     assert isinstance(error, InvalidRequest) and str(error) == "bad prompt"
     assert isinstance(from_http(503, b"<html>Bad gateway</html>", "h:1"), ConnectionFailed)
+    restricted = "This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'"
+    assert isinstance(from_triton("StatusCode.UNAVAILABLE", restricted, "h:1"), APIRestricted)
+    body = b'{"error": "This API is restricted, expecting header \'admin-key\'"}'
+    assert isinstance(from_http(403, body, "h:1"), APIRestricted)
     assert isinstance(from_http(503, b'{"error": "not allowed"}', "h:1"), InvalidRequest)
     assert isinstance(error, TritonkitError)
     assert sse_data(b'data: {"text_output": "a"}\n') == {"text_output": "a"}

@@ -33,7 +33,7 @@ from twins import TWIN_IDS, TWINS, open_twin
 from tritonkit.blob import publish_repository, pull_repository
 from tritonkit.blob.live import ADMIN_KEY_HEADER, admin_headers
 from tritonkit.cli import run
-from tritonkit.client import InvalidRequest, LLMClient
+from tritonkit.client import APIRestricted, ConnectionFailed, LLMClient
 from tritonkit.client._base import GRPC_ADMIN_KEY_HEADER, HTTP_ADMIN_KEY_HEADER
 from tritonkit.errors import ClientError, UsageError
 
@@ -150,9 +150,10 @@ def test_client_twins_load_and_unload_with_the_admin_key_only(hardened, twin):
     url = hardened.grpc_url if protocol == "grpc" else hardened.http_url
     with open_twin(kind, url, protocol, model="llm") as client:
         for refused in (client.unload_model, client.load_model):
-            with pytest.raises(InvalidRequest, match="restricted") as info:
+            with pytest.raises(APIRestricted, match="restricted") as info:
                 refused()
             assert "\n" not in str(info.value)
+            assert isinstance(info.value, ConnectionFailed)  # as the gateway expects
         assert client.is_model_ready()  # nothing was unloaded
         config = client.model_config()
         slower = copy.deepcopy(config)
