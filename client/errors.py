@@ -53,12 +53,13 @@ __all__ = [
 # Triton's words for a model it does not serve, over every protocol.
 _NOT_FOUND = re.compile(r"unknown model|has no available versions", re.I)
 
-# gRPC's own words for a connection that failed. Triton also answers UNAVAILABLE when it
-# refuses an operation (a load without explicit model control, a restricted API): that
-# is the server's answer, an InvalidRequest, not a connection failure.
-_TRANSPORT = re.compile(
+# gRPC's own words for a connection that failed, and Triton's for a server going away.
+# Triton also answers UNAVAILABLE (HTTP 503) when it refuses an operation (a load without
+# explicit model control): that is the server's answer, an InvalidRequest.
+_UNAVAILABLE = re.compile(
     r"failed to connect|connection (refused|reset)|socket closed|dns resolution"
-    r"|end of tcp stream|broken pipe|goaway|keepalive|no route to host",
+    r"|end of tcp stream|broken pipe|goaway|keepalive|no route to host"
+    r"|stopping|shutting down|exiting|not ready|unavailable",
     re.I,
 )
 
@@ -89,7 +90,7 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     if code.isdigit():
         return from_http(int(code), message, url)
     cls = _GRPC_CODES.get(code)
-    if cls is ConnectionFailed and not _TRANSPORT.search(message):
+    if cls is ConnectionFailed and not _UNAVAILABLE.search(message):
         cls = InvalidRequest
     if cls is ConnectionFailed:
         return ConnectionFailed(
@@ -122,13 +123,13 @@ def from_httpx(exc: httpx.HTTPError, url: str, *, reading: bool = False) -> Clie
 
 def from_http(status: int, body: str | bytes, url: str) -> ClientError:
     """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
-    triton = _triton_error(body)  # Triton answered (its 503s are refusals, e.g. a load
-    message = triton or error_message(body) or f"HTTP {status} from {url}"  # when polling)
+    triton = _triton_error(body)  # None: not Triton's JSON (a proxy, nothing behind it)
+    message = triton or error_message(body) or f"HTTP {status} from {url}"
     if _RESTRICTED.search(message):
         return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if status == 404 or _NOT_FOUND.search(message):
         return ModelNotFound(message)
-    if status in (502, 503, 504) and triton is None:  # a proxy, or nothing behind it
+    if status in (502, 503, 504) and (triton is None or _UNAVAILABLE.search(message)):
         return ConnectionFailed(f"Triton at {url} is unavailable (HTTP {status}): {message}")
     return InvalidRequest(message)
 

@@ -131,6 +131,11 @@ def test_error_mapping() -> None:
     body = b'{"error": "This API is restricted, expecting header \'admin-key\'"}'
     assert isinstance(from_http(403, body, "h:1"), APIRestricted)
     assert isinstance(from_http(503, b'{"error": "not allowed"}', "h:1"), InvalidRequest)
+    stopping = b'{"error": "Server is stopping"}'
+    assert isinstance(from_http(503, stopping, "h:1"), ConnectionFailed)
+    assert isinstance(
+        from_triton("StatusCode.UNAVAILABLE", "Server is stopping", "h:1"), ConnectionFailed
+    )
     assert isinstance(error, TritonkitError)
     assert sse_data(b'data: {"text_output": "a"}\n') == {"text_output": "a"}
     assert sse_data(b"\n") is None
