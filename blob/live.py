@@ -9,12 +9,14 @@ repository already (``tritonkit pull`` them there).
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from tritonkit.client.errors import ClientError, InvalidRequest, ModelNotFound, from_triton
+from tritonkit.client import LLMClient
+from tritonkit.client._base import GRPC_ADMIN_KEY_HEADER
+from tritonkit.client.errors import ClientError, InvalidRequest, ModelNotFound
 from tritonkit.errors import UsageError
 
 from .versions import Switch
@@ -23,7 +25,7 @@ LOAD_TIMEOUT_S = 600.0
 # A hardened Triton (deploy/triton-entrypoint.sh) restricts the model-repository API to
 # callers that send its admin key: Triton reads the gRPC metadata key with this prefix.
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
-ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
+ADMIN_KEY_HEADER = GRPC_ADMIN_KEY_HEADER
 Headers = Mapping[str, str]
 
 
@@ -59,30 +61,21 @@ class ServedVersion:
     reason: str = ""
 
 
-def _client(url: str) -> object:
-    import tritonclient.grpc as grpcclient
-
-    return grpcclient.InferenceServerClient(url)
-
-
-def _call(
-    url: str, method: str, *args: object, headers: Headers | None = None, **kwargs: object
-) -> object:
-    from tritonclient.utils import InferenceServerException
-
-    client = _client(url)
-    try:
-        return getattr(client, method)(*args, headers=dict(headers or {}), **kwargs)
-    except InferenceServerException as exc:
-        message = exc.message() or str(exc)
-        if "restricted" in message.lower():
-            message += (
+@contextlib.contextmanager
+def _admin(url: str, headers: Headers | None) -> Iterator[LLMClient]:
+    """One gRPC client (one connection) for every call of a switch; a refusal by a
+    restricted API says how to send the admin key."""
+    with LLMClient(url, timeout=LOAD_TIMEOUT_S, headers=headers) as client:
+        try:
+            yield client
+        except ClientError as exc:
+            if "restricted" not in str(exc).lower():
+                raise
+            hint = (
                 f"; the server restricts this API: set ${ADMIN_KEY_ENV} (or pass "
                 "--triton-header KEY=VALUE) to its admin key"
             )
-        raise from_triton(exc.status(), message, url) from exc
-    finally:
-        client.close()  # type: ignore[attr-defined]
+            raise type(exc)(f"{exc}{hint}") from exc
 
 
 def server_versions(
@@ -94,23 +87,23 @@ def server_versions(
     Raises:
         ClientError: the server cannot be reached, or has no such model.
     """
-    index = _call(url, "get_model_repository_index", as_json=True, headers=headers)
-    rows = []
-    for entry in index.get("models", []):  # type: ignore[attr-defined]
-        if model and entry["name"] != model:
-            continue
-        version = int(entry["version"]) if entry.get("version") else None
-        rows.append(ServedVersion(entry["name"], version, entry.get("state", ""),
-                                  entry.get("reason", "")))  # fmt: skip
+    with _admin(url, headers) as client:
+        return _versions(client, model)
+
+
+def _versions(client: LLMClient, model: str | None) -> list[ServedVersion]:
+    rows = [
+        ServedVersion(m.name, int(m.version) if m.version else None, m.state, m.reason)
+        for m in client.models()
+        if not model or m.name == model
+    ]
     if model and not rows:
-        raise ModelNotFound(f"{url} has no model {model!r} in its repository")
+        raise ModelNotFound(f"{client.url} has no model {model!r} in its repository")
     return rows
 
 
-def _ready(url: str, model: str, headers: Headers | None) -> list[int]:
-    return sorted(
-        r.version for r in server_versions(url, model, headers) if r.state == "READY" and r.version
-    )
+def _ready(client: LLMClient, model: str) -> list[int]:
+    return sorted(r.version for r in _versions(client, model) if r.state == "READY" and r.version)
 
 
 def promote_on_server(url: str, model: str, version: int, headers: Headers | None = None) -> Switch:
@@ -124,19 +117,23 @@ def promote_on_server(url: str, model: str, version: int, headers: Headers | Non
     """
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
-    before = _ready(url, model, headers)
-    config = _call(url, "get_model_config", model, as_json=True, headers=headers)["config"]  # type: ignore[index]
+    with _admin(url, headers) as client:
+        return _promote(client, model, version)
+
+
+def _promote(client: LLMClient, model: str, version: int) -> Switch:
+    before = _ready(client, model)
+    config = client.model_config(model)
     config["version_policy"] = {"specific": {"versions": [version]}}
     try:
-        _call(url, "load_model", model, config=json.dumps(config),
-              client_timeout=LOAD_TIMEOUT_S, headers=headers)  # fmt: skip
+        client.load_model(model, config=config)
     except ClientError as exc:
         reason = " ".join(str(exc).split())  # Triton's messages may end with a newline
         raise InvalidRequest(
-            f"{url} could not load version {version} of {model} ({reason}); is the server in "
-            "explicit model-control mode, with that version pulled into its repository?"
+            f"{client.url} could not load version {version} of {model} ({reason}); is the "
+            "server in explicit model-control mode, with that version pulled into its repository?"
         ) from exc
-    return Switch(model, before, _ready(url, model, headers))
+    return Switch(model, before, _ready(client, model))
 
 
 def rollback_on_server(
@@ -145,15 +142,19 @@ def rollback_on_server(
     """Serve ``version``, by default the one below the newest version served now.
 
     Raises:
+        UsageError: ``version`` < 1.
         ModelNotFound: no version of ``model`` is loaded and none was given.
         InvalidRequest, ClientError: as ``promote_on_server``.
     """
-    if version is None:
-        ready = _ready(url, model, headers)
-        if not ready or max(ready) <= 1:
-            raise ModelNotFound(
-                f"{url} serves {model} version {ready or 'none'}; pass --version to say "
-                "which version to go back to"
-            )
-        version = max(ready) - 1
-    return promote_on_server(url, model, version, headers)
+    if version is not None and version < 1:
+        raise UsageError(f"version must be >= 1, got {version}")
+    with _admin(url, headers) as client:
+        if version is None:
+            ready = _ready(client, model)
+            if not ready or max(ready) <= 1:
+                raise ModelNotFound(
+                    f"{url} serves {model} version {ready or 'none'}; pass --version to say "
+                    "which version to go back to"
+                )
+            version = max(ready) - 1
+        return _promote(client, model, version)

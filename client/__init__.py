@@ -9,13 +9,14 @@
             print(piece, end="", flush=True)
 
 Errors are ``tritonkit.client.errors.ClientError`` subclasses (see that module).
-The client needs tritonclient and numpy only: never torch.
+The client needs grpcio with tritonclient's generated service, httpx and numpy: never torch.
 """
 
 from ._async_client import AsyncLLMClient
 from ._base import DEFAULT_MODEL, DEFAULT_TIMEOUT_S, DEFAULT_URLS, GenerationParams, Protocol
 from ._client import LLMClient
 from .errors import (
+    APIRestricted,
     ClientError,
     ConnectionFailed,
     InvalidRequest,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URLS",
+    "APIRestricted",
     "AsyncLLMClient",
     "ClientError",
     "ConnectionFailed",

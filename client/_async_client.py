@@ -1,31 +1,27 @@
-"""``AsyncLLMClient``: the asyncio twin of ``LLMClient`` (same methods, awaited)."""
+"""``AsyncLLMClient``: the asyncio twin of ``LLMClient`` (same methods, awaited; the same
+code over ``grpc.aio`` and ``httpx.AsyncClient``)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as grpcaio
-from tritonclient.utils import InferenceServerException
+import grpc.aio
+import httpx
+from tritonclient.grpc import service_pb2_grpc
 
+from . import _grpc_wire, _http_wire
 from ._base import (
     BaseLLMClient,
     chat_params,
-    chunk_from_arrays,
-    chunk_from_json,
     config_from_reply,
     model_infos,
     normalize_metadata,
-    request_arrays,
-    sse_data,
 )
 from .chat import ChatTemplate
-from .errors import ServerStreamError, from_http, from_os_error, from_triton
+from .errors import from_grpc, from_http, from_httpx
 from .results import GenerationResult, ModelInfo, ResultBuilder, StreamChunk
 
 
@@ -45,9 +41,9 @@ class AsyncLLMClient(BaseLLMClient):
     """
 
     def _init_transport(self) -> None:
-        self._grpc: grpcaio.InferenceServerClient | None = None
-        self._http: Any = None  # tritonclient.http.aio.InferenceServerClient
-        self._session: Any = None  # aiohttp.ClientSession for the generate extension
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
+        self._http: httpx.AsyncClient | None = None
 
     # -- generation --------------------------------------------------------------------
 
@@ -137,90 +133,50 @@ class AsyncLLMClient(BaseLLMClient):
         return self._http_events(values)
 
     async def _grpc_events(self, values: dict[str, Any]) -> AsyncGenerator[StreamChunk, None]:
-        inputs = []
-        for name, datatype, array in request_arrays(values):
-            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        request = {
-            "model_name": self.model,
-            "inputs": inputs,
-            "parameters": {"triton_enable_empty_final_response": True},
-        }
-
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield request  # then half-close: the server ends the stream after the final response
-
-        done = False
-        responses = None
+        reader = _grpc_wire.StreamReader(self.url)
+        request = _grpc_wire.stream_request(self.model, values)
+        call = None
         try:
-            responses = self._grpc_client().stream_infer(
-                requests(), stream_timeout=self.timeout, headers=self._grpc_headers
+            call = self._grpc_stub().ModelStreamInfer(
+                iter([request]), timeout=self.timeout, metadata=_grpc_wire.metadata(self._headers())
             )
-            async for result, error in responses:
-                if error is not None:
-                    done = True  # an error ends the request: nothing left to cancel
-                    raise error
-                done = result.get_response().parameters["triton_final_response"].bool_param
-                yield chunk_from_arrays(result.as_numpy, done)
-            if not done:
-                raise ServerStreamError(
-                    f"the stream from {self.url} ended before its final response"
-                )
-        except InferenceServerException as exc:
-            raise from_triton(exc.status(), exc.message(), self.url) from exc
+            async for response in call:
+                yield reader.chunk(response)
+            reader.end()
         except grpc.RpcError as exc:
-            raise from_triton(exc.code(), exc.details() or str(exc), self.url) from exc
+            raise from_grpc(exc, self.url) from exc
         finally:
-            if not done and responses is not None:
-                responses.cancel()  # the server stops generating for a client that left
+            if call is not None and not reader.done:
+                call.cancel()  # the server stops generating for a client that left
 
     async def _http_events(self, values: dict[str, Any]) -> AsyncGenerator[StreamChunk, None]:
-        import aiohttp
-
-        stream = bool(values["stream"])
+        reader = _http_wire.StreamReader(self.url, bool(values["stream"]), self.timeout)
+        client = self._http_client()
+        request = client.build_request(
+            "POST", _http_wire.generate_path(self.model, reader.stream),
+            json=values, headers=self._headers(),
+        )  # fmt: skip
         try:
-            response = await self._http_session().post(
-                self._generate_url(stream),
-                json=values,
-                headers=self.headers or None,
-                ssl=self._ssl_context() or True,
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise from_os_error(exc, self.url) from exc
-        complete = False
-        try:
-            if response.status >= 400:
-                raise from_http(response.status, await response.read(), self.url)
-            if not stream:
-                obj = json.loads(await response.read())
-                complete = True
-                yield chunk_from_json(obj, self.url, is_final=True)
-                return
-            final = False
-            buffer = b""
-            # Split lines ourselves: aiohttp's readline caps line length, an SSE event has none.
-            async for data in response.content.iter_any():
-                buffer += data
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    obj = sse_data(line)
-                    if obj is not None and not final:
-                        chunk = chunk_from_json(obj, self.url)
-                        final = chunk.is_final
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, self.url) from exc
+        # Closing the response unread drops the connection: Triton cancels the request.
+        async with contextlib.aclosing(response):
+            try:
+                if response.status_code >= 400:
+                    raise from_http(response.status_code, await response.aread(), self.url)
+                if not reader.stream:
+                    yield reader.body(await response.aread())
+                    return
+                async for line in response.aiter_lines():
+                    chunk = reader.line(line)
+                    if chunk is not None:
                         yield chunk
-            complete = True
-            if not final:  # the model ended with an empty final response
-                yield StreamChunk(text="", is_final=True)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ValueError) as exc:
-            raise ServerStreamError(f"the response from {self.url} broke off: {exc}") from exc
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise from_os_error(exc, self.url) from exc
-        finally:
-            if complete:
-                response.release()
-            else:
-                response.close()  # dropping the connection cancels the request in Triton
+                last = reader.end()
+                if last is not None:
+                    yield last
+            except httpx.HTTPError as exc:
+                raise from_httpx(exc, self.url, reading=True) from exc
 
     # -- server and models -------------------------------------------------------------
 
@@ -230,7 +186,7 @@ class AsyncLLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed: nothing answers at the url. Timeout.
         """
-        return bool(await self._admin("is_server_live"))
+        return bool(await self._admin("is_live"))
 
     async def is_ready(self) -> bool:
         """Whether the server is ready (every model it was asked to load is loaded).
@@ -238,7 +194,7 @@ class AsyncLLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed, Timeout.
         """
-        return bool(await self._admin("is_server_ready"))
+        return bool(await self._admin("is_ready"))
 
     async def is_model_ready(self, name: str | None = None, version: str = "") -> bool:
         """Whether model ``name`` (default: this client's model) can serve requests.
@@ -254,7 +210,7 @@ class AsyncLLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed, Timeout.
         """
-        return model_infos(await self._admin("get_model_repository_index", grpc_json=True))
+        return model_infos(await self._admin("models"))
 
     async def model_metadata(self, name: str | None = None, version: str = "") -> dict[str, Any]:
         """Name, versions, platform, inputs and outputs of a model (default: this client's).
@@ -262,7 +218,7 @@ class AsyncLLMClient(BaseLLMClient):
         Raises:
             ModelNotFound, ConnectionFailed, Timeout.
         """
-        meta = await self._admin("get_model_metadata", name or self.model, version, grpc_json=True)
+        meta = await self._admin("model_metadata", name or self.model, version)
         return normalize_metadata(dict(meta))
 
     async def model_config(self, name: str | None = None, version: str = "") -> dict[str, Any]:
@@ -271,64 +227,93 @@ class AsyncLLMClient(BaseLLMClient):
         Raises:
             ModelNotFound, ConnectionFailed, Timeout.
         """
-        reply = await self._admin("get_model_config", name or self.model, version, grpc_json=True)
+        reply = await self._admin("model_config", name or self.model, version)
         return config_from_reply(reply)
 
-    async def _admin(self, method: str, *args: Any, grpc_json: bool = False) -> Any:
-        import aiohttp
+    async def load_model(
+        self,
+        name: str | None = None,
+        *,
+        config: Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        admin_key: str | None = None,
+    ) -> None:
+        """Load (or reload) a model with an optional config override (see
+        ``LLMClient.load_model``).
 
-        kwargs: dict[str, Any]
+        Raises:
+            InvalidRequest: the server refused (not in explicit mode, a restricted API
+                without the key, the model failed to load). ConnectionFailed, Timeout.
+        """
+        args, call_headers = self._load_call(name, config, headers, admin_key)
+        await self._admin("load_model", *args, headers=call_headers)
+
+    async def unload_model(
+        self,
+        name: str | None = None,
+        *,
+        unload_dependents: bool = False,
+        headers: Mapping[str, str] | None = None,
+        admin_key: str | None = None,
+    ) -> None:
+        """Unload a model (see ``LLMClient.unload_model``).
+
+        Raises:
+            InvalidRequest: the server refused (a restricted API without the key).
+            ConnectionFailed, Timeout.
+        """
+        args = (name or self.model, unload_dependents)
+        await self._admin("unload_model", *args, headers=self._headers(headers, admin_key))
+
+    async def _admin(self, op: str, *args: Any, headers: Mapping[str, str] | None = None) -> Any:
+        headers = self._headers() if headers is None else headers
         if self.protocol == "grpc":
-            client: Any = self._grpc_client()
-            kwargs = {"headers": self._grpc_headers, "client_timeout": self.timeout}
-            if grpc_json:
-                kwargs["as_json"] = True
-        else:
-            client = self._http_client()
-            kwargs = {"headers": self.headers or None}
+            call = _grpc_wire.admin_call(op, *args)
+            rpc = getattr(self._grpc_stub(), call.rpc)
+            try:
+                reply = await rpc(
+                    call.request, timeout=self.timeout, metadata=_grpc_wire.metadata(headers)
+                )
+            except grpc.RpcError as exc:
+                raise from_grpc(exc, self.url) from exc
+            return call.decode(reply)
+        http = _http_wire.admin_call(op, *args)
         try:
-            return await getattr(client, method)(*args, **kwargs)
-        except InferenceServerException as exc:
-            raise from_triton(exc.status(), exc.message(), self.url) from exc
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise from_os_error(exc, self.url) from exc
+            response = await self._http_client().request(
+                http.method, http.path, json=http.body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, self.url) from exc
+        return http.decode(response.status_code, response.content, self.url)
 
     # -- transports (created inside the running loop) ----------------------------------
 
-    def _grpc_client(self) -> grpcaio.InferenceServerClient:
-        if self._grpc is None:
-            self._grpc = grpcaio.InferenceServerClient(self.url, **self._grpc_options())
-        return self._grpc
+    def _grpc_stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
+        if self._stub is None:
+            if self.ssl:
+                creds = _grpc_wire.credentials(
+                    self.root_certificates, self.private_key, self.certificate_chain
+                )
+                channel = grpc.aio.secure_channel(self.url, creds, _grpc_wire.CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.insecure_channel(self.url, _grpc_wire.CHANNEL_OPTIONS)
+            self._channel = channel
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return self._stub
 
-    def _http_client(self) -> Any:
-        import tritonclient.http.aio as httpaio
-
+    def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpaio.InferenceServerClient(
-                self.url,
-                conn_timeout=self.timeout if self.timeout is not None else 24 * 3600.0,
-                ssl=self.ssl,
-                ssl_context=self._ssl_context(),
-            )
+            self._http = httpx.AsyncClient(**self._httpx_options())
         return self._http
-
-    def _http_session(self) -> Any:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
 
     async def close(self) -> None:
         """Close the connections; the client can be used again afterwards (it reconnects)."""
-        grpc_client, http_client, session = self._grpc, self._http, self._session
-        self._grpc = self._http = self._session = None
-        if grpc_client is not None:
-            await grpc_client.close()
-        if http_client is not None:
-            await http_client.close()
-        if session is not None:
-            await session.close()
+        channel, http = self._channel, self._http
+        self._channel = self._stub = self._http = None
+        if channel is not None:
+            await channel.close()
+        if http is not None:
+            await http.aclose()
 
     async def __aenter__(self) -> AsyncLLMClient:
         return self

@@ -5,6 +5,8 @@ Both clients speak the vLLM / TensorRT-LLM style interface of the "llm" model: a
 and token counts out. Over gRPC every generation is a ``ModelStreamInfer`` stream (unary
 ``ModelInfer`` refuses decoupled models); over HTTP it is Triton's generate extension
 (``/generate`` returns one JSON, ``/generate_stream`` sends server-sent events).
+``_grpc_wire`` and ``_http_wire`` hold the rest of what the twins share, protocol by
+protocol; the twins themselves only do the I/O (blocking, or awaited).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import ssl as ssl_lib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
-from urllib.parse import quote
 
 import numpy as np
 
@@ -29,6 +30,12 @@ Protocol = Literal["grpc", "http"]
 DEFAULT_URLS: dict[str, str] = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 DEFAULT_MODEL = "llm"
 DEFAULT_TIMEOUT_S = 120.0  # one whole request, a stream included
+
+# Where a hardened Triton (deploy/triton-entrypoint.sh) expects its admin key for the
+# restricted model-repository API: gRPC metadata (Triton adds this prefix to the key's
+# name) and the HTTP header.
+GRPC_ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
+HTTP_ADMIN_KEY_HEADER = "admin-key"
 
 # Optional scalar inputs: name -> (Triton datatype, numpy dtype, Python type).
 SCALAR_INPUTS: dict[str, tuple[str, type, type]] = {
@@ -200,6 +207,20 @@ def normalize_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def config_json(config: Mapping[str, Any] | str | None) -> str | None:
+    """A ``load_model`` config override as the JSON string Triton takes.
+
+    Raises:
+        InvalidRequest: a mapping that cannot be written as JSON.
+    """
+    if config is None or isinstance(config, str):
+        return config
+    try:
+        return json.dumps(dict(config))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the config override is not JSON: {exc}") from exc
+
+
 def chat_params(params: dict[str, Any]) -> dict[str, Any]:
     """A chat's generation parameters: the answer alone, never the rendered prompt."""
     return {"exclude_input_in_output": True, **params}
@@ -260,18 +281,25 @@ class BaseLLMClient:
             f"{type(self).__name__}({self.url!r}, protocol={self.protocol!r}, model={self.model!r})"
         )
 
-    @property
-    def _grpc_headers(self) -> dict[str, str] | None:
-        # gRPC metadata keys must be lower case.
-        return {k.lower(): v for k, v in self.headers.items()} or None
+    def _headers(
+        self, extra: Mapping[str, str] | None = None, admin_key: str | None = None
+    ) -> dict[str, str]:
+        """The client's headers, then ``extra``, then the admin key under this protocol's name."""
+        headers = {**self.headers, **(extra or {})}
+        if admin_key:
+            name = GRPC_ADMIN_KEY_HEADER if self.protocol == "grpc" else HTTP_ADMIN_KEY_HEADER
+            headers[name] = admin_key
+        return headers
 
-    def _grpc_options(self) -> dict[str, Any]:
-        return {
-            "ssl": self.ssl,
-            "root_certificates": self.root_certificates,
-            "private_key": self.private_key,
-            "certificate_chain": self.certificate_chain,
-        }
+    def _load_call(
+        self,
+        name: str | None,
+        config: Mapping[str, Any] | str | None,
+        headers: Mapping[str, str] | None,
+        admin_key: str | None,
+    ) -> tuple[tuple[Any, ...], dict[str, str]]:
+        """``load_model``'s operands and headers for ``_admin``."""
+        return (name or self.model, config_json(config)), self._headers(headers, admin_key)
 
     def _ssl_context(self) -> ssl_lib.SSLContext | None:
         """The TLS context for HTTP, or None for plain HTTP."""
@@ -285,10 +313,15 @@ class BaseLLMClient:
             context.verify_mode = ssl_lib.CERT_NONE
         return context
 
-    def _generate_url(self, stream: bool) -> str:
-        scheme = "https" if self.ssl else "http"
-        endpoint = "generate_stream" if stream else "generate"
-        return f"{scheme}://{self.url}/v2/models/{quote(self.model, safe='')}/{endpoint}"
+    def _httpx_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``httpx.Client`` / ``httpx.AsyncClient``: straight to the
+        server (no proxy from the environment), the client's timeout for each read."""
+        return {
+            "base_url": f"{'https' if self.ssl else 'http'}://{self.url}",
+            "verify": self._ssl_context() or True,
+            "timeout": self.timeout,
+            "trust_env": False,
+        }
 
     def _request(self, prompt: str, stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:
         return request_values(prompt, stream, GenerationParams.from_kwargs(params))

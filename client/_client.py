@@ -1,37 +1,29 @@
-"""``LLMClient``: the blocking client. ``AsyncLLMClient`` (``_async_client.py``) is its twin."""
+"""``LLMClient``: the blocking client. ``AsyncLLMClient`` (``_async_client.py``) is its twin:
+the same code over ``grpc`` / ``httpx.Client`` here and ``grpc.aio`` / ``httpx.AsyncClient``
+there, with everything else in ``_base``, ``_grpc_wire`` and ``_http_wire``."""
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
-import queue
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+import grpc
+import httpx
+from tritonclient.grpc import service_pb2_grpc
 
+from . import _grpc_wire, _http_wire
 from ._base import (
     BaseLLMClient,
     chat_params,
-    chunk_from_arrays,
-    chunk_from_json,
     config_from_reply,
     model_infos,
     normalize_metadata,
-    request_arrays,
-    sse_data,
 )
 from .chat import ChatTemplate
-from .errors import ServerStreamError, Timeout, from_http, from_os_error, from_triton
+from .errors import from_grpc, from_http, from_httpx
 from .results import GenerationResult, ModelInfo, ResultBuilder, StreamChunk
-
-_NO_TIMEOUT_S = 24 * 3600.0  # tritonclient.http needs a number
 
 
 class LLMClient(BaseLLMClient):
@@ -46,15 +38,15 @@ class LLMClient(BaseLLMClient):
     stop (list of stop words), repetition_penalty, exclude_input_in_output,
     sampling_parameters (a dict sent as JSON). An unknown name raises ``TypeError``.
 
-    One client may be shared by threads; a generation that finds the client's gRPC
-    stream busy opens its own connection for that request.
+    One client may be shared by threads: its one gRPC channel (or HTTP connection pool)
+    carries their requests side by side.
     """
 
     def _init_transport(self) -> None:
-        self._grpc: grpcclient.InferenceServerClient | None = None
-        self._http: Any = None  # tritonclient.http.InferenceServerClient, imported on first use
+        self._channel: grpc.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
+        self._http: httpx.Client | None = None
         self._lock = threading.Lock()  # guards lazy creation of the transports
-        self._stream_lock = threading.Lock()  # tritonclient allows one stream per client
 
     # -- generation --------------------------------------------------------------------
 
@@ -150,104 +142,50 @@ class LLMClient(BaseLLMClient):
         return self._http_events(values)
 
     def _grpc_events(self, values: dict[str, Any]) -> Generator[StreamChunk, None, None]:
-        inputs = []
-        for name, datatype, array in request_arrays(values):
-            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        with self._stream_client() as client:
-            done = False
-            try:
-                client.start_stream(
-                    callback=lambda result, error: responses.put((result, error)),
-                    stream_timeout=self.timeout,
-                    headers=self._grpc_headers,
-                )
-                try:
-                    client.async_stream_infer(self.model, inputs, enable_empty_final_response=True)
-                except InferenceServerException:
-                    # The stream failed before the request went out (server down): the
-                    # cause reached the callback, the exception only says "not valid".
-                    done = True
-                    with contextlib.suppress(queue.Empty):
-                        cause = responses.get(timeout=1.0)[1]
-                        if cause is not None:
-                            raise cause from None
-                    raise
-                while not done:
-                    try:
-                        result, error = responses.get(timeout=self.timeout)
-                    except queue.Empty:
-                        raise Timeout(f"no response from {self.url} in {self.timeout}s") from None
-                    if error is not None:
-                        done = True  # an error ends the request: nothing left to cancel
-                        raise error
-                    params = result.get_response().parameters
-                    done = params["triton_final_response"].bool_param
-                    yield chunk_from_arrays(result.as_numpy, done)
-            except InferenceServerException as exc:
-                raise from_triton(exc.status(), exc.message(), self.url) from exc
-            finally:
-                # Cancelling tells the server to stop generating for a client that left.
-                client.stop_stream(cancel_requests=not done)
-
-    @contextlib.contextmanager
-    def _stream_client(self) -> Iterator[grpcclient.InferenceServerClient]:
-        if self._stream_lock.acquire(blocking=False):
-            try:
-                yield self._grpc_client()
-            finally:
-                self._stream_lock.release()
-        else:  # another thread, or an unfinished iterator, holds the shared stream
-            extra = self._new_grpc_client()
-            try:
-                yield extra
-            finally:
-                extra.close()
+        reader = _grpc_wire.StreamReader(self.url)
+        request = _grpc_wire.stream_request(self.model, values)
+        call = None
+        try:
+            call = self._grpc_stub().ModelStreamInfer(
+                iter([request]), timeout=self.timeout, metadata=_grpc_wire.metadata(self._headers())
+            )
+            for response in call:
+                yield reader.chunk(response)
+            reader.end()
+        except grpc.RpcError as exc:
+            raise from_grpc(exc, self.url) from exc
+        finally:
+            if call is not None and not reader.done:
+                call.cancel()  # the server stops generating for a client that left
 
     def _http_events(self, values: dict[str, Any]) -> Generator[StreamChunk, None, None]:
-        stream = bool(values["stream"])
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        request = urllib.request.Request(
-            self._generate_url(stream),
-            data=json.dumps(values).encode(),
-            headers={"Content-Type": "application/json", **self.headers},
-            method="POST",
-        )
-        opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}),  # like tritonclient: straight to the server
-            urllib.request.HTTPSHandler(context=self._ssl_context()),
-        )
+        reader = _http_wire.StreamReader(self.url, bool(values["stream"]), self.timeout)
+        client = self._http_client()
+        request = client.build_request(
+            "POST", _http_wire.generate_path(self.model, reader.stream),
+            json=values, headers=self._headers(),
+        )  # fmt: skip
         try:
-            response = opener.open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise from_http(exc.code, exc.read(), self.url) from exc
-        except OSError as exc:  # URLError, refused, TLS, timeout
-            raise from_os_error(exc, self.url) from exc
-        # Closing the response drops the connection, which cancels the request in Triton.
-        with response:
+            response = client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, self.url) from exc
+        # Closing the response unread drops the connection: Triton cancels the request.
+        with contextlib.closing(response):
             try:
-                if not stream:
-                    yield chunk_from_json(json.loads(response.read()), self.url, is_final=True)
+                if response.status_code >= 400:
+                    raise from_http(response.status_code, response.read(), self.url)
+                if not reader.stream:
+                    yield reader.body(response.read())
                     return
-                final = False
-                for line in response:
-                    # The socket timeout bounds each read; this bounds the whole stream.
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise Timeout(f"the stream from {self.url} ran past {self.timeout}s")
-                    obj = sse_data(line)
-                    if obj is not None and not final:
-                        chunk = chunk_from_json(obj, self.url)
-                        final = chunk.is_final
+                for line in response.iter_lines():
+                    chunk = reader.line(line)
+                    if chunk is not None:
                         yield chunk
-                if not final:  # the model ended with an empty final response
-                    yield StreamChunk(text="", is_final=True)
-            except (http.client.HTTPException, ValueError) as exc:
-                raise ServerStreamError(f"the response from {self.url} broke off: {exc}") from exc
-            except OSError as exc:
-                raise from_os_error(exc, self.url) from exc
+                last = reader.end()
+                if last is not None:
+                    yield last
+            except httpx.HTTPError as exc:
+                raise from_httpx(exc, self.url, reading=True) from exc
 
     # -- server and models -------------------------------------------------------------
 
@@ -257,7 +195,7 @@ class LLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed: nothing answers at the url. Timeout.
         """
-        return bool(self._admin("is_server_live"))
+        return bool(self._admin("is_live"))
 
     def is_ready(self) -> bool:
         """Whether the server is ready (every model it was asked to load is loaded).
@@ -265,7 +203,7 @@ class LLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed, Timeout.
         """
-        return bool(self._admin("is_server_ready"))
+        return bool(self._admin("is_ready"))
 
     def is_model_ready(self, name: str | None = None, version: str = "") -> bool:
         """Whether model ``name`` (default: this client's model) can serve requests.
@@ -281,7 +219,7 @@ class LLMClient(BaseLLMClient):
         Raises:
             ConnectionFailed, Timeout.
         """
-        return model_infos(self._admin("get_model_repository_index", grpc_json=True))
+        return model_infos(self._admin("models"))
 
     def model_metadata(self, name: str | None = None, version: str = "") -> dict[str, Any]:
         """Name, versions, platform, inputs and outputs of a model (default: this client's).
@@ -289,7 +227,7 @@ class LLMClient(BaseLLMClient):
         Raises:
             ModelNotFound, ConnectionFailed, Timeout.
         """
-        meta = self._admin("get_model_metadata", name or self.model, version, grpc_json=True)
+        meta = self._admin("model_metadata", name or self.model, version)
         return normalize_metadata(dict(meta))
 
     def model_config(self, name: str | None = None, version: str = "") -> dict[str, Any]:
@@ -298,67 +236,100 @@ class LLMClient(BaseLLMClient):
         Raises:
             ModelNotFound, ConnectionFailed, Timeout.
         """
-        reply = self._admin("get_model_config", name or self.model, version, grpc_json=True)
+        reply = self._admin("model_config", name or self.model, version)
         return config_from_reply(reply)
 
-    def _admin(self, method: str, *args: Any, grpc_json: bool = False) -> Any:
-        kwargs: dict[str, Any]
+    def load_model(
+        self,
+        name: str | None = None,
+        *,
+        config: Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        admin_key: str | None = None,
+    ) -> None:
+        """Load (or reload) model ``name`` (default: this client's) on a server in explicit
+        model-control mode; ``config`` overrides its config.pbtxt (a dict or JSON), e.g.
+        ``{"version_policy": {"specific": {"versions": [2]}}}`` to serve version 2.
+        ``headers`` go with this call; ``admin_key`` is sent as a hardened server expects
+        it (gRPC metadata ``triton-grpc-protocol-admin-key``, HTTP header ``admin-key``).
+
+        Raises:
+            InvalidRequest: the server refused (not in explicit mode, a restricted API
+                without the key, the model failed to load). ConnectionFailed, Timeout.
+        """
+        args, call_headers = self._load_call(name, config, headers, admin_key)
+        self._admin("load_model", *args, headers=call_headers)
+
+    def unload_model(
+        self,
+        name: str | None = None,
+        *,
+        unload_dependents: bool = False,
+        headers: Mapping[str, str] | None = None,
+        admin_key: str | None = None,
+    ) -> None:
+        """Unload model ``name`` (default: this client's); ``headers`` and ``admin_key`` as
+        for ``load_model``.
+
+        Raises:
+            InvalidRequest: the server refused (a restricted API without the key).
+            ConnectionFailed, Timeout.
+        """
+        args = (name or self.model, unload_dependents)
+        self._admin("unload_model", *args, headers=self._headers(headers, admin_key))
+
+    def _admin(self, op: str, *args: Any, headers: Mapping[str, str] | None = None) -> Any:
+        headers = self._headers() if headers is None else headers
         if self.protocol == "grpc":
-            client: Any = self._grpc_client()
-            kwargs = {"headers": self._grpc_headers, "client_timeout": self.timeout}
-            if grpc_json:
-                kwargs["as_json"] = True
-        else:
-            client = self._http_client()
-            kwargs = {"headers": self.headers or None}
+            call = _grpc_wire.admin_call(op, *args)
+            rpc = getattr(self._grpc_stub(), call.rpc)
+            try:
+                reply = rpc(
+                    call.request, timeout=self.timeout, metadata=_grpc_wire.metadata(headers)
+                )
+            except grpc.RpcError as exc:
+                raise from_grpc(exc, self.url) from exc
+            return call.decode(reply)
+        http = _http_wire.admin_call(op, *args)
         try:
-            return getattr(client, method)(*args, **kwargs)
-        except InferenceServerException as exc:
-            raise from_triton(exc.status(), exc.message(), self.url) from exc
-        except OSError as exc:
-            raise from_os_error(exc, self.url) from exc
+            response = self._http_client().request(
+                http.method, http.path, json=http.body, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc, self.url) from exc
+        return http.decode(response.status_code, response.content, self.url)
 
     # -- transports --------------------------------------------------------------------
 
-    def _new_grpc_client(self) -> grpcclient.InferenceServerClient:
-        return grpcclient.InferenceServerClient(self.url, **self._grpc_options())
-
-    def _grpc_client(self) -> grpcclient.InferenceServerClient:
+    def _grpc_stub(self) -> service_pb2_grpc.GRPCInferenceServiceStub:
         with self._lock:
-            if self._grpc is None:
-                self._grpc = self._new_grpc_client()
-            return self._grpc
+            if self._stub is None:
+                if self.ssl:
+                    creds = _grpc_wire.credentials(
+                        self.root_certificates, self.private_key, self.certificate_chain
+                    )
+                    channel = grpc.secure_channel(self.url, creds, _grpc_wire.CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.insecure_channel(self.url, _grpc_wire.CHANNEL_OPTIONS)
+                self._channel = channel
+                self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            return self._stub
 
-    def _http_client(self) -> Any:
-        import tritonclient.http as httpclient  # pulls in gevent: only when HTTP is used
-
+    def _http_client(self) -> httpx.Client:
         with self._lock:
             if self._http is None:
-                timeout = self.timeout if self.timeout is not None else _NO_TIMEOUT_S
-                options = {
-                    "ca_certs": self.root_certificates,
-                    "certfile": self.certificate_chain,
-                    "keyfile": self.private_key,
-                }
-                self._http = httpclient.InferenceServerClient(
-                    self.url,
-                    connection_timeout=timeout,
-                    network_timeout=timeout,
-                    ssl=self.ssl,
-                    ssl_options={k: v for k, v in options.items() if v} or None,
-                    insecure=self.insecure,
-                )
+                self._http = httpx.Client(**self._httpx_options())
             return self._http
 
     def close(self) -> None:
         """Close the connections; the client can be used again afterwards (it reconnects)."""
         with self._lock:
-            grpc, http_ = self._grpc, self._http
-            self._grpc = self._http = None
-        if grpc is not None:
-            grpc.close()
-        if http_ is not None:
-            http_.close()
+            channel, http = self._channel, self._http
+            self._channel = self._stub = self._http = None
+        if channel is not None:
+            channel.close()
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> LLMClient:
         return self

@@ -2,13 +2,15 @@
 
     ClientError                  base: talking to a running Triton server failed
     ├── ConnectionFailed         the server is down or unreachable (refused, DNS, TLS)
+    │   └── APIRestricted        the server restricts this API to callers with its admin key
     ├── Timeout                  no answer within the client's ``timeout``
     ├── ModelNotFound            the server has no such model, or it is not loaded
     ├── InvalidRequest           the server or the model rejected the request (its message verbatim)
     └── ServerStreamError        a response stream broke off or could not be read
 
-tritonclient, gRPC, urllib and aiohttp errors are mapped here, at the boundary, to the
-most specific class, and chained (``raise mapped from exc``).
+gRPC (``grpc.RpcError``, sync and aio alike), httpx and Triton's own error responses are
+mapped here, at the boundary, to the most specific class, and chained
+(``raise mapped from exc``): both twins raise the same class for the same failure.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import asyncio
 import json
 import re
 import socket
+from typing import Any
+
+import httpx
 
 from tritonkit.errors import (
+    APIRestricted,
     ClientError,
     ConnectionFailed,
     InvalidRequest,
@@ -28,6 +34,7 @@ from tritonkit.errors import (
 )
 
 __all__ = [
+    "APIRestricted",
     "ClientError",
     "ConnectionFailed",
     "InvalidRequest",
@@ -35,7 +42,9 @@ __all__ = [
     "ServerStreamError",
     "Timeout",
     "error_message",
+    "from_grpc",
     "from_http",
+    "from_httpx",
     "from_os_error",
     "from_triton",
 ]
@@ -43,6 +52,19 @@ __all__ = [
 
 # Triton's words for a model it does not serve, over every protocol.
 _NOT_FOUND = re.compile(r"unknown model|has no available versions", re.I)
+
+# gRPC's own words for a connection that failed, and Triton's for a server going away.
+# Triton also answers UNAVAILABLE (HTTP 503) when it refuses an operation (a load without
+# explicit model control): that is the server's answer, an InvalidRequest.
+_UNAVAILABLE = re.compile(
+    r"failed to connect|connection (refused|reset)|socket closed|dns resolution"
+    r"|end of tcp stream|broken pipe|goaway|keepalive|no route to host"
+    r"|stopping|shutting down|exiting|not ready|unavailable",
+    re.I,
+)
+
+# Triton's refusal of a restricted API (--grpc-restricted-protocol / --http-restricted-api).
+_RESTRICTED = re.compile(r"(protocol|API) is restricted", re.I)
 
 # asyncio's is its own class before Python 3.11.
 _TIMEOUTS = (socket.timeout, TimeoutError, asyncio.TimeoutError)
@@ -63,9 +85,13 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     status (404), or None for an error response inside a stream.
     """
     code = str(status or "").rsplit(".", 1)[-1].upper()
+    if _RESTRICTED.search(message):
+        return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if code.isdigit():
         return from_http(int(code), message, url)
     cls = _GRPC_CODES.get(code)
+    if cls is ConnectionFailed and not _UNAVAILABLE.search(message):
+        cls = InvalidRequest
     if cls is ConnectionFailed:
         return ConnectionFailed(
             f"cannot reach Triton at {url} (is it running there?): {_first_line(message)}"
@@ -77,12 +103,33 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     return cls(message)
 
 
+def from_grpc(exc: Any, url: str) -> ClientError:
+    """Map a ``grpc.RpcError`` (a failed call of either the sync or the aio channel)."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else None
+    return from_triton(code, details or str(exc), url)
+
+
+def from_httpx(exc: httpx.HTTPError, url: str, *, reading: bool = False) -> ClientError:
+    """Map an httpx failure; ``reading``: it broke a response that had begun to arrive."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"no answer from {url} within the timeout")
+    if reading:
+        return ServerStreamError(f"the response from {url} broke off: {_first_line(str(exc))}")
+    return ConnectionFailed(
+        f"cannot reach Triton at {url} (is it running there?): {_first_line(str(exc))}"
+    )
+
+
 def from_http(status: int, body: str | bytes, url: str) -> ClientError:
     """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
-    message = error_message(body) or f"HTTP {status} from {url}"
+    triton = _triton_error(body)  # None: not Triton's JSON (a proxy, nothing behind it)
+    message = triton or error_message(body) or f"HTTP {status} from {url}"
+    if _RESTRICTED.search(message):
+        return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if status == 404 or _NOT_FOUND.search(message):
         return ModelNotFound(message)
-    if status in (502, 503, 504):
+    if status in (502, 503, 504) and (triton is None or _UNAVAILABLE.search(message)):
         return ConnectionFailed(f"Triton at {url} is unavailable (HTTP {status}): {message}")
     return InvalidRequest(message)
 
@@ -98,7 +145,13 @@ def from_os_error(exc: BaseException, url: str) -> ClientError:
 
 
 def error_message(body: str | bytes) -> str | None:
-    """The ``error`` field of a Triton error body, plain JSON or SSE ``data: {...}``."""
+    """The ``error`` field of a Triton error body, plain JSON or SSE ``data: {...}``; else
+    the body's text (None when empty)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return _triton_error(text) or text.strip() or None
+
+
+def _triton_error(body: str | bytes) -> str | None:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     for line in text.splitlines() or [text]:
         line = line.strip()
@@ -110,7 +163,7 @@ def error_message(body: str | bytes) -> str | None:
             continue
         if isinstance(obj, dict) and "error" in obj:
             return str(obj["error"])
-    return text.strip() or None
+    return None
 
 
 def _first_line(message: str) -> str:

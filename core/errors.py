@@ -12,6 +12,7 @@
     ├── DeployError                 a deployment command (docker, ssh) failed
     ├── ClientError                 talking to a running Triton server failed
     │   ├── ConnectionFailed        the server is down or unreachable (refused, DNS, TLS)
+    │   │   └── APIRestricted       the server restricts this API to callers with its admin key
     │   ├── Timeout                 no answer within the client's timeout
     │   ├── ModelNotFound           the server has no such model, or it is not loaded
     │   ├── InvalidRequest          the server or the model rejected the request (its message)
@@ -85,6 +86,11 @@ class ClientError(TritonkitError):
 
 class ConnectionFailed(ClientError):
     """The server is down or unreachable."""
+
+
+class APIRestricted(ConnectionFailed):
+    """The server refuses this API without its admin key (a ConnectionFailed: this server
+    cannot be used for it as called)."""
 
 
 class Timeout(ClientError):

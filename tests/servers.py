@@ -54,3 +54,41 @@ def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+# Decoupled models that break the stream contract (for the clients' end-of-stream checks):
+# "stall" sends one piece and never its final response; "fails_midway" sends one piece,
+# then an error response.
+MISBEHAVING_MODELS = {
+    "stall": "",
+    "fails_midway": """
+            error = pb_utils.TritonError("toy llm: out of memory after 1 piece")
+            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)""",
+}
+MISBEHAVING_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            piece = pb_utils.Tensor("text_output", np.array([b" one"], dtype=np.object_))
+            sender.send(pb_utils.InferenceResponse(output_tensors=[piece]), flags=0){then}
+        return None
+"""
+
+
+def misbehaving_repository(folder: Path) -> Path:
+    """The toy repository plus the ``MISBEHAVING_MODELS``, with the toy llm's interface."""
+    shutil.copytree(TOY_REPOSITORY, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    config = (TOY_REPOSITORY / "llm" / "config.pbtxt").read_text()
+    for name, then in MISBEHAVING_MODELS.items():
+        (folder / name / "1").mkdir(parents=True)
+        renamed = config.replace('name: "llm"', f'name: "{name}"')
+        (folder / name / "config.pbtxt").write_text(renamed)
+        (folder / name / "1" / "model.py").write_text(MISBEHAVING_MODEL.format(then=then))
+    return folder

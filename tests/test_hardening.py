@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import multiprocessing
 import os
@@ -26,13 +27,15 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 import yaml
-from servers import toy_server
+from servers import toy_server, wait_until
 from tritonclient.utils import InferenceServerException
+from twins import TWIN_IDS, TWINS, open_twin
 
 from tritonkit.blob import publish_repository, pull_repository
 from tritonkit.blob.live import ADMIN_KEY_HEADER, admin_headers
 from tritonkit.cli import run
-from tritonkit.client import LLMClient
+from tritonkit.client import APIRestricted, ConnectionFailed, LLMClient
+from tritonkit.client._base import GRPC_ADMIN_KEY_HEADER, HTTP_ADMIN_KEY_HEADER
 from tritonkit.errors import ClientError, UsageError
 
 pytest_plugins = ["azurite"]
@@ -182,6 +185,32 @@ def test_versions_on_a_hardened_server_use_the_admin_key_from_the_environment(
     monkeypatch.delenv("TRITON_ADMIN_KEY")
     header = f"{ADMIN_KEY_HEADER}={KEY}"
     assert run(["versions", "list", "--server", url, "--triton-header", header]) == 0
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=TWIN_IDS)
+def test_client_twins_load_and_unload_with_the_admin_key_only(hardened, twin):
+    kind, protocol = twin
+    url = hardened.grpc_url if protocol == "grpc" else hardened.http_url
+    with open_twin(kind, url, protocol, model="llm") as client:
+        for refused in (client.unload_model, client.load_model):
+            with pytest.raises(APIRestricted, match="restricted") as info:
+                refused()
+            assert "\n" not in str(info.value)
+            assert isinstance(info.value, ConnectionFailed)  # as the gateway expects
+        assert client.is_model_ready()  # nothing was unloaded
+        config = client.model_config()
+        slower = copy.deepcopy(config)
+        slower["parameters"]["piece_delay_s"]["string_value"] = "0.005"
+        client.load_model(config=slower, admin_key=KEY)  # a config override travels
+        assert client.model_config()["parameters"]["piece_delay_s"]["string_value"] == "0.005"
+        client.unload_model(admin_key=KEY)
+        wait_until(lambda: not client.is_model_ready(), what="llm to unload")
+        # The key as a header of the call, under the name this protocol's restriction reads.
+        header = GRPC_ADMIN_KEY_HEADER if protocol == "grpc" else HTTP_ADMIN_KEY_HEADER
+        client.load_model(config=config, headers={header: KEY})
+        assert client.is_model_ready()
+        assert client.model_config()["parameters"]["piece_delay_s"] == {"string_value": "0.002"}
+        assert client.generate("one two three", max_tokens=2).num_output_tokens == 2
 
 
 def test_admin_headers_parse_pairs_and_prefer_an_explicit_key():

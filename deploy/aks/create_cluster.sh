@@ -135,7 +135,7 @@ az identity federated-credential create --name "tritonkit-${CLUSTER}" \
 cat <<NEXT
 
 done. Next (see README, "Beyond one VM"):
-  tritonkit publish --repository out/model_repository --container ${CONTAINER} \\
+  tritonkit publish out/model_repository --container ${CONTAINER} \\
       --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net
   tritonkit release create --container ${CONTAINER} \\
       --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net   # prints R and its SHA-256
