@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 
 from tritonkit.errors import UsageError
+from tritonkit.model_repository.runtime.interface import SCALAR_INPUTS  # the model's typed scalars
 
 from .chat import ChatTemplate
 from .errors import InvalidRequest, ServerStreamError, from_triton
@@ -29,17 +30,6 @@ Protocol = Literal["grpc", "http"]
 DEFAULT_URLS: dict[str, str] = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 DEFAULT_MODEL = "llm"
 DEFAULT_TIMEOUT_S = 120.0  # one whole request, a stream included
-
-# Optional scalar inputs: name -> (Triton datatype, numpy dtype, Python type).
-SCALAR_INPUTS: dict[str, tuple[str, type, type]] = {
-    "max_tokens": ("INT32", np.int32, int),
-    "min_tokens": ("INT32", np.int32, int),
-    "temperature": ("FP32", np.float32, float),
-    "top_k": ("INT32", np.int32, int),
-    "top_p": ("FP32", np.float32, float),
-    "seed": ("UINT64", np.uint64, int),
-    "repetition_penalty": ("FP32", np.float32, float),
-}
 
 
 @dataclass(frozen=True)
