@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from tritonkit.errors import RepositoryError, UsageError
-
-TOKENIZER_FOLDER = "tokenizer"  # REPO/NAME/V/tokenizer, written by build_repository
-DECODER_REF = "decoder.json"  # REPO/NAME/V/decoder.json: {"model": ..., "version": ...}
+from tritonkit.model_repository.runtime import layout
 
 # Prompts are drawn from these words (in a seeded random order, so each prompt differs).
 _TEXT = (
@@ -82,22 +80,24 @@ def locate(repository: str | Path, model: str, version: int | None = None) -> Mo
             f"{model_dir} does not exist: pass the repository the server runs and the "
             "entry model's name (e.g. --model llm)"
         )
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    versions = layout.version_numbers(model_dir)
     if not versions or (version is not None and version not in versions):
         wanted = f"version {version}" if version is not None else "a version folder"
         raise RepositoryError(f"{model_dir} has no {wanted}")
     chosen = version if version is not None else versions[-1]
     vdir = model_dir / str(chosen)
-    tokenizer_dir = vdir / TOKENIZER_FOLDER
-    if not (tokenizer_dir / "tokenizer.json").is_file():
+    tokenizer_dir = layout.tokenizer_dir(vdir)
+    if not (tokenizer_dir / layout.TOKENIZER_FILE).is_file():
         raise RepositoryError(
-            f"{tokenizer_dir} has no tokenizer.json: is {model} a tritonkit entry model?"
+            f"{tokenizer_dir} has no {layout.TOKENIZER_FILE}: is {model} a tritonkit entry model?"
         )
     files = ModelFiles(model, chosen, tokenizer_dir)
-    ref_path = vdir / DECODER_REF
-    if ref_path.is_file():
-        ref = json.loads(ref_path.read_text())
-        files.decoder, files.decoder_version = str(ref["model"]), int(ref["version"])
+    if (vdir / layout.DECODER_REF).is_file():
+        try:
+            ref = layout.read_decoder_ref(vdir)
+        except layout.LayoutError as exc:
+            raise RepositoryError(str(exc)) from exc
+        files.decoder, files.decoder_version = ref.model, ref.version
         config = cfg.read(Path(repository).expanduser() / files.decoder)
         files.decoder_inputs = [
             InputSpec(i.name, mc.DataType.Name(i.data_type).removeprefix("TYPE_"), tuple(i.dims))
@@ -114,9 +114,11 @@ def load_tokenizer(tokenizer_dir: str | Path) -> Any:
     """
     from tokenizers import Tokenizer
 
-    path = Path(tokenizer_dir).expanduser() / "tokenizer.json"
+    path = Path(tokenizer_dir).expanduser() / layout.TOKENIZER_FILE
     if not path.is_file():
-        raise UsageError(f"no tokenizer.json in {path.parent}: pass the model's tokenizer folder")
+        raise UsageError(
+            f"no {layout.TOKENIZER_FILE} in {path.parent}: pass the model's tokenizer folder"
+        )
     return Tokenizer.from_file(str(path))
 
 

@@ -86,7 +86,7 @@ class ProfileFigures:
         return asdict(self)
 
 
-def read_export(path: str | Path) -> list[RequestRecord]:
+def read_profile_export(path: str | Path) -> list[RequestRecord]:
     """The requests of every experiment in a perf_analyzer profile export.
 
     A response without ``num_output_tokens`` (a model that does not report it) counts

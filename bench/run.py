@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.errors import UsageError
+from tritonkit.model_repository.runtime import layout
 
 from . import tools
 from .errors import BenchError, ToolFailed
 from .inputs import entry_input_data, load_tokenizer, locate, make_prompts
-from .profile import Stat, figures, read_export, retokenized_counts
+from .profile import Stat, figures, read_profile_export, retokenized_counts
 from .report import BenchReport, LevelResult
 from .server_metrics import Samples, scrape, server_figures
 
@@ -48,8 +49,10 @@ def resolve_tokenizer(
     """
     if tokenizer is not None:
         path = Path(tokenizer).expanduser()
-        if not (path / "tokenizer.json").is_file():
-            raise UsageError(f"no tokenizer.json in {path}: pass the model's tokenizer folder")
+        if not (path / layout.TOKENIZER_FILE).is_file():
+            raise UsageError(
+                f"no {layout.TOKENIZER_FILE} in {path}: pass the model's tokenizer folder"
+            )
         return path
     if repository is not None:
         return locate(repository, model).tokenizer_dir
@@ -304,7 +307,7 @@ def _run_level(
     exports = sorted(raw.glob("**/profile_export.json"))
     if not exports:
         raise ToolFailed(f"{plan.tool} wrote no profile_export.json under {raw}")
-    records = read_export(exports[0])
+    records = read_profile_export(exports[0])
     return LevelResult(
         concurrency=c,
         client=figures(records),

@@ -149,7 +149,7 @@ _ERROR_LINES = (
 )
 
 
-def failure_reason(log: str) -> str:
+def tool_error_line(log: str) -> str:
     """The most telling error line of a tool's output (or its last line)."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     for pattern in _ERROR_LINES:
@@ -210,7 +210,7 @@ def run_tool(
             _kill_group(proc)
             raise
     if proc.returncode != 0:
-        reason = failure_reason(log_path.read_text(errors="replace"))
+        reason = tool_error_line(log_path.read_text(errors="replace"))
         raise ToolFailed(f"{name} failed (exit {proc.returncode}): {reason} (log: {log_path})")
 
 

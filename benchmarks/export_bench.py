@@ -48,7 +48,7 @@ def main() -> None:
         mask = np.ones((1, n), np.int64)
         pos = np.arange(n)[None]
         _, presents = decoder.forward(ids, mask, pos, decoder.empty_past(1))
-        past_np = decoder.to_numpy(presents)
+        past_np = [p if isinstance(p, np.ndarray) else p.numpy() for p in presents]
         step_ids, step_mask, step_pos = ids[:, -1:], np.ones((1, n + 1), np.int64), np.array([[n]])
 
         t_ids, t_mask, t_pos = (torch.from_numpy(a) for a in (ids, mask, pos))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import json
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from tritonkit.client.chat import ChatTemplate
 from tritonkit.export import main_export
 from tritonkit.model_repository import build_repository
 from tritonkit.model_repository.runtime.engines import open_engine
+from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.serve import TritonServer
 
 QUESTION = "What is the capital of France? Answer with a short paragraph."
@@ -139,7 +139,7 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
 
     t0 = time.perf_counter()
     export = main_export(model, work / "export").output
-    report = json.loads((export / "export.json").read_text())
+    report = read_export_report(export)
     export_s = time.perf_counter() - t0
     repo = build_repository(export, work / "repo", sync_instances=1).path
     loaded = load(model, progress=False)
@@ -152,7 +152,7 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
     )
     loop_runs = repeat(lambda: engine_loop(engine, ids, n), requests)
     base = statistics.median(n / t for _, t in loop_runs)
-    rows = [row(f"in-process loop ({report['graph']} graph, no server)", 1, loop_runs, n, base)]
+    rows = [row(f"in-process loop ({report.graph} graph, no server)", 1, loop_runs, n, base)]
 
     hf_dir = work / "hf"
     loaded.model.save_pretrained(hf_dir)
@@ -179,11 +179,11 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
             rows.append(["Triton, gRPC stream", concurrency, r["ttft_ms"],
                          r["per_request_tps"], total, total / base])  # fmt: skip
 
-    t = report["timings_s"]
+    t = report.raw["timings_s"]
     print(
-        f"\n{model}: {report['dims']['num_layers']} layers, vocab {report['dims']['vocab_size']}, "
+        f"\n{model}: {report.dims.num_layers} layers, vocab {report.dims.vocab_size}, "
         f"prompt {len(ids)} tokens (chat template), {n} new tokens, greedy; medians\n"
-        f"export: {export_s:.0f} s (load {t['load']:.0f} s, {report['graph']} graph "
+        f"export: {export_s:.0f} s (load {t['load']:.0f} s, {report.graph} graph "
         f"{t['export']:.0f} s, verify {t['verify']:.0f} s)"
     )
     print(

@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .manifest import DECODER_REF, Manifest, hash_file
+from tritonkit.model_repository.runtime.layout import DECODER_REF
+
+from .manifest import Manifest, hash_file
 from .remote import RemoteModel
 from .upload import Item
 

@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tritonkit.errors import RepositoryError
+from tritonkit.model_repository.runtime import layout
+from tritonkit.model_repository.runtime.layout import CONFIG_FILE as CONFIG
+from tritonkit.model_repository.runtime.layout import DECODER_REF
 
 from .errors import BlobError
 
 MANIFEST = "manifest.json"
-CONFIG = "config.pbtxt"
 RELEASES = "releases"  # PREFIX/releases/: reserved for release.py, never a model
 MAX_RELEASE = 999_999
 
@@ -56,7 +58,6 @@ def release_number(folder: str) -> int | None:
     return int(folder) if re.fullmatch(r"[0-9]{6}", folder) and folder != "000000" else None
 
 
-DECODER_REF = "decoder.json"  # tritonkit.model_repository.build.DECODER_REF
 FORMAT = 1
 HASH_CHUNK = 4 * 1024 * 1024
 SKIPPED_DIRS = {"__pycache__"}
@@ -266,23 +267,27 @@ class LocalModel:
 
     def decoder_ref(self) -> dict[str, Any] | None:
         """The decoder an entry model's version runs (its ``decoder.json``), if any."""
-        path = self.version_dir / DECODER_REF
-        if not path.is_file():
+        if not (self.version_dir / DECODER_REF).is_file():
             return None
         try:
-            ref: dict[str, Any] = json.loads(path.read_text())
-            return {"model": str(ref["model"]), "version": int(ref["version"])}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RepositoryError(f"{path} is not a decoder reference: {exc}") from exc
+            ref = layout.read_decoder_ref(self.version_dir)
+        except layout.LayoutError as exc:
+            raise RepositoryError(str(exc)) from exc
+        return {"model": ref.model, "version": ref.version}
 
     def export_report(self) -> dict[str, Any] | None:
-        """The export report shipped inside the version (tokenizer/export.json), if any."""
-        for rel in ("tokenizer/export.json", "export.json"):
-            path = self.version_dir / rel
-            if path.is_file():
-                report: dict[str, Any] = json.loads(path.read_text())
-                return report
-        return None
+        """The export report shipped inside the version (tokenizer/export.json), if any.
+
+        Raises:
+            RepositoryError: the report is there but is not an export report.
+        """
+        folder = layout.tokenizer_dir(self.version_dir)
+        if not (folder / layout.EXPORT_REPORT).is_file():
+            return None
+        try:
+            return layout.read_export_report(folder).raw
+        except layout.LayoutError as exc:
+            raise RepositoryError(str(exc)) from exc
 
 
 def _version_files(version_dir: Path) -> list[Path]:
@@ -337,7 +342,7 @@ def scan_repository(repository: Path, models: list[str] | None = None) -> list[L
     result = []
     for name in models or list(found):
         folder = found[name]
-        versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        versions = layout.version_numbers(folder)
         if not versions:
             raise RepositoryError(f"{folder} has no numeric version folder")
         files = _version_files(folder / str(versions[-1]))

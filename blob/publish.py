@@ -34,12 +34,12 @@ from typing import Any
 
 from tritonkit import __version__
 from tritonkit.errors import RepositoryError, UsageError
+from tritonkit.model_repository.runtime import layout
 
 from ._parallel import run_all
 from .changes import Latest, hash_if_comparable, latest, same_content
 from .claims import VersionClaim, claim_version, publisher_identity
 from .manifest import (
-    DECODER_REF,
     MANIFEST,
     RELEASES,
     FileEntry,
@@ -137,7 +137,7 @@ def _items(model: LocalModel) -> list[Item]:
     """The files of the model's local version (all but decoder.json, see ``_decoder_item``)."""
     items = []
     for rel in model.files:
-        if rel.as_posix() != DECODER_REF:
+        if rel.as_posix() != layout.DECODER_REF:
             path = model.version_dir / rel
             items.append(Item((model.name, 0, rel.as_posix()), path.stat().st_size, local=path))
     return items
@@ -145,8 +145,8 @@ def _items(model: LocalModel) -> list[Item]:
 
 def _decoder_item(model: LocalModel, ref: dict[str, Any], version: int) -> Item:
     """The entry model's decoder.json, naming decoder ``version`` (as published)."""
-    data = (json.dumps({**ref, "version": version}, indent=2) + "\n").encode()
-    return Item((model.name, 0, DECODER_REF), len(data), data=data, digests=hash_bytes(data))
+    data = layout.decoder_ref_text(layout.DecoderRef(ref["model"], version)).encode()
+    return Item((model.name, 0, layout.DECODER_REF), len(data), data=data, digests=hash_bytes(data))
 
 
 def publish_repository(
@@ -418,7 +418,7 @@ def _commit(
         config=config_text,
         published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         tritonkit_version=__version__,
-        decoder=model.decoder_ref() and json.loads(_data(items, DECODER_REF)),
+        decoder=model.decoder_ref() and json.loads(_data(items, layout.DECODER_REF)),
         export=export,
         source={
             "model": (export or {}).get("source"),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tritonkit.errors import UsageError
+from tritonkit.model_repository.runtime.interface import SCALAR_INPUTS  # the model's typed scalars
 
 from .chat import ChatTemplate
 from .errors import InvalidRequest, ServerStreamError, from_triton
@@ -36,17 +37,6 @@ DEFAULT_TIMEOUT_S = 120.0  # one whole request, a stream included
 # name) and the HTTP header.
 GRPC_ADMIN_KEY_HEADER = "triton-grpc-protocol-admin-key"
 HTTP_ADMIN_KEY_HEADER = "admin-key"
-
-# Optional scalar inputs: name -> (Triton datatype, numpy dtype, Python type).
-SCALAR_INPUTS: dict[str, tuple[str, type, type]] = {
-    "max_tokens": ("INT32", np.int32, int),
-    "min_tokens": ("INT32", np.int32, int),
-    "temperature": ("FP32", np.float32, float),
-    "top_k": ("INT32", np.int32, int),
-    "top_p": ("FP32", np.float32, float),
-    "seed": ("UINT64", np.uint64, int),
-    "repetition_penalty": ("FP32", np.float32, float),
-}
 
 
 @dataclass(frozen=True)

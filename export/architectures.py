@@ -1,17 +1,23 @@
-"""One small declarative config per supported architecture, registered in one place.
+"""Which architectures export, and the decoder's dimensions from a Hugging Face config.
 
-A spec only says where a Hugging Face config keeps the numbers the export needs;
-the export and the verification are the same code for every architecture. To add an
-architecture whose decoder takes a ``Cache`` and ``position_ids`` (most do), register a
-spec here and add a tiny config to ``tests/test_export.py``.
+transformers maps every supported config onto the same attribute names (GPT-2's
+``attribute_map`` turns ``num_hidden_layers`` into ``n_layer`` and so on), so the export
+and the verification are the same code for every architecture. What transformers does
+not say is which architectures this exporter has been checked on, and two defaults:
+a config without ``num_key_value_heads`` (GPT-2) has one KV head per attention head,
+and one without ``head_dim`` splits ``hidden_size`` evenly. To add an architecture whose
+decoder takes a ``Cache`` and ``position_ids`` (most do), add its ``model_type`` to
+``ARCHITECTURES`` and a tiny config to ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from tritonkit.errors import UnsupportedModelError
+from tritonkit.model_repository.runtime.layout import ModelDims
+
+__all__ = ["ModelDims", "check_architecture", "dims_of", "supported_architectures"]
 
 # Dynamic-axis names, defined once and used by the exporter, the reports and the
 # Triton configs.
@@ -21,79 +27,25 @@ PAST_SEQUENCE = "past_sequence_length"
 TOTAL_SEQUENCE = "total_sequence_length"  # past + current, the attention mask's length
 
 
-@dataclass(frozen=True)
-class ArchitectureSpec:
-    """Where an architecture's config keeps the decoder's dimensions."""
-
-    model_type: str
-    num_layers: str = "num_hidden_layers"
-    num_attention_heads: str = "num_attention_heads"
-    num_kv_heads: str | None = "num_key_value_heads"  # None: same as attention heads (MHA)
-    hidden_size: str = "hidden_size"
-    head_dim: str | None = "head_dim"  # None or unset: hidden_size // num_attention_heads
-    max_positions: str = "max_position_embeddings"
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The numbers that shape the decoder's inputs and outputs."""
-
-    num_layers: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
-    max_positions: int
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-_REGISTRY: dict[str, ArchitectureSpec] = {}
-
-
-def register(spec: ArchitectureSpec) -> ArchitectureSpec:
-    """Add ``spec`` to the registry (keyed by its ``model_type``) and return it."""
-    _REGISTRY[spec.model_type] = spec
-    return spec
-
-
-register(
-    ArchitectureSpec(
-        model_type="gpt2",
-        num_layers="n_layer",
-        num_attention_heads="n_head",
-        num_kv_heads=None,
-        hidden_size="n_embd",
-        head_dim=None,
-        max_positions="n_positions",
-    )
-)
-register(ArchitectureSpec(model_type="llama"))
-register(ArchitectureSpec(model_type="mistral"))
-register(ArchitectureSpec(model_type="qwen2"))
-register(ArchitectureSpec(model_type="qwen3"))
+ARCHITECTURES = ("gpt2", "llama", "mistral", "qwen2", "qwen3")  # Hugging Face model_type
 
 
 def supported_architectures() -> list[str]:
     """The ``model_type`` values that can be exported, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(ARCHITECTURES)
 
 
-def spec_for(model_type: str) -> ArchitectureSpec:
-    """The spec for ``model_type``.
+def check_architecture(model_type: str) -> None:
+    """Accept a ``model_type`` this exporter supports.
 
     Raises:
-        UnsupportedModelError: no spec is registered for it.
+        UnsupportedModelError: any other.
     """
-    try:
-        return _REGISTRY[model_type]
-    except KeyError:
+    if model_type not in ARCHITECTURES:
         raise UnsupportedModelError(
             f"architecture {model_type!r} is not supported; supported: "
             f"{', '.join(supported_architectures())}"
-        ) from None
+        )
 
 
 def dims_of(config: Any) -> ModelDims:
@@ -102,7 +54,7 @@ def dims_of(config: Any) -> ModelDims:
     Raises:
         UnsupportedModelError: the architecture is unknown or the config lacks a field.
     """
-    spec = spec_for(config.model_type)
+    check_architecture(config.model_type)
 
     def get(name: str) -> int:
         value = getattr(config, name, None)
@@ -112,16 +64,16 @@ def dims_of(config: Any) -> ModelDims:
             )
         return int(value)
 
-    heads = get(spec.num_attention_heads)
-    hidden = get(spec.hidden_size)
-    kv_heads = get(spec.num_kv_heads) if spec.num_kv_heads else heads
-    head_dim = getattr(config, spec.head_dim, None) if spec.head_dim else None
+    heads = get("num_attention_heads")
+    hidden = get("hidden_size")
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads  # None: GPT-2's MHA
+    head_dim = getattr(config, "head_dim", None) or hidden // heads  # None: Qwen2, GPT-2
     return ModelDims(
-        num_layers=get(spec.num_layers),
+        num_layers=get("num_hidden_layers"),
         num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=int(head_dim) if head_dim else hidden // heads,
+        num_kv_heads=int(kv_heads),
+        head_dim=int(head_dim),
         hidden_size=hidden,
         vocab_size=get("vocab_size"),
-        max_positions=get(spec.max_positions),
+        max_positions=get("max_position_embeddings"),
     )

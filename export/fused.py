@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.errors import ExportError, UsageError
+from tritonkit.model_repository.runtime.layout import ONNX_FILE
 
 FUSED = "fused"
 CONCAT = "concat"
@@ -119,7 +120,7 @@ def build_fused(
             tokenizer.save_pretrained(hf_dir)
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir)]
         cmd += ["-o", str(built), "-p", precision, "-e", provider, "-c", str(cache)]
-        options = ["prune_lm_head=true", "filename=model.onnx"]
+        options = ["prune_lm_head=true", f"filename={ONNX_FILE}"]
         if quantize == "int4":
             # k-quant (scales fitted per block, not just max-abs rounding), with the LM
             # head and the layers most sensitive to it kept in 8 bits, as llama.cpp's
@@ -129,7 +130,7 @@ def build_fused(
             options += ["block_size=32", "algo_config=k_quant_mixed"]
         cmd += ["--extra_options", *options]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not (built / "model.onnx").is_file():
+        if proc.returncode != 0 or not (built / ONNX_FILE).is_file():
             lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
             raise ExportError(
                 "onnxruntime-genai's model builder failed: "
@@ -137,10 +138,10 @@ def build_fused(
             )
         # The builder also writes a tokenizer and its runtime config; ours come from the
         # export (tokenizer, generation.json), so only the graph is kept.
-        for name in ("model.onnx", "model.onnx.data"):
+        for name in (ONNX_FILE, f"{ONNX_FILE}.data"):
             if (built / name).is_file():
                 shutil.move(str(built / name), output / name)
-    _name_cache_dims(output / "model.onnx", head_dim)
+    _name_cache_dims(output / ONNX_FILE, head_dim)
 
 
 def _name_cache_dims(path: Path, head_dim: int) -> None:

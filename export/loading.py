@@ -15,7 +15,7 @@ from typing import Any
 from tritonkit.errors import ModelSourceError, UnsupportedModelError
 
 from . import from_gguf, packaged, tiny
-from .architectures import spec_for
+from .architectures import check_architecture
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -80,7 +80,7 @@ def check_causal_lm(config: Any, source: str) -> None:
             f"{source!r} is a {model_type!r} model, not a causal language model; "
             "tritonkit exports decoder-only LMs (AutoModelForCausalLM)"
         )
-    spec_for(model_type)  # raises with the supported list
+    check_architecture(model_type)  # raises with the supported list
 
 
 def load(

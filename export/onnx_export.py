@@ -21,6 +21,7 @@ from typing import Any
 from tritonkit import __version__
 from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
+from tritonkit.model_repository.runtime.layout import EXPORT_REPORT, GENERATION_FILE, ONNX_FILE
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
 from .fused import FUSED, FUSED_ARCHITECTURES, build_fused, choose_graph
@@ -31,9 +32,6 @@ from .wrapper import DecoderWithPast, example_inputs, input_names, output_names
 
 DEFAULT_OPSET = 18  # onnxruntime 1.19 in Triton 24.10 runs opsets up to 21
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's 2 GB limit on one file
-ONNX_FILE = "model.onnx"
-REPORT_FILE = "export.json"
-GENERATION_FILE = "generation.json"
 GREEDY_PROMPT = "The quick brown fox jumps over the lazy dog."
 
 
@@ -334,9 +332,9 @@ def main_export(
             "versions": _versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
 
     result = ExportResult(output, report)
     if not passed:
-        raise VerificationError(failure_summary(report, REPORT_FILE))
+        raise VerificationError(failure_summary(report, EXPORT_REPORT))
     return result

@@ -24,6 +24,7 @@ import numpy as np
 
 from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
+from tritonkit.model_repository.runtime.layout import ExportReport, LayoutError, read_export_report
 
 from .verify import CHECK_POINTS, CheckPoint, _mask_and_positions
 
@@ -84,8 +85,8 @@ def require_tensorrt() -> Any:
     return trt
 
 
-def _profiles(trt: Any, builder: Any, report: dict[str, Any], batch: int, ctx: int) -> list[Any]:
-    kv, hd = report["dims"]["num_kv_heads"], report["dims"]["head_dim"]
+def _profiles(trt: Any, builder: Any, report: ExportReport, batch: int, ctx: int) -> list[Any]:
+    kv, hd = report.dims.num_kv_heads, report.dims.head_dim
     shapes = {
         # name: (min, opt, max) for prefill, then for decode
         "input_ids": [((1, 1), (1, 128), (batch, ctx)), ((1, 1), (batch, 1), (batch, EXTEND))],
@@ -99,8 +100,8 @@ def _profiles(trt: Any, builder: Any, report: dict[str, Any], batch: int, ctx: i
     profiles = []
     for which in (0, 1):
         profile = builder.create_optimization_profile()
-        for entry in report["inputs"]:
-            name = entry["name"]
+        for entry in report.inputs:
+            name = entry.name
             ranges = past[which] if name.startswith("past_key_values.") else shapes[name][which]
             profile.set_shape(name, *ranges)
         profiles.append(profile)
@@ -143,13 +144,13 @@ class EngineRunner:
 
 
 def _compare(
-    point: CheckPoint, engine: EngineRunner, session: Any, report: dict[str, Any], dtype: str
+    point: CheckPoint, engine: EngineRunner, session: Any, report: ExportReport, dtype: str
 ) -> EngineCheck:
     """One check point: the engine against onnxruntime on the same inputs."""
     rng = np.random.default_rng(CHECK_POINTS.index(point))
     b, p, s = point.batch, point.past, point.seq
-    vocab, layers = report["dims"]["vocab_size"], report["dims"]["num_layers"]
-    kv, hd = report["dims"]["num_kv_heads"], report["dims"]["head_dim"]
+    vocab, layers = report.dims.vocab_size, report.dims.num_layers
+    kv, hd = report.dims.num_kv_heads, report.dims.head_dim
     np_dtype = np.float16 if dtype == "float16" else np.float32
     ids = rng.integers(0, vocab, (b, p + s))  # (B, P+S)
     mask_t, pos_t = _mask_and_positions(b, p + s, point.left_padded)
@@ -199,20 +200,20 @@ def build_engine(
     output = Path(output).expanduser().resolve()
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
-    report_path = export_dir / "export.json"
-    if not report_path.is_file():
-        raise UsageError(f"{export_dir} has no export.json; run `tritonkit export onnx` first")
+    try:
+        report = read_export_report(export_dir)
+    except LayoutError as exc:
+        raise UsageError(f"{exc}; run `tritonkit export onnx` first") from exc
     check_output_dir(output, force)
     trt = require_tensorrt()
-    report = json.loads(report_path.read_text())
-    ctx = min(max_context or report["dims"]["max_positions"], report["dims"]["max_positions"])
+    ctx = min(max_context or report.dims.max_positions, report.dims.max_positions)
 
     say("parsing the ONNX graph")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(export_dir / "model.onnx")):
+    if not parser.parse_from_file(str(export_dir / report.model_file)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT cannot parse the graph: {errors}")
     config = builder.create_builder_config()
@@ -231,12 +232,12 @@ def build_engine(
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(export_dir / "model.onnx"))
+    session = ort.InferenceSession(str(export_dir / report.model_file))
     runner = EngineRunner(trt, bytes(plan), [o.name for o in session.get_outputs()])
     checks = []
     for point in CHECK_POINTS:
         say(f"verifying: {point.name}")
-        checks.append(_compare(point, runner, session, report, report["dtype"]))
+        checks.append(_compare(point, runner, session, report, report.dtype))
     passed = all(c.passed for c in checks)
     trt_report = {
         "passed": passed,

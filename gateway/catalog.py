@@ -26,6 +26,7 @@ from typing import Any
 
 from tritonkit.client import AsyncLLMClient, ModelNotFound
 from tritonkit.client.chat import ChatTemplate
+from tritonkit.model_repository.runtime.layout import tokenizer_dir
 
 from .http_errors import unknown_model
 from .replicas import ReplicaPool
@@ -118,7 +119,7 @@ class ModelCatalog:
                 return self._templates[key]
         template = None
         if self.repository is not None:
-            folder = Path(self.repository) / model.triton_model / model.version / "tokenizer"
+            folder = tokenizer_dir(Path(self.repository) / model.triton_model / model.version)
             if folder.is_dir():
                 template = ChatTemplate.from_dir(folder)
         if template is None:

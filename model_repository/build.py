@@ -1,14 +1,7 @@
 """``build_repository``: an export folder -> a Triton model repository.
 
-    EXPORT/                          REPO/
-      model.onnx (+ .data)   --->      NAME_decoder/config.pbtxt
-      tokenizer.json ...               NAME_decoder/V/model.onnx (+ .data)  (the weights, once)
-      generation.json                  NAME_decoder/V/model.py               (CPU target only)
-      export.json                      NAME/config.pbtxt                    (decoupled, python)
-                                       NAME/V/model.py + tritonkit_runtime/
-                                       NAME/V/decoder.json  (which decoder version V runs)
-                                       NAME/V/tokenizer/ (tokenizer, generation.json, export.json)
-                                       NAME_sync/  (unary twin of NAME, one BLS call a request)
+What the repository looks like (folder and file names, ``NAME/V/decoder.json``, the
+tokenizer folder) is declared in ``runtime/layout.py``; see its diagram.
 
 ``NAME_sync`` is a small non-decoupled twin of the entry model for unary calls
 (HTTP /infer, gRPC ModelInfer), which Triton refuses on decoupled models.
@@ -19,30 +12,19 @@ and direct callers.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tritonkit.client.chat import ChatTemplate
 from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from . import config as cfg
+from .runtime import layout
+from .runtime.layout import DecoderRef, ExportReport, LayoutError
 
 HERE = Path(__file__).parent
-RUNTIME_PACKAGE = "tritonkit_runtime"  # the name of runtime/ inside the repository
-DECODER_REF = "decoder.json"  # in NAME/V/: {"model": NAME_decoder, "version": V}
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation.json",
-    "config.json",
-    "export.json",
-)
 TARGETS = ("cpu", "gpu")
 
 
@@ -58,28 +40,27 @@ class BuiltRepository:
     kv_cache_bytes: int = 0  # the fused engine's KV rows, all full (per model instance)
 
 
-def read_export(export_dir: Path, allow_unverified: bool = False) -> dict[str, Any]:
-    """Read and check ``export.json``.
+def _buildable_export(export_dir: Path, allow_unverified: bool) -> ExportReport:
+    """Read and check an export folder's ``export.json`` for building a repository.
 
     Raises:
         RepositoryError: not an export folder, no tokenizer, or an export that failed
             verification (unless ``allow_unverified``).
     """
-    report_path = export_dir / "export.json"
-    if not report_path.is_file():
+    try:
+        report = layout.read_export_report(export_dir)
+    except LayoutError as exc:
         raise RepositoryError(
-            f"{export_dir} has no export.json; "
-            f"run `tritonkit export onnx --output {export_dir}` first"
-        )
-    report: dict[str, Any] = json.loads(report_path.read_text())
-    if not report.get("passed") and not allow_unverified:
+            f"{exc}; run `tritonkit export onnx --output {export_dir}` first"
+        ) from exc
+    if not report.passed and not allow_unverified:
         raise RepositoryError(
             f"the export in {export_dir} failed verification; fix it or pass --allow-unverified"
         )
-    if not (export_dir / "tokenizer.json").is_file():
+    if not (export_dir / layout.TOKENIZER_FILE).is_file():
         raise RepositoryError(
-            f"{export_dir} has no tokenizer.json; the entry model needs a fast tokenizer "
-            "(export from a folder or hub id that has one)"
+            f"{export_dir} has no {layout.TOKENIZER_FILE}; the entry model needs a fast "
+            "tokenizer (export from a folder or hub id that has one)"
         )
     return report
 
@@ -156,8 +137,8 @@ def build_repository(
         raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
     if not export_dir.is_dir():
         raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
-    report = read_export(export_dir, allow_unverified)
-    model_context = int(report["dims"]["max_positions"])
+    report = _buildable_export(export_dir, allow_unverified)
+    model_context = report.dims.max_positions
     context = model_context if max_context is None else max_context
     if not 2 <= context <= model_context:
         raise UsageError(
@@ -167,25 +148,24 @@ def build_repository(
         raise UsageError(f"--prefill-chunk must be >= 1, got {prefill_chunk}")
     chat_template = _chat_template(export_dir)
     check_output_dir(output, force)
-    decoder = f"{name}_decoder"
+    decoder = layout.decoder_model_name(name)
 
     with staged_output(output, RepositoryError) as repo:
         # The decoder: the graph and its weights, stored once.
         dec_dir = repo / decoder
         (dec_dir / str(version)).mkdir(parents=True)
-        files = report["files"]
-        for filename in (files["model"], files.get("external_data")):
+        for filename in (report.model_file, report.external_data):
             if filename:
                 link_or_copy(export_dir / filename, dec_dir / str(version) / filename)
         if target == "cpu":
-            shutil.copy2(HERE / "decoder" / "model.py", dec_dir / str(version) / "model.py")
+            shutil.copy2(HERE / "decoder" / layout.MODEL_FILE, dec_dir / str(version))
         if plan is not None:  # Triton serves the engine; the entry model keeps the ONNX graph
             link_or_copy(plan, dec_dir / str(version) / "model.plan")
         cfg.write(
             cfg.decoder_config(
                 decoder,
-                [cfg.tensor_from_report(t) for t in report["inputs"]],
-                [cfg.tensor_from_report(t) for t in report["outputs"]],
+                [cfg.tensor_from_report(t) for t in report.inputs],
+                [cfg.tensor_from_report(t) for t in report.outputs],
                 target,
                 tensorrt_accelerator=tensorrt_accelerator,
                 backend=backend,
@@ -197,15 +177,15 @@ def build_repository(
         entry_dir = repo / name
         vdir = entry_dir / str(version)
         vdir.mkdir(parents=True)
-        shutil.copy2(HERE / "llm" / "model.py", vdir / "model.py")
-        copy_runtime(vdir / RUNTIME_PACKAGE)
+        shutil.copy2(HERE / "llm" / layout.MODEL_FILE, vdir)
+        copy_runtime(vdir / layout.RUNTIME_PACKAGE)
         # Which decoder graph this version runs: versions of NAME and NAME_decoder move together.
-        (vdir / DECODER_REF).write_text(
-            json.dumps({"model": decoder, "version": version}, indent=2) + "\n"
+        (vdir / layout.DECODER_REF).write_text(
+            layout.decoder_ref_text(DecoderRef(decoder, version, report.model_file))
         )
-        tok_dir = vdir / "tokenizer"
+        tok_dir = layout.tokenizer_dir(vdir)
         tok_dir.mkdir()
-        for filename in TOKENIZER_FILES:
+        for filename in layout.TOKENIZER_FILES:
             if (export_dir / filename).is_file():
                 shutil.copy2(export_dir / filename, tok_dir / filename)
         cfg.write(
@@ -222,19 +202,19 @@ def build_repository(
             entry_dir,
         )
         # The unary twin: HTTP /infer and gRPC ModelInfer reject decoupled models.
-        sync_dir = repo / f"{name}_sync"
-        (sync_dir / str(version)).mkdir(parents=True)
-        shutil.copy2(HERE / "llm_sync" / "model.py", sync_dir / str(version) / "model.py")
-        cfg.write(cfg.sync_config(f"{name}_sync", name, sync_instances, target), sync_dir)
+        sync = layout.sync_model_name(name)
+        (repo / sync / str(version)).mkdir(parents=True)
+        shutil.copy2(HERE / "llm_sync" / layout.MODEL_FILE, repo / sync / str(version))
+        cfg.write(cfg.sync_config(sync, name, sync_instances, target), repo / sync)
     return BuiltRepository(
         output, name, decoder, version, target, _kv_cache_bytes(report, max_batch_size, context)
     )
 
 
-def _kv_cache_bytes(report: dict[str, Any], rows: int, context: int) -> int:
+def _kv_cache_bytes(report: ExportReport, rows: int, context: int) -> int:
     """The fused engine's KV cache when every row is full (0 for the concat graph)."""
-    if report.get("graph") != "fused":
+    if not report.fused:
         return 0
-    d = report["dims"]
-    itemsize = 2 if report.get("dtype") in ("float16", "bfloat16") else 4
-    return 2 * d["num_layers"] * rows * d["num_kv_heads"] * context * d["head_dim"] * itemsize
+    d = report.dims
+    itemsize = 2 if report.dtype in ("float16", "bfloat16") else 4
+    return 2 * d.num_layers * rows * d.num_kv_heads * context * d.head_dim * itemsize

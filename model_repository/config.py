@@ -16,7 +16,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonkit.errors import RepositoryError
 
-CONFIG_FILE = "config.pbtxt"
+from .runtime import interface
+from .runtime.layout import CONFIG_FILE, ReportTensor
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,20 @@ class TensorSpec:
     optional: bool = False
 
 
-# The entry model's interface: that of Triton's vLLM / TensorRT-LLM backends.
-ENTRY_INPUTS = (
-    TensorSpec("text_input", mc.TYPE_STRING, (1,)),
-    TensorSpec("max_tokens", mc.TYPE_INT32, (1,), optional=True),
-    TensorSpec("min_tokens", mc.TYPE_INT32, (1,), optional=True),
-    TensorSpec("min_length", mc.TYPE_INT32, (1,), optional=True),
-    TensorSpec("stream", mc.TYPE_BOOL, (1,), optional=True),
-    TensorSpec("exclude_input_in_output", mc.TYPE_BOOL, (1,), optional=True),
-    TensorSpec("temperature", mc.TYPE_FP32, (1,), optional=True),
-    TensorSpec("top_k", mc.TYPE_INT32, (1,), optional=True),
-    TensorSpec("top_p", mc.TYPE_FP32, (1,), optional=True),
-    TensorSpec("seed", mc.TYPE_UINT64, (1,), optional=True),
-    TensorSpec("random_seed", mc.TYPE_UINT64, (1,), optional=True),
-    TensorSpec("repetition_penalty", mc.TYPE_FP32, (1,), optional=True),
-    TensorSpec("stop_words", mc.TYPE_STRING, (-1,), optional=True),
-    TensorSpec("sampling_parameters", mc.TYPE_STRING, (1,), optional=True),
-)
-ENTRY_OUTPUTS = (
-    TensorSpec("text_output", mc.TYPE_STRING, (-1,)),
-    TensorSpec("finish_reason", mc.TYPE_STRING, (-1,)),
-    TensorSpec("num_input_tokens", mc.TYPE_UINT32, (-1,)),
-    TensorSpec("num_output_tokens", mc.TYPE_UINT32, (-1,)),
-)
+def entry_inputs() -> list[TensorSpec]:
+    """The entry model's inputs, as ``runtime/interface.py`` declares them."""
+    return [_spec(t) for t in interface.ENTRY_INPUTS]
+
+
+def entry_outputs() -> list[TensorSpec]:
+    """The entry model's outputs, as ``runtime/interface.py`` declares them."""
+    return [_spec(t) for t in interface.ENTRY_OUTPUTS]
+
+
+def _spec(t: interface.EntryTensor) -> TensorSpec:
+    name = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+    return TensorSpec(t.name, mc.DataType.Value(name), t.dims, t.optional)
+
 
 _ONNX_TO_TRITON = {
     "FLOAT": mc.TYPE_FP32,
@@ -62,20 +54,18 @@ _ONNX_TO_TRITON = {
 }
 
 
-def tensor_from_report(entry: dict[str, Any]) -> TensorSpec:
+def tensor_from_report(entry: ReportTensor) -> TensorSpec:
     """A ``TensorSpec`` from an ``export.json`` input/output entry (named dims become -1).
 
     Raises:
         RepositoryError: the ONNX data type has no Triton equivalent here.
     """
     try:
-        data_type = _ONNX_TO_TRITON[entry["dtype"]]
+        data_type = _ONNX_TO_TRITON[entry.dtype]
     except KeyError:
-        raise RepositoryError(
-            f"unsupported ONNX type {entry['dtype']} for {entry['name']}"
-        ) from None
-    dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in entry["shape"])
-    return TensorSpec(entry["name"], data_type, dims)
+        raise RepositoryError(f"unsupported ONNX type {entry.dtype} for {entry.name}") from None
+    dims = tuple(d if isinstance(d, int) and d > 0 else -1 for d in entry.shape)
+    return TensorSpec(entry.name, data_type, dims)
 
 
 def _inputs(specs: Iterable[TensorSpec]) -> list[Any]:
@@ -129,8 +119,8 @@ def entry_config(
         name=name,
         backend="python",
         max_batch_size=0,  # requests carry their own shapes; batching is in-flight, inside
-        input=_inputs(ENTRY_INPUTS),
-        output=_outputs(ENTRY_OUTPUTS),
+        input=_inputs(entry_inputs()),
+        output=_outputs(entry_outputs()),
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
         parameters=_params(values),
@@ -145,8 +135,8 @@ def sync_config(name: str, entry_model: str, instances: int, target: str) -> Any
         name=name,
         backend="python",
         max_batch_size=0,
-        input=_inputs(ENTRY_INPUTS),
-        output=_outputs(ENTRY_OUTPUTS),
+        input=_inputs(entry_inputs()),
+        output=_outputs(entry_outputs()),
         instance_group=[
             mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)
         ],

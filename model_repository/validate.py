@@ -9,7 +9,6 @@ matches its ONNX graph's inputs and outputs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tritonkit.errors import RepositoryError
 from tritonkit.table import render
 
 from . import config as cfg
-from .build import DECODER_REF, RUNTIME_PACKAGE
+from .runtime import layout
 
 
 @dataclass
@@ -59,10 +58,6 @@ class ValidationReport:
         return render(("model", "check", "result"), rows, align="lll")
 
 
-def _versions(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def _served_versions(config: Any, present: list[int]) -> list[int]:
     policy = config.version_policy
     which = policy.WhichOneof("policy_choice")
@@ -80,7 +75,7 @@ def _is_entry(config: Any) -> bool:
 
 def _check_sync(report: ValidationReport, repo: Path, config: Any) -> None:
     entry = config.parameters["entry_model"].string_value
-    ok = (repo / entry / cfg.CONFIG_FILE).is_file()
+    ok = (repo / entry / layout.CONFIG_FILE).is_file()
     report.add(config.name, "forwards to entry model", ok, entry)
 
 
@@ -100,8 +95,8 @@ def _onnx_io(path: Path) -> tuple[dict[str, int], dict[str, int]] | None:
 def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) -> None:
     name = config.name
     for expected, actual, kind in (
-        (cfg.ENTRY_INPUTS, config.input, "inputs"),
-        (cfg.ENTRY_OUTPUTS, config.output, "outputs"),
+        (cfg.entry_inputs(), config.input, "inputs"),
+        (cfg.entry_outputs(), config.output, "outputs"),
     ):
         have = {t.name: t.data_type for t in actual}
         wrong = [
@@ -120,15 +115,20 @@ def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) 
         "" if config.model_transaction_policy.decoupled else "entry model must be decoupled",
     )
     try:
-        ref = json.loads((vdir / DECODER_REF).read_text())
-        onnx_path = repo / ref["model"] / str(ref["version"]) / "model.onnx"
-    except (OSError, ValueError, KeyError) as exc:
-        report.add(name, f"v{vdir.name} {DECODER_REF}", False, f"unreadable: {exc}")
+        onnx_path = layout.read_decoder_ref(vdir).graph_path(repo)
+    except layout.LayoutError as exc:
+        report.add(name, f"v{vdir.name} {layout.DECODER_REF}", False, str(exc))
         return
     report.add(
         name, f"v{vdir.name} decoder graph", onnx_path.is_file(), str(onnx_path.relative_to(repo))
     )
-    for rel in ("tokenizer/tokenizer.json", "tokenizer/generation.json", f"{RUNTIME_PACKAGE}"):
+    tok = layout.TOKENIZER_DIR
+    for rel in (
+        f"{tok}/{layout.TOKENIZER_FILE}",
+        f"{tok}/{layout.GENERATION_FILE}",
+        f"{tok}/{layout.EXPORT_REPORT}",
+        layout.RUNTIME_PACKAGE,
+    ):
         report.add(name, f"has {rel}", (vdir / rel).exists(), f"{vdir.name}/{rel}")
 
 
@@ -170,7 +170,7 @@ def validate_repository(path: str | Path) -> ValidationReport:
             model, "name matches folder", config.name in ("", model), f"config name {config.name!r}"
         )
         config.name = config.name or model
-        present = _versions(model_dir)
+        present = layout.version_numbers(model_dir)
         served = _served_versions(config, present)
         missing = [v for v in served if v not in present]
         report.add(
@@ -182,13 +182,15 @@ def validate_repository(path: str | Path) -> ValidationReport:
         for v in [v for v in served if v in present]:
             vdir = model_dir / str(v)
             if config.backend == "python":
-                report.add(model, f"v{v} has model.py", (vdir / "model.py").is_file())
+                has = (vdir / layout.MODEL_FILE).is_file()
+                report.add(model, f"v{v} has {layout.MODEL_FILE}", has)
+            graph = vdir / layout.ONNX_FILE
             if config.platform == "onnxruntime_onnx" or (
-                config.backend == "python" and (vdir / "model.onnx").exists()
+                config.backend == "python" and graph.exists()
             ):
-                ok = report.add(model, f"v{v} has model.onnx", (vdir / "model.onnx").is_file())
+                ok = report.add(model, f"v{v} has {layout.ONNX_FILE}", graph.is_file())
                 if ok:
-                    _check_decoder(report, config, vdir / "model.onnx")
+                    _check_decoder(report, config, graph)
             if _is_entry(config):
                 _check_entry(report, repo, config, vdir)
         if "entry_model" in config.parameters:

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from tritonkit.model_repository import config as cfg
 from tritonkit.serve import TritonServer
 
-# A decoupled python-backend "llm" with the real model's inputs and outputs that echoes
-# the prompt's words back (see toy_llm/llm/1/model.py).
-TOY_REPOSITORY = Path(__file__).parent / "toy_llm"
+# The toy model's source: a decoupled python-backend "llm" that echoes the prompt's
+# words back (see toy_llm/llm/1/model.py). Its config is generated, never written by hand.
+TOY_SOURCE = Path(__file__).parent / "toy_llm"
+TOY_PIECE_DELAY_S = "0.002"  # the toy's pause between pieces (config parameter)
+
+
+def toy_config() -> Any:
+    """The toy model's config: the real entry model's (inputs and outputs from
+    ``runtime/interface.py``), with only the toy's own parameter."""
+    config = cfg.entry_config("llm", "none", "cpu", max_batch_size=16, max_context=256)
+    config.ClearField("parameters")
+    config.parameters["piece_delay_s"].string_value = TOY_PIECE_DELAY_S
+    return config
+
+
+def _toy_repository() -> Path:
+    """A repository with the toy model and its generated config (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="tritonkit-toy-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    shutil.copytree(
+        TOY_SOURCE, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    cfg.write(toy_config(), folder / "llm")
+    return folder
+
+
+TOY_REPOSITORY = _toy_repository()
 
 # Quick stops: the toy model has nothing in flight worth waiting for.
 FAST = {"exit_timeout_s": 2, "startup_timeout_s": 60.0}

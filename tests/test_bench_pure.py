@@ -25,12 +25,12 @@ from tritonkit.bench.inputs import (
 from tritonkit.bench.profile import (
     figures,
     position_latencies,
-    read_export,
+    read_profile_export,
     retokenized_counts,
 )
 from tritonkit.bench.report import BenchReport, LevelResult
 from tritonkit.bench.server_metrics import parse_metrics, server_figures
-from tritonkit.bench.tools import failure_reason
+from tritonkit.bench.tools import tool_error_line
 from tritonkit.errors import UsageError
 
 MS = 1_000_000  # ns
@@ -83,13 +83,13 @@ def export(tmp_path: Path) -> Path:
 
 
 def test_position_latencies_spread_a_merged_response_over_its_tokens(export: Path) -> None:
-    first, second, _ = read_export(export)
+    first, second, _ = read_profile_export(export)
     assert position_latencies(first) == pytest.approx([0.010, 0.002, 0.002, 0.001])
     assert position_latencies(second) == pytest.approx([0.020, 0.002, 0.002, 0.002])
 
 
 def test_figures_use_the_server_token_counts(export: Path) -> None:
-    records = read_export(export)
+    records = read_profile_export(export)
     assert [r.output_tokens[-1] for r in records] == [4, 4, 4]
     f = figures(records)
     assert f.requests == 3
@@ -109,20 +109,20 @@ def test_figures_use_the_server_token_counts(export: Path) -> None:
 
 
 def test_a_run_whose_requests_differ_in_length_is_not_exact(export: Path, tmp_path: Path) -> None:
-    exact = LevelResult(1, figures(read_export(export)), None)
+    exact = LevelResult(1, figures(read_profile_export(export)), None)
     assert exact.exact_output
     short = _export(
         tmp_path,
         [_request(0, [(5, 1, "a"), (6, 2, "b")]), _request(0, [(5, 1, "a"), (6, 3, "bc")])],
     )
-    assert not LevelResult(1, figures(read_export(short)), None).exact_output
+    assert not LevelResult(1, figures(read_profile_export(short)), None).exact_output
 
 
 def test_an_export_without_requests_is_a_tool_failure(tmp_path: Path) -> None:
     with pytest.raises(ToolFailed, match="no completed request"):
-        read_export(_export(tmp_path, []))
+        read_profile_export(_export(tmp_path, []))
     with pytest.raises(ToolFailed, match="no readable profile export"):
-        read_export(tmp_path / "missing.json")
+        read_profile_export(tmp_path / "missing.json")
 
 
 METRICS_BEFORE = """\
@@ -166,16 +166,16 @@ def test_server_figures_are_deltas_per_request_for_one_model() -> None:
     assert server_figures(before, after, "other").requests == 0
 
 
-def test_failure_reason_prefers_the_request_error() -> None:
+def test_tool_error_line_prefers_the_request_error() -> None:
     log = (
         "$ perf_analyzer -m llm\nFailed to retrieve results from inference request.\n"
         "Thread [0] had error: sampling_parameters.max_tokens must be an integer, got '32'\n"
         'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
     )
-    assert failure_reason(log) == (
+    assert tool_error_line(log) == (
         "had error: sampling_parameters.max_tokens must be an integer, got '32'"
     )
-    assert failure_reason("just one line\n") == "just one line"
+    assert tool_error_line("just one line\n") == "just one line"
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,9 @@ def test_decoder_input_data_refuses_an_unknown_input() -> None:
 
 
 def test_report_rows_and_table(export: Path, tmp_path: Path) -> None:
-    report = BenchReport({"model": "llm"}, [LevelResult(2, figures(read_export(export)), None)])
+    report = BenchReport(
+        {"model": "llm"}, [LevelResult(2, figures(read_profile_export(export)), None)]
+    )
     files = report.write(tmp_path / "out")
     rows = files["csv"].read_text().splitlines()
     assert rows[0].startswith("concurrency,requests,ttft_ms_p50,ttft_ms_p99")

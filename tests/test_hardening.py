@@ -356,6 +356,6 @@ def test_secrets_never_enter_a_build_context_and_images_copy_only_the_package():
         assert "COPY . " not in text, dockerfile  # the whole context: keys, outputs, tests
     # both az scripts (VM and AKS) source the one storage block
     for script in ("azure/create_vm.sh", "aks/create_cluster.sh"):
-        assert "/storage.sh\"" in (ROOT / "deploy" / script).read_text(), script
+        assert '/storage.sh"' in (ROOT / "deploy" / script).read_text(), script
     storage = (ROOT / "deploy" / "azure" / "storage.sh").read_text()
     assert "--allow-shared-key-access false" in storage

@@ -21,12 +21,12 @@ from tritonkit.model_repository.runtime.detok import IncrementalDetokenizer
 from tritonkit.model_repository.runtime.params import (
     DEFAULT_MAX_TOKENS,
     MAX_STOP_WORDS,
-    GenerationParams,
     RequestError,
+    RequestSettings,
     parse_request,
     resolve_max_new_tokens,
 )
-from tritonkit.model_repository.runtime.sampling import Sampler, _top_p, greedy_batch
+from tritonkit.model_repository.runtime.sampling import Sampler, _top_p
 from tritonkit.model_repository.runtime.stop import StopMatcher
 
 # ------------------------------------------------------------------------------ params
@@ -49,7 +49,7 @@ def sp(**keys: Any) -> np.ndarray:
 
 def test_defaults_from_prompt_only() -> None:
     p = parse_request({"text_input": b("Hello", (1, 1))})
-    assert p == GenerationParams(prompt="Hello")
+    assert p == RequestSettings(prompt="Hello")
     assert (p.max_tokens, p.temperature, p.top_k, p.top_p, p.seed, p.stop) == (
         None,
         0.0,
@@ -196,7 +196,7 @@ def test_numbers_sent_as_strings_are_accepted_like_vllm() -> None:
 
 
 def test_resolve_max_new_tokens() -> None:
-    p = GenerationParams(prompt="x")
+    p = RequestSettings(prompt="x")
     assert resolve_max_new_tokens(p, 10, 2048) == DEFAULT_MAX_TOKENS == 64
     assert resolve_max_new_tokens(p, 2000, 2048) == 48  # clamped to the room left
     p.max_tokens = 100
@@ -226,17 +226,6 @@ def test_greedy_is_argmax_and_leaves_logits_alone(dtype: Any) -> None:
         before = x.copy()
         assert Sampler().next_token(x, [1, 2], [3]) == int(np.argmax(x))
         np.testing.assert_array_equal(x, before)
-
-
-def test_greedy_batch_and_fast_path_flag() -> None:
-    batch = np.stack([logits(seed=s) for s in range(4)])  # (4, V)
-    np.testing.assert_array_equal(greedy_batch(batch), batch.argmax(-1))
-    assert greedy_batch(batch).dtype == np.int64
-    assert Sampler().is_plain_greedy(0)
-    assert not Sampler(temperature=1.0).is_plain_greedy(0)
-    assert not Sampler(repetition_penalty=1.2).is_plain_greedy(0)
-    eos_masked = Sampler(min_tokens=2, eos_token_ids=[2])
-    assert [eos_masked.is_plain_greedy(n) for n in range(3)] == [False, False, True]
 
 
 def test_seeded_sampling_is_reproducible_and_seeds_differ() -> None:
@@ -309,14 +298,13 @@ def test_min_tokens_suppresses_eos() -> None:
         assert Sampler(min_tokens=2, eos_token_ids=[eos]).next_token(x, [1, 1], []) == eos
 
 
-def test_from_params_and_speed_on_a_150k_vocab() -> None:
-    params = parse_request(req(sampling_parameters=sp(temperature=0.8, top_p=0.95, seed=5)))
-    s = Sampler.from_params(params, eos_token_ids=[2])
+def test_seeded_sampling_speed_on_a_150k_vocab() -> None:
+    s = Sampler(temperature=0.8, top_p=0.95, seed=5, eos_token_ids=[2])
     x = logits(150_000)
     start = time.perf_counter()
     tokens = [s.next_token(x, list(range(50)), list(range(500))) for _ in range(20)]
     assert time.perf_counter() - start < 1.0  # about 2 ms a token on a laptop
-    again = Sampler.from_params(params, [2])  # same seed: same first token
+    again = Sampler(temperature=0.8, top_p=0.95, seed=5, eos_token_ids=[2])  # same seed
     assert tokens[0] == again.next_token(x, list(range(50)), list(range(500)))
     with pytest.raises(ValueError, match="shape"):
         s.next_token(x[None], [], [])
@@ -646,3 +634,48 @@ def test_responder_merges_queued_pieces_and_survives_a_failed_send() -> None:
     texts = [(k, o.text) for k, o in sent]
     assert texts == [("a", "first "), ("a", "one two three"), ("b", "done")]
     assert len(errors) == 1 and "went away" in str(errors[0])
+
+
+# ------------------------------------------------------------------- KV cache types
+
+
+def _graph_with_past(path: Any, elem_type: int) -> None:
+    """A decoder-shaped ONNX graph (one layer) whose past tensors are ``elem_type``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in
+           ("input_ids", "attention_mask", "position_ids")]  # fmt: skip
+    past = [helper.make_tensor_value_info(f"past_key_values.0.{k}", elem_type, ["b", 2, "p", 4])
+            for k in ("key", "value")]  # fmt: skip
+    outs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s"])]
+    outs += [helper.make_tensor_value_info(f"present.0.{k}", elem_type, ["b", 2, "p", 4])
+             for k in ("key", "value")]  # fmt: skip
+    nodes = [helper.make_node("Cast", ["input_ids"], ["logits"], to=TensorProto.FLOAT)]
+    nodes += [helper.make_node("Identity", [f"past_key_values.0.{k}"], [f"present.0.{k}"])
+              for k in ("key", "value")]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", ids + past, outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_a_bfloat16_kv_cache_is_refused_by_name(tmp_path: Any) -> None:
+    from onnx import TensorProto
+
+    from tritonkit.model_repository.runtime.decoder import OnnxDecoder
+    from tritonkit.model_repository.runtime.engines import open_engine
+    from tritonkit.model_repository.runtime.layout import ExportReport
+
+    _graph_with_past(tmp_path / "f32.onnx", TensorProto.FLOAT)
+    assert OnnxDecoder(str(tmp_path / "f32.onnx")).spec.kv_dtype is np.float32
+    _graph_with_past(tmp_path / "bf16.onnx", TensorProto.BFLOAT16)
+    with pytest.raises(ValueError, match=r"KV cache is tensor\(bfloat16\).*float16"):
+        OnnxDecoder(str(tmp_path / "bf16.onnx"))
+
+    dims = dict(num_layers=1, num_attention_heads=2, num_kv_heads=2, head_dim=4,
+                hidden_size=8, vocab_size=16, max_positions=32)  # fmt: skip
+    fused = {"passed": True, "graph": "fused", "dtype": "bfloat16", "dims": dims,
+             "files": {"model": "model.onnx"}, "inputs": [], "outputs": []}  # fmt: skip
+    with pytest.raises(ValueError, match="KV cache is bfloat16"):
+        open_engine(str(tmp_path / "f32.onnx"), ExportReport.from_dict(fused), 2, 16)

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from tritonkit.export import main_export
 from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
+from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.model_repository.runtime.params import parse_request
 from tritonkit.model_repository.runtime.scheduler import MAX_LOOP_FAILURES, Scheduler
 
@@ -43,7 +44,7 @@ class Engine:
         self.export = export
         self.tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
         settings = json.loads((export / "generation.json").read_text())
-        self.report = json.loads((export / "export.json").read_text())
+        self.report = read_export_report(export)
         self.eos = settings["eos_token_ids"]
         self.context = self.CONTEXT
         self.path = str(onnx_path or export / "model.onnx")

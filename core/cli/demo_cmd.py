@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -70,14 +69,16 @@ def add_parser(sub: Any) -> None:
 
 
 def _reusable(export_dir: Path, model: str) -> bool:
+    from tritonkit.model_repository.runtime.layout import LayoutError, read_export_report
+
     try:
-        report = json.loads((export_dir / "export.json").read_text())
-    except (OSError, ValueError):
+        report = read_export_report(export_dir)
+    except LayoutError:
         return False
     return (
-        bool(report.get("passed"))
-        and report.get("source", {}).get("model") == model
-        and report.get("versions", {}).get("tritonkit") == __version__
+        report.passed
+        and report.source.get("model") == model
+        and report.versions.get("tritonkit") == __version__
     )
 
 

@@ -28,16 +28,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tritonkit_runtime.engines import open_engine
 from tritonkit_runtime.generation import GenerationRequest, Output
+from tritonkit_runtime.layout import (
+    GENERATION_FILE,
+    TOKENIZER_FILE,
+    read_decoder_ref,
+    read_export_report,
+    tokenizer_dir,
+)
 from tritonkit_runtime.metrics import BufferedMetrics
 from tritonkit_runtime.params import RequestError, parse_request
 from tritonkit_runtime.responder import Responder
 from tritonkit_runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler, StepStats
 
-INPUTS = (
-    "text_input", "max_tokens", "min_tokens", "min_length", "stream",
-    "exclude_input_in_output", "temperature", "top_k", "top_p", "seed", "random_seed",
-    "repetition_penalty", "stop_words", "sampling_parameters",
-)  # fmt: skip
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -77,18 +79,14 @@ class TritonPythonModel:
         model_dir = args["model_repository"]
         version_dir = os.path.join(model_dir, args["model_version"])
         repo_root = os.path.dirname(os.path.abspath(model_dir))
+        # The request interface is the config's (written from interface.ENTRY_INPUTS).
+        self.inputs = [i["name"] for i in config["input"]]
         # This version's graph: NAME/V/decoder.json names the decoder model and version.
-        with open(os.path.join(version_dir, "decoder.json")) as f:
-            ref = json.load(f)
-        decoder_path = os.path.join(
-            repo_root, ref["model"], str(ref["version"]), ref.get("file", "model.onnx")
-        )
-        tokenizer_dir = os.path.join(version_dir, "tokenizer")
-        self.tokenizer = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
-        with open(os.path.join(tokenizer_dir, "generation.json")) as f:
-            settings = json.load(f)
-        with open(os.path.join(tokenizer_dir, "export.json")) as f:
-            report = json.load(f)  # which graph (fused or concat), its dims and dtype
+        decoder_path = str(read_decoder_ref(version_dir).graph_path(repo_root))
+        tokenizer_files = tokenizer_dir(version_dir)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_files / TOKENIZER_FILE))
+        settings = json.loads((tokenizer_files / GENERATION_FILE).read_text())
+        report = read_export_report(tokenizer_files)  # which graph, its dims and dtype
         self.eos = list(settings["eos_token_ids"])
         self.max_context = int(params.get("max_context") or settings["max_context"])
 
@@ -123,7 +121,7 @@ class TritonPythonModel:
         self.scheduler.start()
         self.logger = pb_utils.Logger
         self.logger.log_info(
-            f"tritonkit: {args['model_name']} serving {decoder_path} ({report.get('graph')} "
+            f"tritonkit: {args['model_name']} serving {decoder_path} ({report.graph} "
             f"graph, {type(engine).__name__}; context {self.max_context}, batch up to {max_batch})"
         )
 
@@ -132,7 +130,7 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             try:
                 inputs = {}
-                for name in INPUTS:
+                for name in self.inputs:
                     tensor = pb_utils.get_input_tensor_by_name(request, name)
                     if tensor is not None:
                         inputs[name] = tensor.as_numpy()

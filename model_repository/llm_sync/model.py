@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-OUTPUTS = ["text_output", "finish_reason", "num_input_tokens", "num_output_tokens"]
-
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         self.entry = config["parameters"]["entry_model"]["string_value"]
         self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(request) for request in requests]
@@ -36,12 +35,12 @@ class TritonPythonModel:
         ]
         tensors.append(pb_utils.Tensor("stream", np.array([False])))
         bls = pb_utils.InferenceRequest(
-            model_name=self.entry, inputs=tensors, requested_output_names=OUTPUTS
+            model_name=self.entry, inputs=tensors, requested_output_names=self.outputs
         )
         for response in bls.exec(decoupled=True):
             if response.has_error():
                 return pb_utils.InferenceResponse(output_tensors=[], error=response.error())
-            outputs = [pb_utils.get_output_tensor_by_name(response, n) for n in OUTPUTS]
+            outputs = [pb_utils.get_output_tensor_by_name(response, n) for n in self.outputs]
             if all(o is not None for o in outputs):
                 return pb_utils.InferenceResponse(output_tensors=outputs)
         error = pb_utils.TritonError(f"{self.entry} sent no response")

@@ -67,8 +67,22 @@ def make_session(
     return session, "cuda" if on_gpu else "cpu", device_id if on_gpu else 0
 
 
+KV_DTYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
 def _kv_dtype(onnx_type: str) -> Any:
-    return {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(onnx_type, np.float32)
+    """The numpy type of a graph's past tensors.
+
+    Raises:
+        ValueError: a type this runtime cannot feed (bfloat16: numpy has none).
+    """
+    try:
+        return KV_DTYPES[onnx_type]
+    except KeyError:
+        raise ValueError(
+            f"the decoder's KV cache is {onnx_type}; this runtime feeds "
+            f"{' or '.join(KV_DTYPES)} only: export with --dtype float32 or float16"
+        ) from None
 
 
 class OnnxDecoder:
@@ -131,8 +145,3 @@ class OnnxDecoder:
         outputs = binding.get_outputs()
         logits = outputs[0].numpy()[:, -1, :]  # (B, S, vocab) -> (B, vocab)
         return logits, list(outputs[1:])
-
-    @staticmethod
-    def to_numpy(values: list[Any]) -> list[np.ndarray]:
-        """Presents as numpy arrays (a copy off the device when they live on a GPU)."""
-        return [v if isinstance(v, np.ndarray) else v.numpy() for v in values]

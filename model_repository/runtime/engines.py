@@ -26,6 +26,9 @@ import numpy as np
 from .decoder import OnnxDecoder
 from .fused_decoder import CacheShape, FusedDecoder
 from .kvbatch import KVBatch
+from .layout import ExportReport
+
+_FUSED_KV_DTYPES: dict[str, Any] = {"float32": np.float32, "float16": np.float16}
 
 
 class Engine(Protocol):
@@ -138,7 +141,7 @@ class ConcatEngine:
 
 def open_engine(
     decoder_path: str,
-    report: dict[str, Any],
+    report: ExportReport,
     max_rows: int,
     max_context: int,
     providers: list[str] | None = None,
@@ -148,16 +151,24 @@ def open_engine(
     """The engine for the graph in ``decoder_path``, per its export report (export.json).
 
     ``max_context`` is a row's capacity in tokens (prompt plus generated).
+
+    Raises:
+        ValueError: a KV cache type this runtime cannot hold (bfloat16).
     """
-    if report.get("graph") == "fused":
-        dims = report["dims"]
+    if report.fused:
+        d = report.dims
+        if report.dtype not in _FUSED_KV_DTYPES:
+            raise ValueError(
+                f"the fused graph's KV cache is {report.dtype}; this runtime holds "
+                f"{' or '.join(_FUSED_KV_DTYPES)} only: export with --dtype float32 or float16"
+            )
         shape = CacheShape(
-            num_layers=int(dims["num_layers"]),
-            num_kv_heads=int(dims["num_kv_heads"]),
-            head_dim=int(dims["head_dim"]),
+            num_layers=d.num_layers,
+            num_kv_heads=d.num_kv_heads,
+            head_dim=d.head_dim,
             max_batch=max_rows,
             capacity=max_context,
-            dtype=np.float16 if report.get("dtype") == "float16" else np.float32,
+            dtype=_FUSED_KV_DTYPES[report.dtype],
         )
         return FusedEngine(
             FusedDecoder(decoder_path, shape, providers, intra_op_threads, device_id)

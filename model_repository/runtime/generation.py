@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .detok import IncrementalDetokenizer
-from .params import GenerationParams, resolve_max_new_tokens
+from .params import RequestSettings, resolve_max_new_tokens
 from .sampling import Sampler
 from .stop import StopMatcher
 
@@ -45,11 +45,11 @@ class Timing:
 
 
 class GenerationRequest:
-    """Implements the scheduler's ``Sequence`` for one request."""
+    """Implements the scheduler's ``Schedulable`` for one request."""
 
     def __init__(
         self,
-        params: GenerationParams,
+        params: RequestSettings,
         prompt_ids: Sequence[int],
         tokenizer: Any,  # tokenizers.Tokenizer
         eos_token_ids: Sequence[int],
@@ -84,7 +84,7 @@ class GenerationRequest:
         self.done = False
         self.finish_reason = ""
 
-    # ---- Sequence protocol -----------------------------------------------------------
+    # ---- Schedulable protocol --------------------------------------------------------
 
     def next_token(self, logits: np.ndarray) -> int:
         return self.sampler.next_token(logits, self.generated, self.prompt_ids)

@@ -1,9 +1,9 @@
 """Parse and validate one generation request from the tensors Triton delivers.
 
-The interface is the one vLLM and TensorRT-LLM backends share, so their clients work
-unchanged: ``text_input`` plus optional scalar tensors (``max_tokens``, ``temperature``,
-...) and an optional vLLM-style ``sampling_parameters`` JSON string. An explicit tensor
-wins over the same key in ``sampling_parameters``.
+The interface (declared in ``interface.py``) is the one vLLM and TensorRT-LLM backends
+share, so their clients work unchanged: ``text_input`` plus optional scalar tensors
+(``max_tokens``, ``temperature``, ...) and an optional vLLM-style ``sampling_parameters``
+JSON string. An explicit tensor wins over the same key in ``sampling_parameters``.
 
 Every problem with a request raises ``RequestError`` (a ``ValueError``) whose message is
 one line naming the input, the valid range and the value received, so ``model.py`` can
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .interface import ENTRY_INPUTS, numeric_settings
+
 DEFAULT_MAX_TOKENS = 64  # new tokens generated when a request does not say (vLLM's default is 16)
 MAX_STOP_WORDS = 16  # each stop string is matched against every streamed piece
 MAX_SEED = 2**64 - 1  # seeds feed np.random.PCG64 and arrive as UINT64
@@ -38,24 +40,13 @@ SAMPLING_KEYS = (
     "stop",
 )
 
-# Tensor names that mean the same field; the first name is the one the field is called.
-_TENSOR_NAMES: dict[str, tuple[str, ...]] = {
-    "max_tokens": ("max_tokens",),
-    "min_tokens": ("min_tokens", "min_length"),  # TensorRT-LLM clients send min_length
-    "temperature": ("temperature",),
-    "top_k": ("top_k",),
-    "top_p": ("top_p",),
-    "seed": ("seed", "random_seed"),  # TensorRT-LLM clients send random_seed
-    "repetition_penalty": ("repetition_penalty",),
-}
-
 
 class RequestError(ValueError):
     """A bad request: the message is one line saying what is wrong and what is valid."""
 
 
 @dataclass
-class GenerationParams:
+class RequestSettings:
     """What one request asks for, validated; defaults mean "not set by the client"."""
 
     prompt: str
@@ -71,8 +62,8 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)  # generation ends before any of these
 
 
-def parse_request(inputs: Mapping[str, np.ndarray | None]) -> GenerationParams:
-    """Build ``GenerationParams`` from Triton input names to numpy arrays.
+def parse_request(inputs: Mapping[str, np.ndarray | None]) -> RequestSettings:
+    """Build ``RequestSettings`` from Triton input names to numpy arrays.
 
     BYTES inputs are object arrays of ``bytes``; scalars may have shape [1] or [1, 1].
     Absent inputs may be missing from ``inputs``, ``None`` or empty arrays.
@@ -92,7 +83,7 @@ def parse_request(inputs: Mapping[str, np.ndarray | None]) -> GenerationParams:
     raw: dict[str, tuple[str, Any]] = {}
     if "sampling_parameters" in present:
         raw.update(_sampling_parameters(present["sampling_parameters"]))
-    for key, names in _TENSOR_NAMES.items():
+    for key, names in numeric_settings().items():  # e.g. min_tokens: min_tokens, min_length
         given = [(n, _scalar(n, present[n])) for n in names if n in present]
         if len(given) == 2 and given[0][1] != given[1][1]:
             (a, va), (b, vb) = given
@@ -102,10 +93,10 @@ def parse_request(inputs: Mapping[str, np.ndarray | None]) -> GenerationParams:
     if "stop_words" in present:
         raw["stop"] = ("stop_words", [_text("stop_words", w) for w in present["stop_words"].flat])
 
-    p = GenerationParams(prompt=prompt)
-    for key in ("stream", "exclude_input_in_output"):
-        if key in present:
-            setattr(p, key, _bool(key, _scalar(key, present[key])))
+    p = RequestSettings(prompt=prompt)
+    for t in ENTRY_INPUTS:
+        if t.datatype == "BOOL" and t.name in present and t.setting:  # stream, exclude_...
+            setattr(p, t.setting, _bool(t.name, _scalar(t.name, present[t.name])))
     for key, (label, value) in raw.items():
         if value is not None:  # JSON null means "use the default"
             setattr(p, key, _check(key, label, value))
@@ -117,7 +108,7 @@ def parse_request(inputs: Mapping[str, np.ndarray | None]) -> GenerationParams:
     return p
 
 
-def resolve_max_new_tokens(params: GenerationParams, prompt_tokens: int, max_context: int) -> int:
+def resolve_max_new_tokens(params: RequestSettings, prompt_tokens: int, max_context: int) -> int:
     """How many tokens to generate: the request's (or the default) within the context.
 
     The result is clamped to the room left after the prompt; the caller reports

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import chain
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .params import GenerationParams
-
 
 GREEDY_BELOW = 1e-5  # temperatures under this sample greedily
 
@@ -53,27 +48,6 @@ class Sampler:
         self.min_tokens = min_tokens
         self.eos = np.asarray(eos_token_ids, dtype=np.int64)  # (E,)
         self.rng = np.random.Generator(np.random.PCG64(seed))
-
-    @classmethod
-    def from_params(cls, params: GenerationParams, eos_token_ids: Sequence[int]) -> Sampler:
-        """The sampler a parsed request asks for."""
-        return cls(
-            params.temperature,
-            params.top_k,
-            params.top_p,
-            params.seed,
-            params.repetition_penalty,
-            params.min_tokens,
-            eos_token_ids,
-        )
-
-    def is_plain_greedy(self, num_generated: int) -> bool:
-        """True when ``next_token`` is a bare argmax now, so ``greedy_batch`` may stand in."""
-        return (
-            self.temperature == 0
-            and self.repetition_penalty == 1.0
-            and (num_generated >= self.min_tokens or self.eos.size == 0)
-        )
 
     def next_token(
         self, logits: np.ndarray, generated: Sequence[int], prompt_ids: Sequence[int]
@@ -135,11 +109,3 @@ def _top_p(probs: np.ndarray, top_p: float) -> np.ndarray:
     top = top[np.argsort(-probs[top], kind="stable")]  # (m,) most likely first
     n = int(np.searchsorted(np.cumsum(probs[top]), top_p)) + 1  # first prefix reaching top_p
     return top[:n]
-
-
-def greedy_batch(logits: np.ndarray) -> np.ndarray:
-    """Argmax of every row of ``logits`` (B, vocab) -> (B,) int64, for all-greedy batches.
-
-    Use only for rows whose ``Sampler.is_plain_greedy`` is true.
-    """
-    return np.argmax(logits, axis=-1).astype(np.int64)  # (B,)

@@ -36,7 +36,7 @@ MAX_LOOP_FAILURES = 3  # consecutive unexpected loop failures before the schedul
 DEFAULT_PREFILL_CHUNK = 128  # prompt tokens per iteration (a config parameter)
 
 
-class Sequence(Protocol):
+class Schedulable(Protocol):
     """What the scheduler needs from a request (``GenerationRequest`` implements it)."""
 
     prompt_ids: list[int]
@@ -70,14 +70,13 @@ class StepStats:
     decoded_rows: int  # sequences that advanced together in this step's decode (0: none)
     prefilled: int  # prompt tokens prefilled in this iteration
     waiting: int  # requests not yet generating (waiting for a row, or being prefilled)
-    step_seconds: float
 
 
 @dataclass(eq=False)
 class _Row:
     """A request that holds an engine row."""
 
-    seq: Sequence
+    seq: Schedulable
     handle: Any
     fed: int = 0  # prompt tokens prefilled so far
     last: int = -1  # the last token generated
@@ -99,7 +98,7 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
         self.on_step = on_step
-        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._waiting: collections.deque[Schedulable] = collections.deque()
         self._prefilling: list[_Row] = []
         self._running: list[_Row] = []
         self._cv = threading.Condition()
@@ -131,7 +130,7 @@ class Scheduler:
         self._prefilling.clear()
         self._running.clear()
 
-    def submit(self, seq: Sequence) -> None:
+    def submit(self, seq: Schedulable) -> None:
         """Queue ``seq``; it gets a row at the next step (or fails at once when the
         scheduler is ``broken``)."""
         with self._cv:
@@ -168,7 +167,6 @@ class Scheduler:
 
     def run_once(self) -> None:
         """Admit waiting sequences, prefill one chunk's worth, then one decode step."""
-        started = time.perf_counter()
         self._drop_cancelled()
         self._admit()
         prefilled = self._prefill()
@@ -181,7 +179,6 @@ class Scheduler:
                 decoded_rows=rows,
                 prefilled=prefilled,
                 waiting=len(self._waiting) + len(self._prefilling),
-                step_seconds=time.perf_counter() - started,
             )
             with contextlib.suppress(Exception):  # metrics never stop generation
                 self.on_step(stats)
@@ -287,7 +284,7 @@ def _finite(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def _fail(seq: Sequence, message: str) -> None:
+def _fail(seq: Schedulable, message: str) -> None:
     """Close ``seq`` with an error; a failure to send it is that request's alone."""
     with contextlib.suppress(Exception):
         seq.fail(message)

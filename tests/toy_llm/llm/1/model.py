@@ -1,8 +1,10 @@
 """Test fixture: a toy decoupled "llm" with the real model's inputs and outputs.
 
-It "generates" by echoing the prompt's words back, one word (" word") per step, until
-the words run out (finish_reason "stop"), ``max_tokens`` is reached ("length"), or the
-next word is one of ``stop_words`` ("stop", once ``min_tokens`` are out). Sampling
+Its config is generated from the real model's interface declaration
+(``toy_config`` in ``tests/servers.py``). It "generates" by echoing the prompt's words
+back, one word (" word") per step, until the words run out (finish_reason "stop"),
+``max_tokens`` is reached ("length"), or the next word is one of ``stop_words``
+("stop", once ``min_tokens`` are out). Sampling
 inputs are accepted and ignored. Between steps it sleeps ``piece_delay_s`` (config
 parameter) and checks ``is_cancelled()``, logging "toy llm: cancelled after N pieces"
 so tests can see a client's cancellation reach the server.
@@ -21,18 +23,11 @@ FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 DEFAULT_MAX_TOKENS = 16
 
 
-def read_params(request: Any) -> dict[str, Any]:
-    """The request's inputs as Python values; sampling_parameters (JSON) fills the gaps."""
+def read_params(request: Any, names: list[str]) -> dict[str, Any]:
+    """The request's inputs ``names`` as Python values; sampling_parameters (JSON) fills
+    the gaps."""
     params: dict[str, Any] = {}
-    for name in (
-        "text_input",
-        "max_tokens",
-        "min_tokens",
-        "stream",
-        "exclude_input_in_output",
-        "stop_words",
-        "sampling_parameters",
-    ):
+    for name in names:
         tensor = pb_utils.get_input_tensor_by_name(request, name)
         if tensor is None:
             continue
@@ -84,6 +79,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         delay = config.get("parameters", {}).get("piece_delay_s", {}).get("string_value", "0")
         self.delay = float(delay)
+        self.inputs = [i["name"] for i in config["input"]]  # as the real entry model does
         self.logger = pb_utils.Logger
 
     def execute(self, requests: list[Any]) -> None:
@@ -97,7 +93,7 @@ class TritonPythonModel:
         return None
 
     def generate(self, request: Any, sender: Any) -> None:
-        params = read_params(request)
+        params = read_params(request, self.inputs)
         prompt = params.get("text_input", "")
         if not prompt.split():
             error = pb_utils.TritonError(

@@ -1,0 +1,127 @@
+"""The entry model's request interface is declared once (``runtime/interface.py``): the
+client, the request parser, the config writer and the toy model's config must agree
+with that declaration. Pure: no server."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+from servers import TOY_REPOSITORY, toy_config
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonkit.client._base import SCALAR_INPUTS, GenerationParams, request_arrays, request_values
+from tritonkit.model_repository import config as cfg
+from tritonkit.model_repository.runtime import interface
+from tritonkit.model_repository.runtime.interface import EntryTensor
+from tritonkit.model_repository.runtime.params import RequestSettings, parse_request
+
+_NUMPY = {"BOOL": np.bool_, "INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32}
+# A valid value per input the parser reads, and one per BYTES input by name.
+_SAMPLE: dict[str, Any] = {"BOOL": True, "INT32": 3, "UINT64": 7, "FP32": 0.5}
+_TEXT = {"text_input": ["hi there"], "stop_words": ["x"], "sampling_parameters": ['{"top_k": 2}']}
+
+
+def _array(t: EntryTensor) -> np.ndarray:
+    if t.datatype == "BYTES":
+        return np.array([v.encode() for v in _TEXT[t.name]], dtype=np.object_)
+    return np.array([_SAMPLE[t.datatype]], dtype=_NUMPY[t.datatype])
+
+
+def check_agreement() -> None:
+    """AssertionError naming the first place where the client, the parser or the
+    config writer disagrees with ``interface.ENTRY_INPUTS``."""
+    declared = {t.name: t for t in interface.ENTRY_INPUTS}
+
+    # The config writer: the entry model's inputs are the declaration's, typed alike.
+    written = {s.name: (s.data_type, s.dims, s.optional) for s in cfg.entry_inputs()}
+    for t in declared.values():
+        kind = mc.TYPE_STRING if t.datatype == "BYTES" else mc.DataType.Value(f"TYPE_{t.datatype}")
+        assert written.get(t.name) == (kind, t.dims, t.optional), f"config writer: {t.name}"
+
+    # The client: a request that sets everything sends every declared input but the
+    # aliases, each with its declared type, and nothing undeclared.
+    every = GenerationParams(
+        max_tokens=4, min_tokens=1, temperature=0.5, top_k=3, top_p=0.9, seed=7, stop=["x"],
+        repetition_penalty=1.1, exclude_input_in_output=True, sampling_parameters={"top_k": 2},
+    )  # fmt: skip
+    sent = {name: (dt, arr) for name, dt, arr in request_arrays(request_values("hi", True, every))}
+    wanted = {n for n, t in declared.items() if t.alias_of is None}
+    assert set(sent) == wanted, f"client sends {sorted(sent)}, declared {sorted(wanted)}"
+    for name, (datatype, _) in sent.items():
+        assert datatype == declared[name].datatype, f"client: {name} is {datatype}"
+    assert interface.scalar_inputs() == SCALAR_INPUTS, "client: its scalar inputs"
+
+    # The parser: each declared input sets the settings field it names, and every
+    # field is set by some input.
+    settings = {f.name for f in dataclasses.fields(RequestSettings)}
+    base = {"text_input": _array(declared["text_input"])}
+    default = parse_request(base)
+    for t in declared.values():
+        assert t.setting is None or t.setting in settings, f"parser: no setting {t.setting}"
+        parsed = parse_request({**base, t.name: _array(t)})
+        if t.setting is not None and t.name != "text_input":
+            assert getattr(parsed, t.setting) != getattr(default, t.setting), f"parser: {t.name}"
+    assert settings <= {t.setting for t in declared.values()}, "parser: a field no input sets"
+
+    # Client -> parser: what the client sends is what the parser reads back.
+    got = parse_request({name: arr for name, (_, arr) in sent.items()})
+    assert (got.max_tokens, got.min_tokens, got.top_k, got.seed) == (4, 1, 3, 7)
+    assert got.stop == ["x"] and got.stream and got.exclude_input_in_output
+
+
+def test_client_parser_and_config_agree_with_the_declaration() -> None:
+    check_agreement()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "an input only the declaration has",
+        "an input the parser does not know",
+        "a retyped input",
+        "a dropped input",
+    ],
+)
+def test_the_agreement_check_fails_on_a_drifted_declaration(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = list(interface.ENTRY_INPUTS)
+    if change == "an input only the declaration has":
+        inputs.append(EntryTensor("beam_width", "INT32", (1,), "beams", setting="top_k"))
+    elif change == "an input the parser does not know":
+        inputs.append(EntryTensor("beam_width", "INT32", (1,), "beams", setting="beam_width"))
+    elif change == "a retyped input":
+        i = next(i for i, t in enumerate(inputs) if t.name == "top_k")
+        inputs[i] = dataclasses.replace(inputs[i], datatype="FP32")
+    else:
+        inputs = [t for t in inputs if t.name != "repetition_penalty"]
+    monkeypatch.setattr(interface, "ENTRY_INPUTS", tuple(inputs))
+    with pytest.raises(AssertionError):
+        check_agreement()
+
+
+def test_the_config_writer_follows_the_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = EntryTensor("beam_width", "INT32", (1,), "beams", setting="top_k")
+    monkeypatch.setattr(interface, "ENTRY_INPUTS", (*interface.ENTRY_INPUTS, extra))
+    for config in (
+        cfg.entry_config("llm", "llm_decoder", "cpu", max_batch_size=4, max_context=64),
+        cfg.sync_config("llm_sync", "llm", 1, "cpu"),
+    ):
+        names = [i.name for i in config.input]
+        assert names == [t.name for t in interface.ENTRY_INPUTS]
+        assert [o.name for o in config.output] == [t.name for t in interface.ENTRY_OUTPUTS]
+        assert [list(o.dims) for o in config.output] == [[-1]] * 4
+
+
+def test_the_toy_models_config_is_generated_from_the_declaration() -> None:
+    config = cfg.read(TOY_REPOSITORY / "llm")
+    assert cfg.to_text(config) == cfg.to_text(toy_config())
+    assert [(i.name, i.data_type, list(i.dims), i.optional) for i in config.input] == [
+        (s.name, s.data_type, list(s.dims), s.optional) for s in cfg.entry_inputs()
+    ]
+    assert {"min_length", "random_seed"} <= {i.name for i in config.input}
+    assert config.model_transaction_policy.decoupled
+    assert config.parameters["piece_delay_s"].string_value
