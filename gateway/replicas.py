@@ -15,7 +15,11 @@ health and metadata), an in-flight count and an up/down state. ``ReplicaPool``:
 * re-probes down replicas in the background (Triton's server_ready, else model_ready of
   the models asked for so far), with a backoff from ``probe_min_s`` doubling to
   ``probe_max_s``; when none is up, a request probes them all at once before it gives up
-  with a 503;
+  with a 503. A probe that cannot connect, and a probe that finds a down replica up
+  again, replace its gRPC connections with fresh ones (``Replica.reconnect``): an old
+  channel would wait out gRPC's own reconnect backoff (1 s, growing 1.6 times per failed
+  attempt) before it connects to a restarted Triton, so rejoining would take seconds
+  longer than the probe interval;
 * with ``discover=HOST:PORT``, re-resolves HOST's A/AAAA records every
   ``discover_interval_s`` (a Kubernetes headless Service lists one per ready pod): each
   address is a replica; one that disappears is drained (no new requests, those in flight
@@ -81,7 +85,9 @@ class Replica:
         self._timeout_s = timeout_s
         self._metrics = metrics
         self._clients: dict[str, AsyncLLMClient] = {}
-        self.admin = AsyncLLMClient(url, timeout=min(timeout_s, 30.0), headers=self._headers)
+        self._retired: list[AsyncLLMClient] = []  # replaced, closed once nothing is in flight
+        self.reconnects = 0
+        self.admin = self._admin_client()
         if metrics is not None:
             metrics.replica_up.labels(url).set(1)
             metrics.replica_in_flight.labels(url).set(0)
@@ -102,6 +108,29 @@ class Replica:
             )
             self._clients[model] = client
         return client
+
+    def _admin_client(self) -> AsyncLLMClient:
+        return AsyncLLMClient(self.url, timeout=min(self._timeout_s, 30.0), headers=self._headers)
+
+    async def reconnect(self, *, admin: bool = True) -> None:
+        """Replace its clients (the admin one too with ``admin``) with fresh ones, which
+        connect at once on first use. The old ones are closed now, or, while requests are
+        in flight (they may be on them), once none is (``close_retired``)."""
+        old = list(self._clients.values())
+        self._clients = {}
+        if admin:
+            old.append(self.admin)
+            self.admin = self._admin_client()
+        self.reconnects += 1
+        self._retired.extend(old)
+        await self.close_retired()
+
+    async def close_retired(self) -> None:
+        """Close the replaced clients, unless a request is in flight here."""
+        if self.in_flight == 0:
+            retired, self._retired = self._retired, []
+            for client in retired:
+                await client.close()
 
     def begin(self) -> None:
         self.in_flight += 1
@@ -134,7 +163,8 @@ class Replica:
 
     async def close(self) -> None:
         """Close its connections and drop its metric series."""
-        clients, self._clients = [*self._clients.values(), self.admin], {}
+        clients, self._clients = [*self._clients.values(), self.admin, *self._retired], {}
+        self._retired = []
         for client in clients:
             await client.close()
         if self._metrics is not None:
@@ -387,17 +417,27 @@ class ReplicaPool:
 
     async def probe(self, replica: Replica) -> bool:
         """Ask ``replica`` whether it serves (server_ready, else model_ready of a model
-        asked for); record the answer and the next probe time. Never raises."""
+        asked for); record the answer and the next probe time. A probe that could not
+        connect (or got no answer) leaves fresh connections for the next one; a down
+        replica found up gets fresh model connections. Never raises."""
+        unreachable = False
         try:
             ok = await asyncio.wait_for(self._serves(replica), PROBE_TIMEOUT_S)
             reason = f"Triton at {replica.url} answers but is not ready"
         except (ClientError, asyncio.TimeoutError) as exc:
             ok, reason = False, str(exc) or f"no answer from {replica.url}"
+            unreachable = not isinstance(exc, ClientError) or (
+                isinstance(exc, ConnectionFailed) and not is_restricted(exc)
+            )
         if ok:
             replica.backoff_s = self.probe_min_s
+            if not replica.up:  # its model channels may still be in gRPC's backoff
+                await replica.reconnect(admin=False)
         else:
             replica.backoff_s = min(replica.backoff_s * 2, self.probe_max_s)
             replica.next_probe = time.monotonic() + replica.backoff_s
+            if unreachable:
+                await replica.reconnect()
         replica.set_up(ok, reason)
         return ok
 
@@ -486,6 +526,8 @@ class ReplicaPool:
             if due:
                 await asyncio.gather(*(self.probe(r) for r in due))
             await self._reap()
+            for replica in list(self.replicas.values()):
+                await replica.close_retired()
             await asyncio.sleep(_TICK_S)
 
     async def close(self) -> None:

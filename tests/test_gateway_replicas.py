@@ -1,10 +1,12 @@
 """One gateway in front of several Triton replicas (``tritonkit.gateway.replicas``).
 
-The replicas are real tritonservers started from the same toy repository (``servers.py``:
-a decoupled python-backend ``llm`` that streams the prompt's words back, here one word
-every 20 ms so streams overlap). Requests go through the real gateway over HTTP. Only
-DNS is faked, in the discovery unit test: a resolver function whose answers change
-between calls, which no real lookup on this machine can do.
+The replicas are real tritonservers serving one release, as two pods from the same
+storageUri do: the toy repository (``servers.py``: a decoupled python-backend ``llm`` that
+streams the prompt's words back, here one word every 20 ms so streams overlap) is
+published to a real Azurite, released, pulled into ONE folder and verified against the
+release's SHA-256 before any Triton serves it. Requests go through the real gateway over
+HTTP. Only DNS is faked, in the discovery unit test: a resolver function whose answers
+change between calls, which no real lookup on this machine can do.
 """
 
 from __future__ import annotations
@@ -26,13 +28,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servers import TOY_REPOSITORY, toy_server, wait_until
 
+from tritonkit.blob import (
+    ChecksumError,
+    create_release,
+    publish_repository,
+    pull_release,
+    verify_release_dir,
+)
 from tritonkit.errors import UsageError
 from tritonkit.gateway import GatewayConfig, GatewayServer
 from tritonkit.gateway.discovery import diff_addresses, split_host_port
 from tritonkit.gateway.replicas import ReplicaPool
 from tritonkit.serve import TritonServer, free_ports
 
+pytest_plugins = ["azurite"]
 PIECE_DELAY_S = "0.02"  # one word per 20 ms: 8 words take ~0.2 s, so requests overlap
+PROBE_MAX_S = 1.0  # the gateway re-probes a down replica at least this often
+REJOIN_S = 2.0  # a restarted replica serves again this soon after it is ready
 
 
 # -- the picker and discovery, no server ------------------------------------------------
@@ -142,11 +154,24 @@ def test_cli_takes_repeated_urls_or_discovery() -> None:
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("replicas") / "repository"
-    shutil.copytree(TOY_REPOSITORY, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    config = folder / "llm" / "config.pbtxt"
+def repository(azurite: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder both replicas serve: a release of the (slowed) toy repository, pulled
+    from Azurite and verified against the SHA-256 its creation reported."""
+    root = tmp_path_factory.mktemp("replicas")
+    source = root / "source"
+    shutil.copytree(TOY_REPOSITORY, source, ignore=shutil.ignore_patterns("__pycache__"))
+    config = source / "llm" / "config.pbtxt"
     config.write_text(config.read_text().replace('"0.002"', f'"{PIECE_DELAY_S}"'))
+    store = azurite.store(azurite.new_container(), "team/toy")
+    publish_repository(source, store)
+    release = create_release(store)
+    assert release.models == {"llm": [1]}
+    folder = root / "release"
+    pull_release(store, folder, release.number, expect_sha256=release.sha256)
+    assert verify_release_dir(folder, release.sha256).release == release.number
+    with pytest.raises(ChecksumError, match="not the pinned"):  # the check can fail
+        verify_release_dir(folder, "0" * 64)
+    assert PIECE_DELAY_S in (folder / "llm" / "config.pbtxt").read_text()
     return folder
 
 
@@ -240,6 +265,7 @@ def test_two_replicas_share_load_survive_a_stop_and_take_one_back(
         urls = (replica_a.grpc_url, b.grpc_url)
         config = GatewayConfig(triton_urls=urls, max_concurrent=0)
         with GatewayServer(config) as gw:
+            gw.app.state.gateway.pool.probe_max_s = PROBE_MAX_S  # the probe interval, at most
             # (a) 16 concurrent streamed chat completions: both replicas take a fair share.
             triton_before = [triton_successes(s) for s in (replica_a, b)]
             assert asyncio.run(concurrent_chats(gw.url, 16)) == [200] * 16
@@ -282,25 +308,37 @@ def test_two_replicas_share_load_survive_a_stop_and_take_one_back(
             health = httpx.get(f"{gw.url}/health").json()
             assert health["replicas"] == 2 and health["replicas_up"] == 1
 
-            # (c) A new Triton on b's ports: the background probe takes it back.
+            # (c) A new Triton on b's ports: the background probe takes it back, on fresh
+            # connections, within about a probe interval of it being ready (not after
+            # gRPC's reconnect backoff on the old ones).
             b = toy_server(
                 repository,
                 http_port=port_of(b.http_url),
                 grpc_port=port_of(b.grpc_url),
                 metrics_port=port_of(b.metrics_url),
             ).start()
-            wait_until(
-                lambda: gateway_samples(gw.url, "tritonkit_gateway_replica_up")[b.grpc_url] == 1,
-                timeout_s=20,
-                what="the restarted replica to rejoin",
-            )
+            rejoined_s = asyncio.run(seconds_until_served(gw.url, b))
+            print(f"\n(c) the restarted replica served again {rejoined_s:.2f} s after it was ready")
+            assert rejoined_s < REJOIN_S, rejoined_s
+            assert gateway_samples(gw.url, "tritonkit_gateway_replica_up")[b.grpc_url] == 1
             before = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
+            b_before = triton_successes(b)
             assert asyncio.run(concurrent_chats(gw.url, 8)) == [200] * 8
             after = gateway_samples(gw.url, "tritonkit_gateway_replica_requests_total")
             assert after[b.grpc_url] - before[b.grpc_url] >= 2, (before, after)
-            assert triton_successes(b) == after[b.grpc_url] - before[b.grpc_url]
+            assert triton_successes(b) - b_before == after[b.grpc_url] - before[b.grpc_url]
     finally:
         b.stop()
+
+
+async def seconds_until_served(url: str, server: TritonServer, timeout_s: float = 20) -> float:
+    """Seconds from now (``server`` ready) until ``server`` has served a request of the
+    gateway: pairs of streamed chats go through the gateway until Triton counts one."""
+    started = time.monotonic()
+    while triton_successes(server) == 0:
+        assert time.monotonic() - started < timeout_s, "the restarted replica never rejoined"
+        assert await concurrent_chats(url, 2) == [200] * 2
+    return time.monotonic() - started
 
 
 async def load_while_stopping(url: str, victim: TritonServer) -> tuple[list[Outcome], float]:
@@ -378,6 +416,43 @@ def test_discovery_of_localhost_serves_through_the_address_that_answers(
         assert up[f"127.0.0.1:{port}"] == 1  # and ::1, when localhost has it, is down here
         assert all(value == 0 for url, value in up.items() if url.startswith("["))
         assert httpx.get(f"{gw.url}/health").json()["status"] == "ok"
+
+
+def test_a_probe_that_cannot_connect_leaves_fresh_connections() -> None:
+    closed = f"127.0.0.1:{free_ports(1)[0]}"
+
+    async def scenario() -> None:
+        pool = ReplicaPool([closed])
+        replica = pool.replicas[closed]
+        old_admin, old_model = replica.admin, replica.client("llm")
+        replica.in_flight = 1  # a request may still be on the old model client
+        assert not await pool.probe(replica)
+        assert "127.0.0.1" in replica.down_reason and replica.reconnects == 1
+        assert replica.admin is not old_admin and replica.client("llm") is not old_model
+        assert replica._retired == [old_model, old_admin]  # not closed under a request
+        replica.in_flight = 0
+        await replica.close_retired()
+        assert replica._retired == []
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_replica_found_up_again_gets_fresh_model_connections(replica_a: TritonServer) -> None:
+    async def scenario() -> None:
+        pool = ReplicaPool([replica_a.grpc_url])
+        replica = pool.replicas[replica_a.grpc_url]
+        admin, model = replica.admin, replica.client("llm")
+        assert await pool.probe(replica) and replica.reconnects == 0  # up: nothing changes
+        replica.set_up(False, "a request could not connect")
+        assert await pool.probe(replica) and replica.up
+        assert replica.reconnects == 1 and replica.admin is admin  # the admin one just worked
+        assert replica.client("llm") is not model and replica._retired == []
+        assert "one two" in (await pool.generate("llm", "one two", max_tokens=4)).text
+        await pool.close()
+
+    asyncio.run(scenario())
 
 
 def test_no_replica_up_is_one_line_503() -> None:
