@@ -4,7 +4,7 @@
 
 One run on tiny-llama (16-token prompts, greedy, exactly --tokens new tokens):
   * Triton (the entry model on a real local tritonserver) profiled by genai-perf,
-    unmodified, at concurrency 1 and 8 (``tritonkit.bench.run_bench``; token counts
+    unmodified, at concurrency 1 and 8 (``tritonkit.perf.run_bench``; token counts
     are the server's);
   * the same graph in-process through the engine the server runs: a plain greedy loop;
   * transformers ``generate`` (greedy, KV cache, one torch thread like onnxruntime's);
@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import table
 from serving_bench import engine_loop, transformers_generate
 
-from tritonkit.bench import run_bench
-from tritonkit.bench.inputs import load_tokenizer, make_prompts
 from tritonkit.export import main_export
 from tritonkit.model_repository import build_repository
 from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.model_repository.runtime.layout import read_export_report
+from tritonkit.perf import run_bench
+from tritonkit.perf.inputs import load_tokenizer, make_prompts
 from tritonkit.serve import TritonServer
 
 PROMPT_TOKENS = 16

@@ -9,10 +9,10 @@ copies, pinned configs, ``release.json`` with every file's SHA-256), which
 ``pull_release`` and ``verify_release_dir`` check;
 ``versions.py`` changes which version Triton serves from Blob and ``live.py`` on a
 running server; ``triton_env.py`` gives ``tritonserver`` its ``as://`` credentials.
-Errors are in ``tritonkit.blob.errors``.
+Errors are in ``tritonkit.errors`` (``BlobError`` and its subclasses, exported here too).
 """
 
-from .errors import (
+from tritonkit.errors import (
     BlobAuthError,
     BlobError,
     ChecksumError,
@@ -20,6 +20,7 @@ from .errors import (
     NothingPublished,
     VersionConflict,
 )
+
 from .live import promote_on_server, rollback_on_server, server_versions
 from .manifest import Manifest
 from .publish import PublishResult, publish_repository

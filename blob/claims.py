@@ -29,7 +29,8 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
-from .errors import BlobError, VersionConflict
+from tritonkit.errors import BlobError, VersionConflict
+
 from .manifest import MANIFEST
 from .remote import CLAIM_SUFFIX, RemoteModel
 from .store import BlobStore

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from tritonkit.client import LLMClient
 from tritonkit.client._base import GRPC_ADMIN_KEY_HEADER
-from tritonkit.client.errors import ClientError, InvalidRequest, ModelNotFound
-from tritonkit.errors import UsageError
+from tritonkit.errors import ClientError, InvalidRequest, ModelNotFound, UsageError
 
 from .versions import Switch
 

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonkit.errors import UsageError
+from tritonkit.errors import BlobError, ChecksumError, NothingPublished, UsageError
 from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from ._parallel import run_all
-from .errors import BlobError, ChecksumError, NothingPublished
 from .manifest import (
     CONFIG,
     MANIFEST,

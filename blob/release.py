@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tritonkit.errors import UsageError
+from tritonkit.errors import BlobError, ChecksumError, NothingPublished, UsageError, VersionConflict
 
 from ._parallel import run_all
-from .errors import BlobError, ChecksumError, NothingPublished, VersionConflict
 from .manifest import (
     CONFIG,
     MANIFEST,

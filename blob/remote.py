@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BlobError, NothingPublished
+from tritonkit.errors import BlobError, NothingPublished
+
 from .manifest import CONFIG, MANIFEST, RELEASES, Manifest
 from .store import BlobStore
 

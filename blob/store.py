@@ -2,7 +2,8 @@
 
 ``connect`` turns the CLI's credential options into a ``BlobStore``; every call into
 azure-storage-blob goes through ``BlobStore.translate`` so that a wrong key, a missing
-container or an unreachable endpoint becomes one line from ``tritonkit.blob.errors``.
+container or an unreachable endpoint becomes a one-line ``BlobError`` subclass (all of
+them live in ``tritonkit.errors``).
 Names passed to ``BlobStore`` methods are relative to the prefix.
 """
 
@@ -26,9 +27,13 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, ExponentialRetry
 
-from tritonkit.errors import UsageError
-
-from .errors import BlobAuthError, BlobError, ContainerNotFound, VersionConflict
+from tritonkit.errors import (
+    BlobAuthError,
+    BlobError,
+    ContainerNotFound,
+    UsageError,
+    VersionConflict,
+)
 
 CREDENTIALS = ("default", "key", "sas")
 ACCOUNT_URL_ENV = "AZURE_STORAGE_ACCOUNT_URL"  # the default account URL

@@ -22,7 +22,8 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobBlock, ContentSettings
 
-from .errors import BlobError
+from tritonkit.errors import BlobError
+
 from .manifest import Digests, Hasher
 from .store import BlobStore
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import NothingPublished, VersionConflict
+from tritonkit.errors import NothingPublished, VersionConflict
+
 from .manifest import CONFIG, MANIFEST, Manifest
 from .remote import RemoteModel, read_models, require_models
 from .store import BlobStore

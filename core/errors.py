@@ -2,7 +2,9 @@
 
     TritonkitError                  base: a one-line message that says what to do next
     ├── UsageError                  bad arguments or bad input from the user
-    │   └── ChatTemplateError       a chat template refused the messages or failed to render
+    │   ├── ChatTemplateError       a chat template refused the messages or failed to render
+    │   └── ManifestError           a generated manifest (KServe, Kubernetes, Azure ML) that
+    │                               would be refused, or an option that would produce one
     ├── ModelSourceError            a model that cannot be found or loaded
     │   └── UnsupportedModelError   not a causal LM, or an architecture with no export config
     ├── ExportError                 the ONNX export itself failed (disk, exporter)
@@ -27,8 +29,10 @@
     │   ├── ToolNotFound            perf_analyzer or genai-perf missing (says what to install)
     │   └── ToolFailed              the tool ran and failed (its own error lines, its log)
 
-The classes live here, in one module; ``tritonkit.client.errors`` and the other packages
-re-export theirs and hold the code that maps lower-level errors onto them.
+The classes live here, in one module: import them from ``tritonkit.errors``.
+``tritonkit.client.errors`` and ``tritonkit.blob.store`` hold the code that maps
+lower-level errors (gRPC, httpx, azure-core) onto them; package ``__init__`` modules
+export the ones their users catch (``from tritonkit.blob import BlobError``).
 The CLI prints a ``TritonkitError`` as one line and exits non-zero; anything else is
 a bug and keeps its traceback. Lower-level exceptions are chained with ``raise ... from``.
 """
@@ -50,6 +54,10 @@ class UsageError(TritonkitError):
 
 class ChatTemplateError(UsageError, ValueError):
     """A model's chat template refused the messages (``raise_exception``) or failed."""
+
+
+class ManifestError(UsageError):
+    """A manifest that its schema or its service would refuse (one line: which object, where)."""
 
 
 class ModelSourceError(TritonkitError):

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.blob.manifest import release_folder
+from tritonkit.errors import ManifestError
 
-from .errors import ManifestError
 from .release_ref import DEMO_ENTRY_MODELS, DEMO_MODELS, ReleaseRef, check_image, check_models
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure ML refuses more (the SDK does not check)

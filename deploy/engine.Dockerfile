@@ -12,7 +12,7 @@ COPY model_repository /opt/tritonkit/model_repository
 COPY serve /opt/tritonkit/serve
 COPY client /opt/tritonkit/client
 COPY blob /opt/tritonkit/blob
-COPY bench /opt/tritonkit/bench
+COPY perf /opt/tritonkit/perf
 COPY gateway /opt/tritonkit/gateway
 COPY deploy /opt/tritonkit/deploy
 RUN python3 -m pip install --no-cache-dir --no-deps /opt/tritonkit

@@ -33,7 +33,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ManifestError
+from tritonkit.errors import ManifestError
+
 from .release_ref import (
     DEMO_ENTRY_MODELS,
     DEMO_MODELS,

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ManifestError
+from tritonkit.errors import ManifestError
 
 # The entry model of the demo (tritonkit demo / repo build --name llm) and its two twins.
 DEMO_ENTRY_MODELS = ("llm",)

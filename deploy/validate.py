@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestError
+from tritonkit.errors import ManifestError
 
 K8S_VERSION = "1.31"  # AKS's supported versions include it; kubernetes-validate ships it
 SCHEMAS = Path(__file__).parent / "schemas" / "kserve"

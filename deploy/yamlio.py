@@ -10,9 +10,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tritonkit.errors import ManifestError
 from tritonkit.fsutil import check_output_dir, staged_output
-
-from .errors import ManifestError
 
 
 def dump(document: Mapping[str, Any]) -> str:

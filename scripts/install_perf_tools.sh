@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what `tritonkit bench` needs beyond the Python extras, idempotently:
+# Installs what `tritonkit perf` needs beyond the Python extras, idempotently:
 #   * Debian's libb64-0d, which the perf_analyzer binary of tritonclient[all]==2.51.0 links
 #     (its libcudart.so.12 comes from the nvidia-cuda-runtime-cu12 wheel in .venv);
 #   * genai-perf==0.0.16 in its own venv (.venv-genai-perf): it needs numpy>=2, while

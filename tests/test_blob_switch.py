@@ -24,7 +24,7 @@ from tritonkit.blob import (
     server_versions,
 )
 from tritonkit.client import LLMClient
-from tritonkit.client.errors import InvalidRequest
+from tritonkit.errors import InvalidRequest
 from tritonkit.serve import TritonServer
 
 pytest_plugins = ["azurite"]

@@ -16,10 +16,10 @@ import yaml
 
 from tritonkit.cli import run
 from tritonkit.deploy.azureml import AzureMLOptions, azureml_documents, validate_azureml
-from tritonkit.deploy.errors import ManifestError
 from tritonkit.deploy.kserve import KServeOptions, kserve_manifests
 from tritonkit.deploy.release_ref import ReleaseRef, models_in_repository
 from tritonkit.deploy.validate import strict_schema, validate_manifests, validate_object
+from tritonkit.errors import ManifestError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef" * 4

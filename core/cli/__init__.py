@@ -19,7 +19,7 @@ from tritonkit.errors import TritonkitError
 # Each module has add_parser(subparsers); its handler forwards to one library function.
 COMMAND_MODULES = (
     "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
-    "publish_cmd", "versions_cmd", "release_cmd", "bench_cmd", "gateway_cmd", "deploy_cmd",
+    "publish_cmd", "versions_cmd", "release_cmd", "perf_cmd", "gateway_cmd", "deploy_cmd",
 )  # fmt: skip
 
 EPILOG = """\
@@ -29,7 +29,7 @@ the path from a Hugging Face model to an API:
   tritonkit publish out/repo --container models --connection-string "$AZ"   # numbered versions
   tritonkit serve --repository out/repo                             # a real Triton server
   tritonkit generate "Hello" --url 127.0.0.1:8001 --stream          # call it from anywhere
-  tritonkit bench --url 127.0.0.1:8001 --model llm --repository out/repo  # profile it
+  tritonkit perf --url 127.0.0.1:8001 --model llm --repository out/repo   # profile it
   tritonkit gateway --triton-url 127.0.0.1:8001                     # OpenAI-compatible API
 or everything at once on this machine: tritonkit demo
 """

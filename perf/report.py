@@ -1,4 +1,4 @@
-"""A bench run's results: one ``LevelResult`` per concurrency, written as JSON, CSV and a table."""
+"""A perf run's results: one ``LevelResult`` per concurrency, written as JSON, CSV and a table."""
 
 from __future__ import annotations
 

@@ -6,10 +6,11 @@
     write_inputs(...)                perf_analyzer --input-data files: prompts of an exact
                                      token length; decoder prefill / decode steps with KV cache
 
-``tritonkit bench`` and ``tritonkit bench inputs`` are the command-line faces of these.
+``tritonkit perf`` and ``tritonkit perf inputs`` are the command-line faces of these.
 """
 
-from .errors import BenchError, ToolFailed, ToolNotFound
+from tritonkit.errors import BenchError, ToolFailed, ToolNotFound
+
 from .inputs import InputFiles, ModelFiles, locate, make_prompts, write_inputs
 from .profile import ProfileFigures, Stat
 from .report import BenchReport, LevelResult

@@ -1,5 +1,6 @@
-"""``tritonkit bench`` against the session's real Triton (tiny-llama as ``llm``), with the
-real genai-perf (its own venv) and the real perf_analyzer of tritonclient[all] 2.51."""
+"""``tritonkit perf`` (and its alias ``bench``) against the session's real Triton
+(tiny-llama as ``llm``), with the real genai-perf (its own venv) and the real
+perf_analyzer of tritonclient[all] 2.51."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from typing import Any
 import pytest
 
 from tritonkit import cli
-from tritonkit.bench import BenchError, ToolNotFound, run_bench
-from tritonkit.bench.inputs import load_tokenizer
-from tritonkit.bench.tools import find_perf_analyzer, tool_environment
-from tritonkit.client.errors import ConnectionFailed, ModelNotFound
-from tritonkit.errors import UsageError
+from tritonkit.errors import ConnectionFailed, ModelNotFound, UsageError
+from tritonkit.perf import BenchError, ToolNotFound, run_bench
+from tritonkit.perf.inputs import load_tokenizer
+from tritonkit.perf.tools import find_perf_analyzer, tool_environment
 from tritonkit.serve.ports import free_ports
 
 pytestmark = pytest.mark.slow
@@ -49,14 +49,14 @@ PNGS = ["output_tokens_per_s.png", "time_to_first_token.png", "token_latency.png
 def bench_run(
     request: pytest.FixtureRequest, served: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path, str, dict[str, Any]]:
-    """One `tritonkit bench` command per tool, at concurrency 1 and 2."""
+    """One `tritonkit perf` command per tool, at concurrency 1 and 2."""
     tool = request.param
-    out = tmp_path_factory.mktemp(f"bench-{tool}")
+    out = tmp_path_factory.mktemp(f"perf-{tool}")
     stdout = io.StringIO()
     with redirect_stdout(stdout):
         code = cli.run(
             [
-                "bench",
+                "perf",
                 "--url",
                 served.grpc_url,
                 "--model",
@@ -151,7 +151,7 @@ def test_files_written_and_table_printed(bench_run: tuple) -> None:
 def test_a_server_that_is_down_is_one_clear_line(served: Any, tmp_path: Path) -> None:
     (port,) = free_ports(1)
     argv = [
-        "bench",
+        "bench",  # the former name, an alias: old commands still work
         "--url",
         f"127.0.0.1:{port}",
         "--model",
@@ -246,12 +246,12 @@ def test_genai_perf_vllm_layout(served: Any, tmp_path: Path) -> None:
     assert report.levels[0].client.output_tokens.min == OUTPUT_TOKENS
 
 
-def test_bench_inputs_drive_perf_analyzer_on_both_models(served: Any, tmp_path: Path) -> None:
+def test_perf_inputs_drive_perf_analyzer_on_both_models(served: Any, tmp_path: Path) -> None:
     stdout = io.StringIO()
     with redirect_stdout(stdout):
         code = cli.run(
             [
-                "bench",
+                "perf",
                 "inputs",
                 "--repository",
                 str(served.repository),

@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import BenchError
+from tritonkit.errors import BenchError
 
 Samples = dict[tuple[str, str], float]  # (metric name, model label) -> value, summed over versions
 

@@ -1,12 +1,13 @@
-"""``tritonkit.bench`` figures, metrics and input files, checked on exact hand-made data.
+"""``tritonkit.perf`` figures, metrics and input files, checked on exact hand-made data.
 
 No server here: the profile exports below have the layout perf_analyzer writes (checked
-against real ones in test_bench.py), with round timestamps so every figure is exact.
+against real ones in test_perf.py), with round timestamps so every figure is exact.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -14,24 +15,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonkit.bench.errors import ToolFailed
-from tritonkit.bench.inputs import (
+from tritonkit.cli import build_parser
+from tritonkit.errors import ToolFailed, UsageError
+from tritonkit.perf.inputs import (
     InputSpec,
     decoder_input_data,
     entry_input_data,
     load_tokenizer,
     make_prompts,
 )
-from tritonkit.bench.profile import (
+from tritonkit.perf.profile import (
     figures,
     position_latencies,
     read_profile_export,
     retokenized_counts,
 )
-from tritonkit.bench.report import BenchReport, LevelResult
-from tritonkit.bench.server_metrics import parse_metrics, server_figures
-from tritonkit.bench.tools import tool_error_line
-from tritonkit.errors import UsageError
+from tritonkit.perf.report import BenchReport, LevelResult
+from tritonkit.perf.server_metrics import parse_metrics, server_figures
+from tritonkit.perf.tools import tool_error_line
 
 MS = 1_000_000  # ns
 
@@ -200,7 +201,7 @@ def test_prompt_length_below_two_is_refused(tokenizer: Any) -> None:
 
 
 def test_retokenized_counts_encode_the_text_without_special_tokens(tokenizer: Any) -> None:
-    from tritonkit.bench.profile import RequestRecord
+    from tritonkit.perf.profile import RequestRecord
 
     text = "hello world"
     record = RequestRecord(0, [1], [1], 1, text)
@@ -267,3 +268,29 @@ def test_report_rows_and_table(export: Path, tmp_path: Path) -> None:
     table = report.table().splitlines()
     assert "TTFT ms" in table[0] and table[2].split("|")[1].strip() == "2"
     assert table[2].split("|")[2].strip() == "10 / 19.8"  # p50 / p99 of 10, 20, 10
+
+
+@pytest.mark.parametrize("name", ["perf", "bench"])
+def test_perf_and_its_former_name_bench_are_one_command(name: str) -> None:
+    parser = build_parser()
+    run = parser.parse_args([name, "--url", "127.0.0.1:8001", "--concurrency", "1,8"])
+    inputs = parser.parse_args([name, "inputs", "--tokenizer", "tok", "--output", "out"])
+    assert run.handler.__name__ == "_run" and run.concurrency == [1, 8]
+    assert inputs.handler.__name__ == "_inputs" and inputs.output == "out"
+    with pytest.raises(SystemExit):  # an unknown command is refused, the alias is not
+        parser.parse_args([f"{name}x", "--url", "127.0.0.1:8001"])
+
+
+GONE = (
+    "tritonkit.bench",
+    "tritonkit.perf.errors",
+    "tritonkit.blob.errors",
+    "tritonkit.deploy.errors",
+)
+
+
+@pytest.mark.parametrize("module", GONE)
+def test_one_errors_module_and_no_bench_package(module: str) -> None:
+    # Errors are imported from tritonkit.errors; the package is tritonkit.perf.
+    assert importlib.util.find_spec(module) is None
+    assert importlib.util.find_spec(module.rsplit(".", 1)[0]) is not None

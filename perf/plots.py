@@ -1,4 +1,4 @@
-"""PNG plots of a bench run (matplotlib, Agg backend: no display needed).
+"""PNG plots of a perf run (matplotlib, Agg backend: no display needed).
 
 output_tokens_per_s.png   output tokens/s (all requests together) against concurrency
 time_to_first_token.png   time to first token, p50 and p99, against concurrency

@@ -18,11 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tritonkit.errors import UsageError
+from tritonkit.errors import BenchError, ToolFailed, UsageError
 from tritonkit.model_repository.runtime import layout
 
 from . import tools
-from .errors import BenchError, ToolFailed
 from .inputs import entry_input_data, load_tokenizer, locate, make_prompts
 from .profile import Stat, figures, read_profile_export, retokenized_counts
 from .report import BenchReport, LevelResult
@@ -71,7 +70,7 @@ def check_model(url: str, model: str) -> None:
         UsageError: ``model`` is not a text generation model.
     """
     from tritonkit.client import LLMClient
-    from tritonkit.client.errors import ModelNotFound
+    from tritonkit.errors import ModelNotFound
 
     with LLMClient(url, protocol="grpc", model=model, timeout=10) as client:
         try:
@@ -85,7 +84,7 @@ def check_model(url: str, model: str) -> None:
     if "text_input" not in {i["name"] for i in meta.get("inputs", [])}:
         raise UsageError(
             f"{model!r} has no text_input: bench the entry model (the decoder is profiled "
-            "with perf_analyzer and `tritonkit bench inputs` files)"
+            "with perf_analyzer and `tritonkit perf inputs` files)"
         )
 
 
@@ -158,7 +157,7 @@ def run_bench(
     input_tokens: int = 128,
     output_tokens: int = 64,
     tool: str = "genai-perf",
-    output: str | Path = "bench-results",
+    output: str | Path = "perf-results",
     tokenizer: str | Path | None = None,
     repository: str | Path | None = None,
     metrics_url: str | None = None,
@@ -220,7 +219,7 @@ def run_bench(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(levels_wanted), desc="bench", unit="level", file=sys.stderr,
+    bar = tqdm(total=len(levels_wanted), desc="perf", unit="level", file=sys.stderr,
                disable=None if progress else True)  # fmt: skip
     levels: list[LevelResult] = []
     try:
@@ -276,7 +275,7 @@ def _metrics_url(url: str, metrics_url: str | None) -> str | None:
     try:
         scrape(guess)
     except BenchError as exc:
-        print(f"tritonkit bench: warning: no server metrics: {exc}", file=sys.stderr)
+        print(f"tritonkit perf: warning: no server metrics: {exc}", file=sys.stderr)
         return None
     return guess
 

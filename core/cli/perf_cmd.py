@@ -1,4 +1,7 @@
-"""``tritonkit bench`` and ``tritonkit bench inputs``: forward to ``tritonkit.bench``."""
+"""``tritonkit perf`` and ``tritonkit perf inputs``: forward to ``tritonkit.perf``.
+
+``bench`` is an alias of ``perf`` (the command's former name), so old commands still work.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +20,19 @@ time to first token, inter-token latency, request latency and tokens/s per reque
 compute time and tritonkit's server-side figures from the metrics port, read before
 and after. Token counts are the server's num_output_tokens. Writes results.json,
 results.csv, PNG plots and each tool's raw files (OUTPUT/raw/); prints a table.
+"tritonkit bench" is the same command (its former name).
 
 The tools need the model's own tokenizer folder (never a hub name): pass the
 repository the server runs (--repository) or --tokenizer DIR.
 
 examples:
-  tritonkit bench --url 127.0.0.1:8001 --model llm --repository out/model_repository
-  tritonkit bench --url 127.0.0.1:8001 --model llm --repository out/model_repository \\
-      --concurrency 1,2,4,8 --input-tokens 128 --output-tokens 64 --output out/bench
-  tritonkit bench --url 127.0.0.1:8001 --model llm \\
+  tritonkit perf --url 127.0.0.1:8001 --model llm --repository out/model_repository
+  tritonkit perf --url 127.0.0.1:8001 --model llm --repository out/model_repository \\
+      --concurrency 1,2,4,8 --input-tokens 128 --output-tokens 64 --output out/perf
+  tritonkit perf --url 127.0.0.1:8001 --model llm \\
       --tokenizer out/model_repository/llm/1/tokenizer \\
       --tool perf_analyzer --concurrency 1,8 --requests 64
-  tritonkit bench inputs --repository out/model_repository --model llm --output out/pa-inputs
+  tritonkit perf inputs --repository out/model_repository --model llm --output out/pa-inputs
 """
 
 INPUTS_HELP = """\
@@ -44,10 +48,10 @@ The decoder files need --repository (the decoder's inputs come from its config.p
 The commands to run them are printed.
 
 examples:
-  tritonkit bench inputs --repository out/model_repository --model llm --output out/pa-inputs
-  tritonkit bench inputs --repository out/model_repository --model llm --output out/pa-inputs \\
+  tritonkit perf inputs --repository out/model_repository --model llm --output out/pa-inputs
+  tritonkit perf inputs --repository out/model_repository --model llm --output out/pa-inputs \\
       --input-tokens 512 --output-tokens 128 --batch 8
-  tritonkit bench inputs --tokenizer out/tiny-llama --model llm --output out/pa-inputs
+  tritonkit perf inputs --tokenizer out/tiny-llama --model llm --output out/pa-inputs
 """
 
 
@@ -89,7 +93,8 @@ def _tokens_options(p: Any, input_default: int, output_default: int) -> None:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "bench",
+        "perf",
+        aliases=["bench"],
         help="profile a served model with genai-perf or perf_analyzer",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -118,9 +123,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--output",
-        default="bench-results",
+        default="perf-results",
         metavar="DIR",
-        help="results folder (default bench-results)",
+        help="results folder (default perf-results)",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -163,7 +168,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
 
-    kinds = p.add_subparsers(dest="bench_command", metavar="[inputs]")
+    kinds = p.add_subparsers(dest="perf_command", metavar="[inputs]")
     q = kinds.add_parser(
         "inputs",
         help="write perf_analyzer input data for the entry and decoder models",
@@ -190,10 +195,10 @@ def add_parser(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tritonkit.bench import run_bench
+    from tritonkit.perf import run_bench
 
     if not args.url:
-        raise UsageError("tritonkit bench needs --url HOST:PORT (the server's gRPC endpoint)")
+        raise UsageError("tritonkit perf needs --url HOST:PORT (the server's gRPC endpoint)")
     report = run_bench(
         args.url,
         args.model,
@@ -237,8 +242,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _inputs(args: argparse.Namespace) -> int:
-    from tritonkit.bench import locate, write_inputs
-    from tritonkit.bench.tools import cuda_runtime_lib
+    from tritonkit.perf import locate, write_inputs
+    from tritonkit.perf.tools import cuda_runtime_lib
 
     decoder, decoder_inputs, tokenizer = None, None, args.tokenizer
     if args.repository:

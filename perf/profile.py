@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ToolFailed
+from tritonkit.errors import ToolFailed
 
 
 @dataclass

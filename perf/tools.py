@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import ToolFailed, ToolNotFound
+from tritonkit.errors import ToolFailed, ToolNotFound
 
 SETUP_HINT = "run `bash scripts/install_perf_tools.sh` from the tritonkit checkout"
 PERF_ANALYZER_HINT = (
