@@ -13,7 +13,7 @@ RUN python3 -m pip install --no-cache-dir \
 
 # tritonkit with the light extras only (no torch in the serving image).
 COPY pyproject.toml README.md /opt/tritonkit/
-COPY core /opt/tritonkit/core
+COPY tritonkit /opt/tritonkit/tritonkit
 COPY export /opt/tritonkit/export
 COPY model_repository /opt/tritonkit/model_repository
 COPY serve /opt/tritonkit/serve

@@ -6,7 +6,7 @@ FROM nvcr.io/nvidia/pytorch:${TRITON_TAG}-py3
 RUN python3 -m pip install --no-cache-dir "onnxruntime==1.20.1" "tokenizers==0.21.0" "onnx==1.17.0"
 # Only the package's folders (as the Triton image): no tests, outputs or local files.
 COPY pyproject.toml README.md /opt/tritonkit/
-COPY core /opt/tritonkit/core
+COPY tritonkit /opt/tritonkit/tritonkit
 COPY export /opt/tritonkit/export
 COPY model_repository /opt/tritonkit/model_repository
 COPY serve /opt/tritonkit/serve

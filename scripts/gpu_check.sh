@@ -11,10 +11,6 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-# Use this checkout's code without installing it (the GPU machine may be offline).
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/tritonkit"
-for pkg in export model_repository serve client; do ln -s "$PWD/$pkg" "$tmp/tritonkit/$pkg"; done
-for f in core/*.py; do ln -s "$PWD/$f" "$tmp/tritonkit/$(basename "$f")"; done
-PYTHONPATH="$tmp${PYTHONPATH:+:$PYTHONPATH}" timeout 470 "$PY" scripts/gpu_check.py
+# Use this checkout's code without installing it (the GPU machine may be offline):
+# tritonkit/ links every package folder, so the checkout itself is importable.
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout 470 "$PY" scripts/gpu_check.py
