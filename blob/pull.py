@@ -111,48 +111,86 @@ def pull_repository(
     """
     started = time.monotonic()
     output = Path(output).expanduser().resolve()
-    if version is not None and not models:
-        raise UsageError("--version needs --model: version numbers are per model")
-    if concurrency < 1:
-        raise UsageError("--concurrency must be >= 1")
-    if expect_manifest_sha256 is not None:
-        if version is None or not models or len(models) != 1:
-            raise UsageError(
-                "--expect-manifest-sha256 pins one version: give --model and --version"
-            )
-        if not SHA256_HEX.match(expect_manifest_sha256):
-            raise UsageError("--expect-manifest-sha256 takes 64 lowercase hex digits")
+    _check_pull_arguments(models, version, concurrency, expect_manifest_sha256)
     check_output_dir(output, force)
     store.check()
     remote = require_models(store, models, everything=True)
     chosen = _selection(remote, models, version, store.where)
     if expect_manifest_sha256 is not None and models and version is not None:
-        got = remote[models[0]].versions[version].manifest_sha256
-        if got != expect_manifest_sha256:
-            raise ChecksumError(
-                f"{models[0]} version {version}: its manifest has SHA-256 {got}, not the "
-                f"pinned {expect_manifest_sha256}; it changed after it was trusted "
-                "(nothing was pulled)"
-            )
+        _check_pinned(remote, models[0], version, expect_manifest_sha256)
     result = PullResult(output, chosen, {})
+    wanted = _wanted(remote, chosen)
+    with _staged_pull(output) as (stage, cache):
+        _assemble(store, wanted, stage, cache, output, concurrency, progress, result)
+        _write_manifests_and_configs(stage, remote, chosen, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _check_pull_arguments(
+    models: list[str] | None, version: int | None, concurrency: int, expect: str | None
+) -> None:
+    """Check ``pull_repository``'s arguments against each other.
+
+    Raises:
+        UsageError: a version without a model, a concurrency below 1, or a pinned manifest
+            digest that is not 64 lowercase hex digits or not for one model and version.
+    """
+    if version is not None and not models:
+        raise UsageError("--version needs --model: version numbers are per model")
+    if concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    if expect is not None:
+        if version is None or not models or len(models) != 1:
+            raise UsageError(
+                "--expect-manifest-sha256 pins one version: give --model and --version"
+            )
+        if not SHA256_HEX.match(expect):
+            raise UsageError("--expect-manifest-sha256 takes 64 lowercase hex digits")
+
+
+def _check_pinned(remote: dict[str, RemoteModel], model: str, version: int, expect: str) -> None:
+    """Refuse a version whose manifest is not the pinned one.
+
+    Raises:
+        ChecksumError: its manifest's SHA-256 is not ``expect`` (nothing is pulled).
+    """
+    got = remote[model].versions[version].manifest_sha256
+    if got != expect:
+        raise ChecksumError(
+            f"{model} version {version}: its manifest has SHA-256 {got}, not the pinned "
+            f"{expect}; it changed after it was trusted (nothing was pulled)"
+        )
+
+
+def _wanted(remote: dict[str, RemoteModel], chosen: dict[str, list[int]]) -> list[Wanted]:
+    """Every file of the chosen versions, as their manifests list them."""
     wanted: list[Wanted] = []
     for name, versions in chosen.items():
         for v in versions:
             manifest = remote[name].versions[v].manifest
             assert manifest is not None
             wanted += [(f"{name}/{v}/{f.path}", f.size, f.sha256) for f in manifest.files]
-    with _staged_pull(output) as (stage, cache):
-        _assemble(store, wanted, stage, cache, output, concurrency, progress, result)
-        for name, versions in chosen.items():
-            rm = remote[name]
-            for v in versions:
-                manifest = rm.versions[v].manifest
-                assert manifest is not None
-                (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
-                result.manifest_sha256[f"{name}/{v}"] = rm.versions[v].manifest_sha256
-            result.served[name] = _write_config(stage, rm, versions, result.notes)
-    result.seconds = time.monotonic() - started
-    return result
+    return wanted
+
+
+def _write_manifests_and_configs(
+    stage: Path, remote: dict[str, RemoteModel], chosen: dict[str, list[int]], result: PullResult
+) -> None:
+    """Write each pulled version's manifest and each model's config.pbtxt into ``stage``,
+    noting the manifests' digests and the versions each config serves in ``result``.
+
+    Raises:
+        OSError: a file could not be written.
+    """
+    for name, versions in chosen.items():
+        rm = remote[name]
+        for v in versions:
+            manifest = rm.versions[v].manifest
+            assert manifest is not None
+            (stage / name / str(v) / MANIFEST).write_bytes(manifest.to_json())
+            result.manifest_sha256[f"{name}/{v}"] = rm.versions[v].manifest_sha256
+        result.served[name] = _write_config(stage, rm, versions, result.notes)
 
 
 def pull_release(

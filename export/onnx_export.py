@@ -7,6 +7,7 @@ Data flow: load (hub id / folder / tiny-llama) -> wrap (flat KV cache) -> torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -25,8 +26,8 @@ from tritonkit.model_repository.runtime.layout import EXPORT_REPORT, GENERATION_
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
 from .fused import FUSED, FUSED_ARCHITECTURES, build_fused, choose_graph
-from .loading import load
-from .verify import failure_summary, verify
+from .loading import LoadedModel, load
+from .verify import Verification, failure_summary, verify
 from .verify_fused import verify_fused
 from .wrapper import DecoderWithPast, example_inputs, input_names, output_names
 
@@ -227,6 +228,65 @@ def main_export(
     """
     say = progress or (lambda _msg: None)
     output = Path(output).expanduser().resolve()
+    _check_arguments(dtype, opset, device, graph, quantize)
+    check_output_dir(output, force)
+
+    started = time.perf_counter()
+    say(f"loading {model}")
+    loaded = load(
+        model, dtype=dtype, device=device, gguf_file=gguf_file, progress=progress is not None
+    )
+    dims = dims_of(loaded.model.config)
+    kind = _graph_kind(loaded, graph, quantize, dtype, device)
+    timings = {"load": time.perf_counter() - started}
+    opts = _Options(dtype, quantize, opset, device)
+
+    with staged_output(output, ExportError) as staging:
+        t0 = time.perf_counter()
+        external = _write_graph(loaded, dims, kind, staging, opts, external_data_threshold, say)
+        timings["export"] = time.perf_counter() - t0
+        settings = _save_tokenizer_and_settings(loaded, dims, staging)
+        t0 = time.perf_counter()
+        verification = _verify_graph(loaded, dims, kind, staging / ONNX_FILE, opts, new_tokens, say)
+        timings["verify"] = time.perf_counter() - t0
+        report = _export_report(
+            loaded,
+            dims,
+            kind,
+            opts,
+            verification,
+            staging / ONNX_FILE,
+            external,
+            settings,
+            timings,
+        )
+        (staging / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+
+    result = ExportResult(output, report)
+    if not verification.passed:
+        raise VerificationError(failure_summary(report, EXPORT_REPORT))
+    return result
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The options the graph is written, verified and reported with (``export.json``
+    keeps this order)."""
+
+    dtype: str
+    quantize: str | None
+    opset: int
+    device: str
+
+
+def _check_arguments(dtype: str, opset: int, device: str, graph: str, quantize: str | None) -> None:
+    """Check the export's options against each other and this machine.
+
+    Raises:
+        UsageError: an unknown device or quantization, ``cuda`` without a GPU, int4 with
+            the concat graph or the wrong dtype, an opset outside 14..23.
+        ExportError: bfloat16 on the CPU, where onnxruntime cannot verify it.
+    """
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
     if device == "cuda":
@@ -250,91 +310,128 @@ def main_export(
         )
     if not 14 <= opset <= 23:
         raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
-    check_output_dir(output, force)
 
-    started = time.perf_counter()
-    say(f"loading {model}")
-    loaded = load(
-        model, dtype=dtype, device=device, gguf_file=gguf_file, progress=progress is not None
-    )
-    dims = dims_of(loaded.model.config)
+
+def _graph_kind(
+    loaded: LoadedModel, graph: str, quantize: str | None, dtype: str, device: str
+) -> str:
+    """The graph to export for the loaded model (``fused`` or ``concat``).
+
+    Raises:
+        UsageError: int4 asked for an architecture without the fused graph, or a graph
+            ``choose_graph`` refuses.
+    """
     model_type = loaded.model.config.model_type
     if quantize and model_type not in FUSED_ARCHITECTURES:
         raise UsageError(
             f"--quantize int4 needs the fused graph, which supports "
             f"{', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}: export it unquantized"
         )
-    kind = choose_graph("fused" if quantize else graph, model_type, dtype, device)
-    t_load = time.perf_counter() - started
+    return choose_graph("fused" if quantize else graph, model_type, dtype, device)
 
-    with staged_output(output, ExportError) as staging:
-        t0 = time.perf_counter()
-        if kind == FUSED:
-            say("exporting to ONNX with fused attention (onnxruntime-genai's builder)")
-            if quantize:
-                say(f"quantizing the weights to {quantize} (block 32, k-quant, mixed)")
-            build_fused(
-                loaded.model, loaded.tokenizer, staging, dtype, device, dims.head_dim, quantize
-            )
-            external = (staging / (ONNX_FILE + ".data")).is_file()
-        else:
-            say("exporting to ONNX (torch.export)")
-            external = _export_graph(
-                loaded.model, dims, staging / ONNX_FILE, opset, device, external_data_threshold
-            )
-        t_export = time.perf_counter() - t0
-        settings = _save_tokenizer_and_settings(loaded, dims, staging)
 
-        if loaded.tokenizer is not None:
-            prompt_ids = list(loaded.tokenizer(GREEDY_PROMPT)["input_ids"])
-        else:
-            prompt_ids = [(7 * i + 3) % dims.vocab_size for i in range(10)]
-        t0 = time.perf_counter()
-        args = (loaded.model, str(staging / ONNX_FILE), dims, dtype, prompt_ids)
-        kwargs: dict[str, Any] = {
-            "device": device,
-            "new_tokens": new_tokens,
-            "progress": lambda name: say(f"verifying: {name}"),
-            "tokenizer": loaded.tokenizer,
-        }
-        if kind == FUSED:
-            verification = verify_fused(*args, precision=quantize or dtype, **kwargs)
-        else:
-            verification = verify(*args, **kwargs)
-        t_verify = time.perf_counter() - t0
-        passed = verification.passed
-        report = {
-            "passed": passed,
-            "greedy_match": verification.greedy.match,
-            "source": loaded.source_report(),
-            "architecture": loaded.model.config.model_type,
-            "graph": kind,
-            "dims": dims.to_dict(),
-            "dtype": dtype,
-            "quantize": quantize,
-            "opset": opset,
-            "device": device,
-            "files": {
-                "model": ONNX_FILE,
-                "external_data": ONNX_FILE + ".data" if external else None,
-                "generation": GENERATION_FILE,
-            },
-            "generation": settings,
-            **_io_spec(staging / ONNX_FILE),
-            "checks": [c.to_dict() for c in verification.checks],
-            "greedy": verification.greedy.to_dict(),
-            "quality": verification.quality.to_dict(),
-            "timings_s": {
-                "load": round(t_load, 3),
-                "export": round(t_export, 3),
-                "verify": round(t_verify, 3),
-            },
-            "versions": _versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        (staging / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+def _write_graph(
+    loaded: LoadedModel,
+    dims: ModelDims,
+    kind: str,
+    staging: Path,
+    opts: _Options,
+    external_data_threshold: int,
+    say: Callable[[str], None],
+) -> bool:
+    """Write ``staging/model.onnx`` (fused by onnxruntime-genai's builder, or concat by
+    torch.export); returns whether its weights went to external data.
 
-    result = ExportResult(output, report)
-    if not passed:
-        raise VerificationError(failure_summary(report, EXPORT_REPORT))
-    return result
+    Raises:
+        ExportError: the exporter or the disk failed.
+    """
+    if kind == FUSED:
+        say("exporting to ONNX with fused attention (onnxruntime-genai's builder)")
+        if opts.quantize:
+            say(f"quantizing the weights to {opts.quantize} (block 32, k-quant, mixed)")
+        build_fused(
+            loaded.model,
+            loaded.tokenizer,
+            staging,
+            opts.dtype,
+            opts.device,
+            dims.head_dim,
+            opts.quantize,
+        )
+        return (staging / (ONNX_FILE + ".data")).is_file()
+    say("exporting to ONNX (torch.export)")
+    return _export_graph(
+        loaded.model, dims, staging / ONNX_FILE, opts.opset, opts.device, external_data_threshold
+    )
+
+
+def _verify_graph(
+    loaded: LoadedModel,
+    dims: ModelDims,
+    kind: str,
+    graph_path: Path,
+    opts: _Options,
+    new_tokens: int,
+    say: Callable[[str], None],
+) -> Verification:
+    """Verify the written graph against the PyTorch model, on the tokenized greedy
+    prompt (made-up ids when the model has no tokenizer); never raises on a miss.
+
+    Raises:
+        ExportError: onnxruntime cannot load the graph.
+    """
+    if loaded.tokenizer is not None:
+        prompt_ids = list(loaded.tokenizer(GREEDY_PROMPT)["input_ids"])
+    else:
+        prompt_ids = [(7 * i + 3) % dims.vocab_size for i in range(10)]
+    args = (loaded.model, str(graph_path), dims, opts.dtype, prompt_ids)
+    kwargs: dict[str, Any] = {
+        "device": opts.device,
+        "new_tokens": new_tokens,
+        "progress": lambda name: say(f"verifying: {name}"),
+        "tokenizer": loaded.tokenizer,
+    }
+    if kind == FUSED:
+        return verify_fused(*args, precision=opts.quantize or opts.dtype, **kwargs)
+    return verify(*args, **kwargs)
+
+
+def _export_report(
+    loaded: LoadedModel,
+    dims: ModelDims,
+    kind: str,
+    opts: _Options,
+    verification: Verification,
+    graph_path: Path,
+    external: bool,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """``export.json``: the source, graph, options (dtype, quantize, opset, device), files,
+    I/O, every check's result and the timings.
+
+    Raises:
+        OSError: the graph cannot be read back for its I/O spec.
+    """
+    return {
+        "passed": verification.passed,
+        "greedy_match": verification.greedy.match,
+        "source": loaded.source_report(),
+        "architecture": loaded.model.config.model_type,
+        "graph": kind,
+        "dims": dims.to_dict(),
+        **dataclasses.asdict(opts),
+        "files": {
+            "model": ONNX_FILE,
+            "external_data": ONNX_FILE + ".data" if external else None,
+            "generation": GENERATION_FILE,
+        },
+        "generation": settings,
+        **_io_spec(graph_path),
+        "checks": [c.to_dict() for c in verification.checks],
+        "greedy": verification.greedy.to_dict(),
+        "quality": verification.quality.to_dict(),
+        "timings_s": {step: round(seconds, 3) for step, seconds in timings.items()},
+        "versions": _versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

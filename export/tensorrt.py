@@ -198,22 +198,72 @@ def build_engine(
     say = progress or (lambda _m: None)
     export_dir = Path(export_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
-    try:
-        report = read_export_report(export_dir)
-    except LayoutError as exc:
-        raise UsageError(f"{exc}; run `tritonkit export onnx` first") from exc
+    report = _checked_export(export_dir, precision)
     check_output_dir(output, force)
     trt = require_tensorrt()
     ctx = min(max_context or report.dims.max_positions, report.dims.max_positions)
 
+    plan, build_s = _build_plan(
+        trt, export_dir / report.model_file, report, precision, max_batch, ctx, say
+    )
+    checks = _verify_engine(trt, plan, export_dir / report.model_file, report, say)
+    passed = all(c.passed for c in checks)
+    trt_report = {
+        "passed": passed,
+        "engine": "model.plan",
+        "precision": precision,
+        "max_batch": max_batch,
+        "max_context": ctx,
+        "tensorrt": trt.__version__,
+        "build_s": round(build_s, 1),
+        "reference": "onnxruntime (same graph)",
+        "checks": [c.to_dict() for c in checks],
+        "source_export": str(export_dir),
+    }
+    with staged_output(output, ExportError) as staging:
+        (staging / "model.plan").write_bytes(plan)
+        (staging / "tensorrt.json").write_text(json.dumps(trt_report, indent=2) + "\n")
+    if not passed:
+        failed = ", ".join(c.name for c in checks if not c.passed)
+        raise VerificationError(f"engine verification failed: {failed} (see tensorrt.json)")
+    return trt_report
+
+
+def _checked_export(export_dir: Path, precision: str) -> ExportReport:
+    """The export's report, once ``precision`` is one TensorRT builds.
+
+    Raises:
+        UsageError: an unknown precision, or ``export_dir`` is not an ONNX export.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
+    try:
+        return read_export_report(export_dir)
+    except LayoutError as exc:
+        raise UsageError(f"{exc}; run `tritonkit export onnx` first") from exc
+
+
+def _build_plan(
+    trt: Any,
+    graph: Path,
+    report: ExportReport,
+    precision: str,
+    max_batch: int,
+    ctx: int,
+    say: Callable[[str], None],
+) -> tuple[bytes, float]:
+    """Parse the ONNX ``graph`` and build the serialized engine with its two profiles;
+    returns it and the seconds the build itself took.
+
+    Raises:
+        ExportError: TensorRT cannot parse the graph or build the engine.
+    """
     say("parsing the ONNX graph")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(export_dir / report.model_file)):
+    if not parser.parse_from_file(str(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT cannot parse the graph: {errors}")
     config = builder.create_builder_config()
@@ -229,32 +279,24 @@ def build_engine(
     if plan is None:
         raise ExportError("TensorRT could not build the engine; see its log above")
     build_s = time.perf_counter() - t0
+    return bytes(plan), build_s
 
+
+def _verify_engine(
+    trt: Any, plan: bytes, graph: Path, report: ExportReport, say: Callable[[str], None]
+) -> list[EngineCheck]:
+    """Run every check point on the engine and on onnxruntime with the same ``graph``;
+    never raises on a miss, it reports it.
+
+    Raises:
+        nothing of its own: TensorRT's, CUDA's and onnxruntime's errors pass through.
+    """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(export_dir / report.model_file))
-    runner = EngineRunner(trt, bytes(plan), [o.name for o in session.get_outputs()])
+    session = ort.InferenceSession(str(graph))
+    runner = EngineRunner(trt, plan, [o.name for o in session.get_outputs()])
     checks = []
     for point in CHECK_POINTS:
         say(f"verifying: {point.name}")
         checks.append(_compare(point, runner, session, report, report.dtype))
-    passed = all(c.passed for c in checks)
-    trt_report = {
-        "passed": passed,
-        "engine": "model.plan",
-        "precision": precision,
-        "max_batch": max_batch,
-        "max_context": ctx,
-        "tensorrt": trt.__version__,
-        "build_s": round(build_s, 1),
-        "reference": "onnxruntime (same graph)",
-        "checks": [c.to_dict() for c in checks],
-        "source_export": str(export_dir),
-    }
-    with staged_output(output, ExportError) as staging:
-        (staging / "model.plan").write_bytes(bytes(plan))
-        (staging / "tensorrt.json").write_text(json.dumps(trt_report, indent=2) + "\n")
-    if not passed:
-        failed = ", ".join(c.name for c in checks if not c.passed)
-        raise VerificationError(f"engine verification failed: {failed} (see tensorrt.json)")
-    return trt_report
+    return checks

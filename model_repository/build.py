@@ -115,6 +115,52 @@ def build_repository(
     """
     export_dir = Path(export_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
+    plan = _checked_arguments(name, target, version, max_batch_size, backend, engine)
+    if not export_dir.is_dir():
+        raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
+    report = _buildable_export(export_dir, allow_unverified)
+    context = _checked_context(report, max_context, prefill_chunk)
+    chat_template = _chat_template(export_dir)
+    check_output_dir(output, force)
+    decoder = layout.decoder_model_name(name)
+    with staged_output(output, RepositoryError) as repo:
+        _write_decoder(
+            repo, decoder, version, export_dir, report, target, plan, tensorrt_accelerator, backend
+        )
+        _write_entry(
+            repo,
+            name,
+            version,
+            export_dir,
+            DecoderRef(decoder, version, report.model_file),
+            target,
+            max_batch_size,
+            context,
+            tensorrt_accelerator,
+            chat_template,
+            prefill_chunk,
+        )
+        _write_sync(repo, name, version, sync_instances, target)
+    return BuiltRepository(
+        output, name, decoder, version, target, _kv_cache_bytes(report, max_batch_size, context)
+    )
+
+
+def _checked_arguments(
+    name: str,
+    target: str,
+    version: int,
+    max_batch_size: int,
+    backend: str,
+    engine: str | Path | None,
+) -> Path | None:
+    """Check the arguments that need no export folder; returns the TensorRT engine's
+    ``model.plan`` (None for the onnxruntime backend).
+
+    Raises:
+        UsageError: an unknown target or backend, a TensorRT backend without a GPU target or
+            an engine folder holding model.plan, a bad version, name or max batch size.
+    """
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
     if backend not in ("onnxruntime", "tensorrt"):
@@ -135,9 +181,15 @@ def build_repository(
         raise UsageError(f"model name {name!r} may hold letters, digits, '-' and '_' only")
     if not 1 <= max_batch_size <= 256:
         raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
-    if not export_dir.is_dir():
-        raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
-    report = _buildable_export(export_dir, allow_unverified)
+    return plan
+
+
+def _checked_context(report: ExportReport, max_context: int | None, prefill_chunk: int) -> int:
+    """Tokens per request: ``max_context``, or the model's own context when None.
+
+    Raises:
+        UsageError: a context outside 2..the model's context, or a prefill chunk below 1.
+    """
     model_context = report.dims.max_positions
     context = model_context if max_context is None else max_context
     if not 2 <= context <= model_context:
@@ -146,69 +198,104 @@ def build_repository(
         )
     if prefill_chunk < 1:
         raise UsageError(f"--prefill-chunk must be >= 1, got {prefill_chunk}")
-    chat_template = _chat_template(export_dir)
-    check_output_dir(output, force)
-    decoder = layout.decoder_model_name(name)
+    return context
 
-    with staged_output(output, RepositoryError) as repo:
-        # The decoder: the graph and its weights, stored once.
-        dec_dir = repo / decoder
-        (dec_dir / str(version)).mkdir(parents=True)
-        for filename in (report.model_file, report.external_data):
-            if filename:
-                link_or_copy(export_dir / filename, dec_dir / str(version) / filename)
-        if target == "cpu":
-            shutil.copy2(HERE / "decoder" / layout.MODEL_FILE, dec_dir / str(version))
-        if plan is not None:  # Triton serves the engine; the entry model keeps the ONNX graph
-            link_or_copy(plan, dec_dir / str(version) / "model.plan")
-        cfg.write(
-            cfg.decoder_config(
-                decoder,
-                [cfg.tensor_from_report(t) for t in report.inputs],
-                [cfg.tensor_from_report(t) for t in report.outputs],
-                target,
-                tensorrt_accelerator=tensorrt_accelerator,
-                backend=backend,
-            ),
-            dec_dir,
-        )
 
-        # The entry model: generation loop, runtime modules and tokenizer.
-        entry_dir = repo / name
-        vdir = entry_dir / str(version)
-        vdir.mkdir(parents=True)
-        shutil.copy2(HERE / "llm" / layout.MODEL_FILE, vdir)
-        copy_runtime(vdir / layout.RUNTIME_PACKAGE)
-        # Which decoder graph this version runs: versions of NAME and NAME_decoder move together.
-        (vdir / layout.DECODER_REF).write_text(
-            layout.decoder_ref_text(DecoderRef(decoder, version, report.model_file))
-        )
-        tok_dir = layout.tokenizer_dir(vdir)
-        tok_dir.mkdir()
-        for filename in layout.TOKENIZER_FILES:
-            if (export_dir / filename).is_file():
-                shutil.copy2(export_dir / filename, tok_dir / filename)
-        cfg.write(
-            cfg.entry_config(
-                name,
-                decoder,
-                target,
-                max_batch_size=max_batch_size,
-                max_context=context,
-                execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
-                chat_template=chat_template,
-                prefill_chunk=prefill_chunk,
-            ),
-            entry_dir,
-        )
-        # The unary twin: HTTP /infer and gRPC ModelInfer reject decoupled models.
-        sync = layout.sync_model_name(name)
-        (repo / sync / str(version)).mkdir(parents=True)
-        shutil.copy2(HERE / "llm_sync" / layout.MODEL_FILE, repo / sync / str(version))
-        cfg.write(cfg.sync_config(sync, name, sync_instances, target), repo / sync)
-    return BuiltRepository(
-        output, name, decoder, version, target, _kv_cache_bytes(report, max_batch_size, context)
+def _write_decoder(
+    repo: Path,
+    decoder: str,
+    version: int,
+    export_dir: Path,
+    report: ExportReport,
+    target: str,
+    plan: Path | None,
+    tensorrt_accelerator: bool,
+    backend: str,
+) -> None:
+    """Write the decoder model: the graph and its weights (stored once), the CPU's
+    ``model.py``, the TensorRT engine when there is one, and its config.
+
+    Raises:
+        OSError: the files could not be linked, copied or written.
+    """
+    vdir = repo / decoder / str(version)
+    vdir.mkdir(parents=True)
+    for filename in (report.model_file, report.external_data):
+        if filename:
+            link_or_copy(export_dir / filename, vdir / filename)
+    if target == "cpu":
+        shutil.copy2(HERE / "decoder" / layout.MODEL_FILE, vdir)
+    if plan is not None:  # Triton serves the engine; the entry model keeps the ONNX graph
+        link_or_copy(plan, vdir / "model.plan")
+    cfg.write(
+        cfg.decoder_config(
+            decoder,
+            [cfg.tensor_from_report(t) for t in report.inputs],
+            [cfg.tensor_from_report(t) for t in report.outputs],
+            target,
+            tensorrt_accelerator=tensorrt_accelerator,
+            backend=backend,
+        ),
+        repo / decoder,
     )
+
+
+def _write_entry(
+    repo: Path,
+    name: str,
+    version: int,
+    export_dir: Path,
+    ref: DecoderRef,
+    target: str,
+    max_batch_size: int,
+    context: int,
+    tensorrt_accelerator: bool,
+    chat_template: str | None,
+    prefill_chunk: int,
+) -> None:
+    """Write the entry model: generation loop, runtime modules, the decoder it runs
+    (``decoder.json``), the tokenizer files and its config.
+
+    Raises:
+        OSError: the files could not be copied or written.
+    """
+    entry_dir = repo / name
+    vdir = entry_dir / str(version)
+    vdir.mkdir(parents=True)
+    shutil.copy2(HERE / "llm" / layout.MODEL_FILE, vdir)
+    copy_runtime(vdir / layout.RUNTIME_PACKAGE)
+    # Which decoder graph this version runs: versions of NAME and NAME_decoder move together.
+    (vdir / layout.DECODER_REF).write_text(layout.decoder_ref_text(ref))
+    tok_dir = layout.tokenizer_dir(vdir)
+    tok_dir.mkdir()
+    for filename in layout.TOKENIZER_FILES:
+        if (export_dir / filename).is_file():
+            shutil.copy2(export_dir / filename, tok_dir / filename)
+    cfg.write(
+        cfg.entry_config(
+            name,
+            ref.model,
+            target,
+            max_batch_size=max_batch_size,
+            max_context=context,
+            execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
+            chat_template=chat_template,
+            prefill_chunk=prefill_chunk,
+        ),
+        entry_dir,
+    )
+
+
+def _write_sync(repo: Path, name: str, version: int, instances: int, target: str) -> None:
+    """Write the unary twin: HTTP /infer and gRPC ModelInfer reject decoupled models.
+
+    Raises:
+        OSError: the files could not be copied or written.
+    """
+    sync = layout.sync_model_name(name)
+    (repo / sync / str(version)).mkdir(parents=True)
+    shutil.copy2(HERE / "llm_sync" / layout.MODEL_FILE, repo / sync / str(version))
+    cfg.write(cfg.sync_config(sync, name, instances, target), repo / sync)
 
 
 def _kv_cache_bytes(report: ExportReport, rows: int, context: int) -> int:

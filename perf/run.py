@@ -70,7 +70,7 @@ def check_model(url: str, model: str) -> None:
         UsageError: ``model`` is not a text generation model.
     """
     from tritonkit.client import LLMClient
-    from tritonkit.errors import ModelNotFound
+    from tritonkit.client.errors import ModelNotFound
 
     with LLMClient(url, protocol="grpc", model=model, timeout=10) as client:
         try:
@@ -185,16 +185,9 @@ def run_bench(
         ToolFailed: the tool failed or ran past ``timeout_s``.
         RepositoryError: ``repository`` has no such entry model.
     """
-    levels_wanted = list(dict.fromkeys(int(c) for c in concurrency))
-    if tool not in TOOLS:
-        raise UsageError(f"unknown tool {tool!r}; choose {' or '.join(TOOLS)}")
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
-    if not levels_wanted or min(levels_wanted) < 1:
-        raise UsageError("--concurrency takes positive integers, e.g. 1,2,4,8")
-    if input_tokens < 2 or output_tokens < 1 or (requests is not None and requests < 1):
-        raise UsageError("--input-tokens must be >= 2, --output-tokens and --requests >= 1")
-
+    levels_wanted = _checked_levels(
+        concurrency, tool, backend, input_tokens, output_tokens, requests
+    )
     pa = tools.find_perf_analyzer(perf_analyzer)
     env = tools.tool_environment(pa)
     pa_version = tools.check_perf_analyzer(pa, env)
@@ -210,34 +203,8 @@ def run_bench(
     plan = _Plan(url, model, tool, gp or pa, env, tokenizer_dir, input_tokens, output_tokens,
                  exact_output, backend, seed, timeout_s, data_file)  # fmt: skip
     if tool == "perf_analyzer":
-        n_prompts = max(requests or default_requests(max(levels_wanted)), 16)
-        prompts = make_prompts(tok, input_tokens, n_prompts, seed)
-        plan.data_file.parent.mkdir(parents=True, exist_ok=True)
-        plan.data_file.write_text(
-            json.dumps(entry_input_data(prompts, output_tokens, exact_output))
-        )
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(levels_wanted), desc="perf", unit="level", file=sys.stderr,
-               disable=None if progress else True)  # fmt: skip
-    levels: list[LevelResult] = []
-    try:
-        for c in levels_wanted:
-            n = max(requests or default_requests(c), c)
-            level = _run_level(plan, c, n, c if warmup is None else warmup, out, tok,
-                               metrics_url, bar)  # fmt: skip
-            levels.append(level)
-            bar.update(1)
-            f = level.client
-            bar.write(
-                f"concurrency {c}: {f.output_tokens_per_s:,.0f} output tok/s, "
-                f"TTFT p50 {f.time_to_first_token_ms.p50:.1f} ms, "
-                f"ITL p50 {f.inter_token_latency_ms.p50:.2f} ms, {f.requests_per_s:.2f} req/s",
-                file=sys.stderr,
-            )
-    finally:
-        bar.close()
+        _write_input_data(plan, tok, max(requests or default_requests(max(levels_wanted)), 16))
+    levels = _run_levels(plan, levels_wanted, requests, warmup, out, tok, metrics_url, progress)
 
     settings: dict[str, Any] = {
         "url": url, "model": model, "tool": tool, "backend": backend if gp else None,
@@ -248,13 +215,92 @@ def run_bench(
         "genai_perf": str(gp) if gp else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
-    report = BenchReport(settings, levels)
+    return _write_report(BenchReport(settings, levels), plan, out, plots)
+
+
+def _checked_levels(
+    concurrency: Sequence[int], tool: str, backend: str, input_tokens: int,
+    output_tokens: int, requests: int | None,
+) -> list[int]:  # fmt: skip
+    """The concurrency levels to run, each once, in the order given.
+
+    Raises:
+        UsageError: an unknown tool or backend, no or a non-positive level, too few input
+            tokens, or fewer than one output token or request.
+    """
+    levels = list(dict.fromkeys(int(c) for c in concurrency))
+    if tool not in TOOLS:
+        raise UsageError(f"unknown tool {tool!r}; choose {' or '.join(TOOLS)}")
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}")
+    if not levels or min(levels) < 1:
+        raise UsageError("--concurrency takes positive integers, e.g. 1,2,4,8")
+    if input_tokens < 2 or output_tokens < 1 or (requests is not None and requests < 1):
+        raise UsageError("--input-tokens must be >= 2, --output-tokens and --requests >= 1")
+    return levels
+
+
+def _write_input_data(plan: _Plan, tokenizer: Any, n_prompts: int) -> None:
+    """Write perf_analyzer's ``--input-data``: ``n_prompts`` prompts of the run's length.
+
+    Raises:
+        OSError: the file could not be written.
+    """
+    prompts = make_prompts(tokenizer, plan.input_tokens, n_prompts, plan.seed)
+    plan.data_file.parent.mkdir(parents=True, exist_ok=True)
+    plan.data_file.write_text(
+        json.dumps(entry_input_data(prompts, plan.output_tokens, plan.exact_output))
+    )
+
+
+def _run_levels(
+    plan: _Plan, levels: list[int], requests: int | None, warmup: int | None, out: Path,
+    tokenizer: Any, metrics_url: str | None, progress: bool,
+) -> list[LevelResult]:  # fmt: skip
+    """Run every concurrency level in turn, with a progress bar and a line of figures each.
+
+    Raises:
+        ToolNotFound, ToolFailed, BenchError: as ``_run_level``.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(levels), desc="perf", unit="level", file=sys.stderr,
+               disable=None if progress else True)  # fmt: skip
+    results: list[LevelResult] = []
+    try:
+        for c in levels:
+            n = max(requests or default_requests(c), c)
+            level = _run_level(plan, c, n, c if warmup is None else warmup, out, tokenizer,
+                               metrics_url, bar)  # fmt: skip
+            results.append(level)
+            bar.update(1)
+            f = level.client
+            bar.write(
+                f"concurrency {c}: {f.output_tokens_per_s:,.0f} output tok/s, "
+                f"TTFT p50 {f.time_to_first_token_ms.p50:.1f} ms, "
+                f"ITL p50 {f.inter_token_latency_ms.p50:.2f} ms, {f.requests_per_s:.2f} req/s",
+                file=sys.stderr,
+            )
+    finally:
+        bar.close()
+    return results
+
+
+def _write_report(report: BenchReport, plan: _Plan, out: Path, plots: bool) -> BenchReport:
+    """Write the results, the plots (when ``plots``) and name the input data file.
+
+    Raises:
+        OSError: a file could not be written.
+    """
     report.write(out)
     if plots:
         from .plots import write_plots
 
-        title = f"{model} via {tool}: {input_tokens} prompt tokens, {output_tokens} output tokens"
-        for path in write_plots([(lv.concurrency, lv.client) for lv in levels], out, title):
+        title = (
+            f"{plan.model} via {plan.tool}: {plan.input_tokens} prompt tokens, "
+            f"{plan.output_tokens} output tokens"
+        )
+        for path in write_plots([(lv.concurrency, lv.client) for lv in report.levels], out, title):
             report.files[path.stem] = path
     if plan.data_file.is_file():
         report.files["inputs"] = plan.data_file
