@@ -451,6 +451,38 @@ def create_release(
     from tritonkit import __version__
 
     started = time.monotonic()
+    _check_create_arguments(store, models, number, concurrency)
+    store.check()
+    remote = require_models(store, models, everything=True)
+    plan = _plan(store, remote, _served(remote, models, store.where))
+    number, written = _claim(store, number)
+    folder = release_folder(number)
+    copied = _copy_versions(store, plan, number, concurrency)
+    for path, data in plan.written.items():
+        store.write(data, RELEASES, folder, path, create_only=True)
+        written += len(data)
+    release = Release(number, _now(), __version__, plan.models, plan.files, store.where)
+    data = release.to_json()
+    store.write(data, RELEASES, folder, RELEASE_JSON, create_only=True)  # last: complete
+    url = store.client.url.split("?")[0].rstrip("/")
+    return ReleaseResult(
+        number,
+        hashlib.sha256(data).hexdigest(),
+        f"{store.where}/{RELEASES}/{folder}",
+        f"{url}/{store.name(RELEASES, folder)}",
+        plan.models,
+        files=len(plan.files),
+        size=release.size,
+        bytes_copied=copied,
+        bytes_written=written + len(data),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _check_create_arguments(
+    store: BlobStore, models: list[str] | None, number: int | None, concurrency: int
+) -> None:
+    """Raises: UsageError: a bad prefix, model name, number or concurrency."""
     problem = prefix_problem(store.prefix)
     if problem:
         raise UsageError(f"--prefix {store.prefix!r} {problem}")
@@ -461,10 +493,16 @@ def create_release(
                          f"{RELEASES!r})")  # fmt: skip
     if concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
-    store.check()
-    remote = require_models(store, models, everything=True)
-    plan = _plan(store, remote, _served(remote, models, store.where))
-    number, written = _claim(store, number)
+
+
+def _copy_versions(store: BlobStore, plan: _Plan, number: int, concurrency: int) -> int:
+    """Copy every version file into release ``number`` server-side, then check each landed
+    as its manifest lists it; returns the bytes copied.
+
+    Raises:
+        BlobError: the account refused a copy, or a copy did not land as listed (the
+            release stays incomplete: it has no release.json).
+    """
     uploader = Uploader(store, concurrency)
     items = []
     try:
@@ -485,22 +523,4 @@ def create_release(
         uploader.verify(items)
     finally:
         uploader.close()
-    for path, data in plan.written.items():
-        store.write(data, RELEASES, release_folder(number), path, create_only=True)
-        written += len(data)
-    release = Release(number, _now(), __version__, plan.models, plan.files, store.where)
-    data = release.to_json()
-    store.write(data, RELEASES, release_folder(number), RELEASE_JSON, create_only=True)
-    url = store.client.url.split("?")[0].rstrip("/")
-    return ReleaseResult(
-        number,
-        hashlib.sha256(data).hexdigest(),
-        f"{store.where}/{RELEASES}/{release_folder(number)}",
-        f"{url}/{store.name(RELEASES, release_folder(number))}",
-        plan.models,
-        files=len(plan.files),
-        size=release.size,
-        bytes_copied=uploader.stats.bytes_copied,
-        bytes_written=written + len(data),
-        seconds=time.monotonic() - started,
-    )
+    return uploader.stats.bytes_copied

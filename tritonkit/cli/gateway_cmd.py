@@ -65,15 +65,24 @@ then:
 
 
 def add_parser(sub: Any) -> None:
-    from tritonkit.gateway import config as c
-
     p = sub.add_parser(
         "gateway",
         help="serve an OpenAI-compatible API in front of Triton",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    where = p.add_mutually_exclusive_group()
+    _triton_args(p.add_argument_group("Triton: where the replicas are"))
+    _listen_args(p.add_argument_group("listening"))
+    _auth_args(p.add_argument_group("who may call"))
+    _model_args(p.add_argument_group("models and chat templates"))
+    _limit_args(p.add_argument_group("limits (each refusal is one line: 400, 413, 429 or 503)"))
+    p.set_defaults(handler=_run)
+
+
+def _triton_args(g: Any) -> None:
+    from tritonkit.gateway import config as c
+
+    where = g.add_mutually_exclusive_group()
     where.add_argument(
         "--triton-url",
         action="append",
@@ -87,7 +96,7 @@ def add_parser(sub: Any) -> None:
         help="every A/AAAA address of HOST is a Triton replica (gRPC on PORT), e.g. a "
         "Kubernetes headless Service",
     )
-    p.add_argument(
+    g.add_argument(
         "--discover-interval",
         type=float,
         default=c.DEFAULT_DISCOVER_INTERVAL_S,
@@ -95,18 +104,45 @@ def add_parser(sub: Any) -> None:
         help="with --triton-discover: seconds between lookups (default "
         f"{c.DEFAULT_DISCOVER_INTERVAL_S:g})",
     )
-    p.add_argument(
+    g.add_argument(
+        "--triton-header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="gRPC header sent with every call to Triton (repeatable); with --model-map or "
+        "--repository the gateway needs no admin key for Triton's model-repository API",
+    )
+
+
+def _listen_args(g: Any) -> None:
+    from tritonkit.gateway import config as c
+
+    g.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
     )
-    p.add_argument(
+    g.add_argument(
         "--port", type=int, default=c.DEFAULT_PORT, help=f"port (default {c.DEFAULT_PORT}; 0: any)"
     )
-    keys = p.add_mutually_exclusive_group()
+    g.add_argument("--ssl-certfile", metavar="PEM", help="certificate (chain): serve HTTPS")
+    g.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+    g.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default info)",
+    )
+    g.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
+
+def _auth_args(g: Any) -> None:
+    from tritonkit.gateway import config as c
+
+    keys = g.add_mutually_exclusive_group()
     keys.add_argument("--api-key", metavar="KEY", help="the API key clients must send")
     keys.add_argument("--api-keys-file", metavar="F", help="API keys, one a line (# comments)")
-    metrics_keys = p.add_mutually_exclusive_group()
+    metrics_keys = g.add_mutually_exclusive_group()
     metrics_keys.add_argument(
         "--metrics-key",
         metavar="KEY",
@@ -115,48 +151,48 @@ def add_parser(sub: Any) -> None:
     metrics_keys.add_argument(
         "--metrics-key-file", metavar="F", help="/metrics keys, one a line (# comments)"
     )
-    p.add_argument(
+
+
+def _model_args(g: Any) -> None:
+    g.add_argument(
         "--model-map",
         action="append",
         default=[],
         metavar="NAME=TRITON_MODEL",
         help="serve Triton model TRITON_MODEL as NAME (repeatable); with any, only these",
     )
-    p.add_argument(
+    g.add_argument(
         "--repository",
         metavar="PATH",
         help="local model repository to read chat templates from (NAME/V/tokenizer/)",
     )
-    p.add_argument(
+    g.add_argument(
         "--tokenizer",
         action="append",
         default=[],
         metavar="NAME=DIR",
         help="tokenizer folder with the chat template of model NAME (repeatable)",
     )
-    p.add_argument(
-        "--triton-header",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="gRPC header sent with every call to Triton (repeatable); with --model-map or "
-        "--repository the gateway needs no admin key for Triton's model-repository API",
-    )
-    p.add_argument(
+
+
+def _limit_args(g: Any) -> None:
+    from tritonkit.gateway import config as c
+
+    g.add_argument(
         "--max-concurrent",
         type=int,
         default=c.DEFAULT_MAX_CONCURRENT,
         metavar="N",
         help=f"generations in flight before 429 (default {c.DEFAULT_MAX_CONCURRENT}; 0: no limit)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-concurrent-per-key",
         type=int,
         default=0,
         metavar="N",
         help="generations in flight per API key before 429 (default 0: no limit per key)",
     )
-    p.add_argument(
+    g.add_argument(
         "--limit-concurrency",
         type=int,
         default=c.DEFAULT_LIMIT_CONCURRENCY,
@@ -164,14 +200,14 @@ def add_parser(sub: Any) -> None:
         help="connections and tasks before uvicorn answers 503 (default "
         f"{c.DEFAULT_LIMIT_CONCURRENCY}; above --max-concurrent; 0: no limit)",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-body-bytes",
         type=int,
         default=c.DEFAULT_MAX_BODY_BYTES,
         metavar="N",
         help=f"largest request body; larger gets 413 (default {c.DEFAULT_MAX_BODY_BYTES})",
     )
-    p.add_argument(
+    g.add_argument(
         "--max-prompt-chars",
         type=int,
         default=c.DEFAULT_MAX_PROMPT_CHARS,
@@ -179,7 +215,7 @@ def add_parser(sub: Any) -> None:
         help="characters of the prompt or of all messages; more gets 400 (default "
         f"{c.DEFAULT_MAX_PROMPT_CHARS})",
     )
-    p.add_argument(
+    g.add_argument(
         "--template-timeout",
         type=float,
         default=c.DEFAULT_TEMPLATE_TIMEOUT_S,
@@ -187,7 +223,7 @@ def add_parser(sub: Any) -> None:
         help="seconds one chat-template rendering may take; longer gets 400 (default "
         f"{c.DEFAULT_TEMPLATE_TIMEOUT_S:g})",
     )
-    p.add_argument(
+    g.add_argument(
         "--template-max-chars",
         type=int,
         default=c.DEFAULT_TEMPLATE_MAX_CHARS,
@@ -195,23 +231,13 @@ def add_parser(sub: Any) -> None:
         help="characters one chat-template rendering may write; more gets 400 (default "
         f"{c.DEFAULT_TEMPLATE_MAX_CHARS})",
     )
-    p.add_argument(
+    g.add_argument(
         "--timeout",
         type=float,
         default=c.DEFAULT_TIMEOUT_S,
         metavar="S",
         help=f"seconds one generation may take (default {c.DEFAULT_TIMEOUT_S:.0f})",
     )
-    p.add_argument("--ssl-certfile", metavar="PEM", help="certificate (chain): serve HTTPS")
-    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="uvicorn's log level (default info)",
-    )
-    p.add_argument("--no-access-log", action="store_true", help="do not log each request")
-    p.set_defaults(handler=_run)
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
