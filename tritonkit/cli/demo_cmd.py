@@ -117,14 +117,9 @@ def _gateway_answer(
     triton_grpc: str, model: str, messages: list[dict[str, str]], max_tokens: int
 ) -> Answer:
     """The same question through the OpenAI-compatible gateway, streamed with the openai SDK."""
-    import logging
-
     import openai
 
     from tritonkit.gateway import GatewayConfig, GatewayServer
-
-    for name in ("httpx", "httpx2", "openai"):  # one line per request otherwise
-        logging.getLogger(name).setLevel(logging.WARNING)
 
     with GatewayServer(GatewayConfig(triton_url=triton_grpc)) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="-", max_retries=0)
@@ -158,10 +153,15 @@ def _gateway_answer(
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from tritonkit.client import LLMClient
     from tritonkit.export import main_export
     from tritonkit.model_repository import build_repository
     from tritonkit.serve import TritonServer
+
+    for name in ("httpx", "openai"):  # the HTTP clients log one line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     work = Path(args.workdir).resolve()
     export_dir = work / "export"
