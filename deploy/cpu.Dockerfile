@@ -1,4 +1,4 @@
-# The CPU image of the stack (Triton, model-sync, the gateway, the client): the same
+# The CPU image of the stack (Triton, model-sync, the gateway): the same
 # entrypoint, non-root user and restricted APIs as the GPU image (Dockerfile), with
 # tritonserver from the nvidia-pytriton wheel instead of NVIDIA's NGC image.
 #
@@ -7,8 +7,22 @@
 # The build context (made by scripts/build_cpu_image.sh) holds a wheelhouse of tritonkit
 # and its dependencies downloaded on the host, so nothing inside needs the network.
 ARG BASE=tritonkit-base:bookworm
-FROM ${BASE}
 
+# The client image (target `client`): `pip install tritonkit` and nothing else: the gRPC
+# and HTTP clients, chat templates, the CLI; no torch, onnxruntime or tritonserver. What a
+# laptop's container needs to call the GPU as an API.
+FROM ${BASE} AS client
+COPY wheelhouse /tmp/wheelhouse
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse tritonkit \
+    && rm -rf /tmp/wheelhouse \
+    && useradd --create-home --uid 1001 tritonkit
+ENV PATH=/opt/venv/bin:${PATH} PYTHONDONTWRITEBYTECODE=1
+USER tritonkit
+ENTRYPOINT ["tritonkit"]
+
+# The CPU image (the default, last target).
+FROM ${BASE} AS cpu
 COPY wheelhouse /tmp/wheelhouse
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheelhouse \

@@ -15,12 +15,26 @@ imports FastAPI, uvicorn, jinja2 and prometheus-client (the ``gateway`` extra) a
 client; never torch or transformers. Errors are OpenAI error JSON (``http_errors``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from tritonkit.client.chat import PLAIN_TEMPLATE, ChatTemplate
 from tritonkit.errors import ChatTemplateError
 
-from .app import create_app
 from .config import DEFAULT_PORT, GatewayConfig
-from .server import GatewayServer, serve
+
+# The app and the server need the ``gateway`` extra (FastAPI, uvicorn): loaded when first
+# used, so the CLI and ``GatewayConfig`` work on the base install.
+_LAZY = {"create_app": "app", "GatewayServer": "server", "serve": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+
 
 __all__ = [
     "DEFAULT_PORT",

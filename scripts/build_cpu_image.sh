@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build tritonkit's CPU image (deploy/cpu.Dockerfile) with the engine in $DOCKER_HOST:
 #   scripts/build_cpu_image.sh [IMAGE] [BASE]   (defaults tritonkit-cpu:latest, tritonkit-base:bookworm)
+# and the client image (target `client`: the base install only) as $TRITONKIT_CLIENT_IMAGE
+# (default tritonkit-client:latest).
 # The wheels (tritonkit from this checkout and its serve, azure and gateway dependencies)
 # are downloaded here with this machine's pip settings and copied in, so the build needs
 # no registry; the base image comes from scripts/build_base_image.sh unless BASE is given.
@@ -24,6 +26,9 @@ wheel="$(ls "${context}"/wheelhouse/tritonkit-*.whl)"
 "${python}" -m pip download -q -d "${context}/wheelhouse" "${wheel}[serve,azure,gateway]"
 cp "${here}/deploy/triton-entrypoint.sh" "${context}/deploy/"
 cp "${here}/deploy/cpu/install_tritonserver.py" "${context}/deploy/cpu/"
+client="${TRITONKIT_CLIENT_IMAGE:-tritonkit-client:latest}"
 docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" -t "${image}" \
   "${context}" >/dev/null
-echo "${image} built on ${base}"
+docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" --target client \
+  -t "${client}" "${context}" >/dev/null
+echo "${image} and ${client} built on ${base}"

@@ -57,3 +57,45 @@ def test_the_installed_package_is_this_checkout() -> None:
     for name in TOP:
         module = importlib.import_module(f"tritonkit.{name}")
         assert Path(module.__file__ or "").resolve().parent == ROOT / name
+
+
+# What the extras bring; the base install (`pip install tritonkit`, the client image) has
+# none of them, and its CLI must still start and teach every command.
+EXTRAS_ONLY = (
+    *("fastapi", "uvicorn", "starlette", "prometheus_client", "openai"),  # gateway
+    *("torch", "transformers", "onnx", "onnxruntime", "onnxruntime_genai", "gguf"),  # export
+    *("tokenizers", "pytriton", "azure", "matplotlib"),  # serve, azure, bench
+    *("yaml", "jsonschema", "kubernetes_validate"),  # deploy
+)
+WITHOUT_EXTRAS = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EXTRAS_ONLY!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the base install)")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _without_extras(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS + code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_the_cli_starts_and_teaches_every_command_on_the_base_install() -> None:
+    out = _without_extras(
+        "from tritonkit.cli import build_parser\n"
+        "p = build_parser()\n"
+        "names = list(p._subparsers._group_actions[0].choices)\n"
+        "for name in names:\n"
+        "    try: p.parse_args([name, '--help'])\n"
+        "    except SystemExit as e: assert e.code == 0, name\n"
+        "print(len(names))\n"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip().splitlines()[-1]) >= 12
+
+
+def test_the_base_install_check_would_see_an_extra() -> None:
+    out = _without_extras("import tritonkit.gateway.app")
+    assert out.returncode != 0 and "not in the base install" in out.stderr

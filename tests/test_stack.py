@@ -57,6 +57,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+CLIENT_IMAGE = "tritonkit-client:latest"  # scripts/build_cpu_image.sh builds it
 
 
 def _free_port() -> int:
@@ -259,6 +260,15 @@ def test_client_container_calls_triton_over_grpc(stack: Stack, answer: str):
         "--url", "triton:8001", "--max-tokens", "24", "--temperature", "0", "--exclude-input",
     )  # fmt: skip
     assert out.strip() == answer.strip()  # the same tokens over gRPC, from its own container
+    # ... from the client image: the base install, none of the server's weight
+    found = _sh("docker", "run", "--rm", "--entrypoint", "python", CLIENT_IMAGE, "-c",
+                "import importlib.util as u; print(' '.join(m for m in ('tritonclient', 'httpx', "
+                "'jinja2', 'torch', 'onnxruntime', 'tritonserver', 'pytriton', 'fastapi') "
+                "if u.find_spec(m)))", env=stack.env).split()  # fmt: skip
+    assert found == ["tritonclient", "httpx", "jinja2"]
+    sizes = {image: int(_sh("docker", "image", "inspect", "-f", "{{.Size}}", image, env=stack.env))
+             for image in (CLIENT_IMAGE, "tritonkit-cpu:latest")}  # fmt: skip
+    assert sizes[CLIENT_IMAGE] < 0.75 * sizes["tritonkit-cpu:latest"], sizes  # 523 vs 910 MB
 
 
 def test_tritons_repository_api_is_refused_without_the_admin_key(stack: Stack):
