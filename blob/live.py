@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from tritonkit.client import LLMClient
 from tritonkit.client._base import GRPC_ADMIN_KEY_HEADER
-from tritonkit.errors import ClientError, InvalidRequest, ModelNotFound, UsageError
+from tritonkit.errors import (
+    APIRestricted,
+    ClientError,
+    InvalidRequest,
+    ModelNotFound,
+    UsageError,
+)
 
 from .versions import Switch
 
@@ -67,9 +73,7 @@ def _admin(url: str, headers: Headers | None) -> Iterator[LLMClient]:
     with LLMClient(url, timeout=LOAD_TIMEOUT_S, headers=headers) as client:
         try:
             yield client
-        except ClientError as exc:
-            if "restricted" not in str(exc).lower():
-                raise
+        except APIRestricted as exc:
             hint = (
                 f"; the server restricts this API: set ${ADMIN_KEY_ENV} (or pass "
                 "--triton-header KEY=VALUE) to its admin key"
@@ -126,6 +130,8 @@ def _promote(client: LLMClient, model: str, version: int) -> Switch:
     config["version_policy"] = {"specific": {"versions": [version]}}
     try:
         client.load_model(model, config=config)
+    except APIRestricted:
+        raise  # _admin adds how to send the key
     except ClientError as exc:
         reason = " ".join(str(exc).split())  # Triton's messages may end with a newline
         raise InvalidRequest(

@@ -72,7 +72,8 @@ def request_values(prompt: str, stream: bool, params: GenerationParams) -> dict[
     """The request's inputs as JSON-ready values, keyed by Triton input name.
 
     Raises:
-        InvalidRequest: the prompt is not a string, or a parameter has the wrong type.
+        InvalidRequest: the prompt is not a string, or a parameter has the wrong type or
+            does not fit the model's input type.
     """
     if not isinstance(prompt, str):
         raise InvalidRequest(f"the prompt must be a string, not {type(prompt).__name__}")
@@ -81,14 +82,21 @@ def request_values(prompt: str, stream: bool, params: GenerationParams) -> dict[
         "stream": stream,
         "exclude_input_in_output": bool(params.exclude_input_in_output),
     }
-    for name, (_, _, cast) in SCALAR_INPUTS.items():
+    for name, (_, dtype, cast) in SCALAR_INPUTS.items():
         value = getattr(params, name)
         if value is None:
             continue
         try:
             values[name] = cast(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidRequest(f"{name} must be {cast.__name__}, not {value!r}") from exc
+        if cast is int:  # numpy would wrap it silently: 2**31 as int32 is negative
+            info: Any = np.iinfo(dtype)
+            if not info.min <= values[name] <= info.max:
+                raise InvalidRequest(
+                    f"{name} must be in {info.min}..{info.max} ({np.dtype(dtype).name}), "
+                    f"not {value!r}"
+                )
     if params.stop:
         values["stop_words"] = [params.stop] if isinstance(params.stop, str) else list(params.stop)
     if params.sampling_parameters is not None:
@@ -305,12 +313,17 @@ class BaseLLMClient:
 
     def _httpx_options(self) -> dict[str, Any]:
         """Keyword arguments of ``httpx.Client`` / ``httpx.AsyncClient``: straight to the
-        server (no proxy from the environment), the client's timeout for each read."""
+        server (no proxy from the environment), the client's timeout for each read, and no
+        cap on concurrent connections (httpx's default of 100 would make the 101st stream
+        of a shared client wait for a free one until it times out)."""
+        import httpx
+
         return {
             "base_url": f"{'https' if self.ssl else 'http'}://{self.url}",
             "verify": self._ssl_context() or True,
             "timeout": self.timeout,
             "trust_env": False,
+            "limits": httpx.Limits(max_connections=None, max_keepalive_connections=32),
         }
 
     def _request(self, prompt: str, stream: bool, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import re
 from typing import Any
 
 from tritonkit.client.errors import (
+    APIRestricted,
     ClientError,
     ConnectionFailed,
     InvalidRequest,
@@ -120,7 +121,7 @@ def internal(
 def is_restricted(exc: ClientError) -> bool:
     """Whether Triton refused the call because its API is restricted to a key
     (``--grpc-restricted-protocol``): the server is up, the gateway lacks the key."""
-    return isinstance(exc, ConnectionFailed) and "protocol is restricted" in str(exc)
+    return isinstance(exc, APIRestricted)
 
 
 def from_client_error(exc: ClientError, request_id: str) -> APIError:

@@ -204,6 +204,11 @@ def test_bad_parameters_are_invalid_requests(client: Any) -> None:
         client.generate(PROMPT, max_tokens="many")
     with pytest.raises(TypeError, match="unknown generation parameter"):
         client.stream(PROMPT, max_new_tokens=3)
+    # Out of the input's range: refused alike on every twin, never wrapped by numpy.
+    for name, value in (("max_tokens", 2**31), ("seed", -1), ("seed", 2**64)):
+        with pytest.raises(InvalidRequest, match=rf"{name} must be in .*not {value}"):
+            client.generate(PROMPT, **{name: value})
+    assert client.generate(PROMPT, max_tokens=2, seed=2**64 - 1).text  # the edges pass
     # ... and by the model: its one-line message, verbatim, on every twin.
     with pytest.raises(InvalidRequest) as info:
         client.generate(PROMPT, sampling_parameters={"max_tokens": "many"})

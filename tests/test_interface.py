@@ -5,6 +5,7 @@ with that declaration. Pure: no server."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,13 @@ def check_agreement() -> None:
     for name, (datatype, _) in sent.items():
         assert datatype == declared[name].datatype, f"client: {name} is {datatype}"
     assert interface.scalar_inputs() == SCALAR_INPUTS, "client: its scalar inputs"
+    # ... and every parameter the client takes is a declared input (``stop`` is sent as
+    # ``stop_words``): a parameter whose input was dropped would be discarded silently.
+    params = {f.name for f in dataclasses.fields(GenerationParams)}
+    renamed = {"stop": "stop_words"}
+    assert {renamed.get(p, p) for p in params} == wanted - {"text_input", "stream"}, (
+        f"client parameters {sorted(params)} vs declared {sorted(wanted)}"
+    )
 
     # The parser: each declared input sets the settings field it names, and every
     # field is set by some input.
@@ -83,6 +91,7 @@ def test_client_parser_and_config_agree_with_the_declaration() -> None:
         "an input the parser does not know",
         "a retyped input",
         "a dropped input",
+        "a dropped input everyone else followed but the client's parameters",
     ],
 )
 def test_the_agreement_check_fails_on_a_drifted_declaration(
@@ -98,6 +107,13 @@ def test_the_agreement_check_fails_on_a_drifted_declaration(
         inputs[i] = dataclasses.replace(inputs[i], datatype="FP32")
     else:
         inputs = [t for t in inputs if t.name != "repetition_penalty"]
+    if change.startswith("a dropped input everyone"):
+        # the scalar list and the parser's settings regenerated without it, as a real edit
+        # of the declaration and of RequestSettings would; GenerationParams still has it
+        scalars = {k: v for k, v in SCALAR_INPUTS.items() if k != "repetition_penalty"}
+        monkeypatch.setattr(sys.modules[__name__], "SCALAR_INPUTS", scalars)
+        monkeypatch.setattr(sys.modules[request_values.__module__], "SCALAR_INPUTS", scalars)
+        monkeypatch.setattr(interface, "scalar_inputs", lambda: scalars)
     monkeypatch.setattr(interface, "ENTRY_INPUTS", tuple(inputs))
     with pytest.raises(AssertionError):
         check_agreement()

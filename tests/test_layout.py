@@ -85,9 +85,12 @@ def test_the_decoder_reference_round_trips(tmp_path: Path) -> None:
     [
         ({"model": "../../etc", "version": 1}, "model must be a model folder name"),
         ({"model": ".hidden", "version": 1}, "model must be a model folder name"),
-        ({"model": "d", "version": "1"}, "version must be an integer >= 1"),
-        ({"model": "d", "version": True}, "version must be an integer >= 1"),
-        ({"model": "d", "version": 0}, "version must be an integer >= 1"),
+        ({"model": "d", "version": "1"}, r"version must be an integer in 1\.\."),
+        ({"model": "d", "version": True}, r"version must be an integer in 1\.\."),
+        ({"model": "d", "version": 0}, r"version must be an integer in 1\.\."),
+        ({"model": "d", "version": 2**63}, r"version must be an integer in 1\.\."),
+        ({"model": "d\u0000", "version": 1}, "model must be a model folder name"),
+        ({"model": "  ", "version": 1}, "model must be a model folder name"),
         ({"model": "d", "version": 1, "file": "../x.onnx"}, "file must be a file name"),
         ({"version": 1}, "not a decoder reference"),
         ([], "not a decoder reference"),
@@ -126,7 +129,7 @@ def test_the_layout_module_imports_the_standard_library_only() -> None:
         if isinstance(node, ast.Import | ast.ImportFrom)
         for a in node.names
     }
-    assert imported <= {"__future__", "json", "os", "dataclasses", "pathlib", "typing"}
+    assert imported <= {"__future__", "json", "os", "re", "dataclasses", "pathlib", "typing"}
 
 
 def test_the_report_is_frozen_and_compares_by_its_fields() -> None:
@@ -135,3 +138,9 @@ def test_the_report_is_frozen_and_compares_by_its_fields() -> None:
     assert a == b  # raw is kept, not compared
     with pytest.raises(AttributeError):
         a.passed = False  # type: ignore[misc]
+
+
+def test_version_folders_are_ascii_digits_only(tmp_path: Path) -> None:
+    for name in ("1", "12", "²", "٣", "x", "2"):
+        (tmp_path / name).mkdir()
+    assert layout.version_numbers(tmp_path) == [1, 2, 12]

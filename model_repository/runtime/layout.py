@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,11 @@ def version_numbers(model_dir: str | os.PathLike[str]) -> list[int]:
     folder = Path(model_dir)
     if not folder.is_dir():
         return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()  # not '²', which int() refuses
+    )
 
 
 def tokenizer_dir(version_dir: str | os.PathLike[str]) -> Path:
@@ -101,6 +106,10 @@ def decoder_ref_text(ref: DecoderRef) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+# A folder or file name: letters, digits, '_', '-', '.', not hidden, no separator or NUL.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")
+
+
 def parse_decoder_ref(text: str, source: str = DECODER_REF) -> DecoderRef:
     """A ``DecoderRef`` from ``decoder.json`` text.
 
@@ -113,11 +122,11 @@ def parse_decoder_ref(text: str, source: str = DECODER_REF) -> DecoderRef:
         file = data.get("file", ONNX_FILE)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LayoutError(f"{source} is not a decoder reference: {exc!r}") from exc
-    if not isinstance(model, str) or not model or "/" in model or model.startswith("."):
+    if not isinstance(model, str) or not _NAME.fullmatch(model):
         raise LayoutError(f"{source}: model must be a model folder name, got {model!r}")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise LayoutError(f"{source}: version must be an integer >= 1, got {version!r}")
-    if not isinstance(file, str) or not file or "/" in file or file.startswith("."):
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
+        raise LayoutError(f"{source}: version must be an integer in 1..2**63-1, got {version!r}")
+    if not isinstance(file, str) or not _NAME.fullmatch(file):
         raise LayoutError(f"{source}: file must be a file name, got {file!r}")
     return DecoderRef(model, version, file)
 
