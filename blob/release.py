@@ -437,8 +437,9 @@ def create_release(
     Every model serving a version (or the named ``models``) comes in at the versions its
     ``config.pbtxt`` serves, with the decoder versions entry models run; files are copied
     server-side (Copy Blob within the account: no model bytes pass through this machine)
-    and checked against the version manifests' sizes, SHA-256 and MD5; release.json is
-    written last. Everything is checked before the number is claimed.
+    and each copy's size and MD5 checked against the version manifests (every file's
+    SHA-256 is checked again where the release is read: ``pull_release`` and
+    ``verify_release_dir``); release.json is written last. Everything is checked before the number is claimed.
 
     Raises:
         UsageError: a bad prefix, model name, number or concurrency.

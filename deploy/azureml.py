@@ -149,7 +149,9 @@ def deployment_doc(
         "MODEL_NAME": entry,
         # Secret injection (preview): the value comes from a workspace connection when the
         # container starts; it is never in this file.
-        "TRITON_ADMIN_KEY": f"${{{{aml_connection.{ADMIN_KEY_CONNECTION}.credentials.admin-key}}}}",
+        "TRITON_ADMIN_KEY": (
+            f"${{{{azureml://connections/{ADMIN_KEY_CONNECTION}/credentials/admin-key}}}}"
+        ),
     }
     if sha256:
         env["TRITONKIT_RELEASE_SHA256"] = sha256

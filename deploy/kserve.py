@@ -68,6 +68,13 @@ NAMESPACE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LABEL_APP = "tritonkit.dev/app"
 LABEL_RELEASE = "tritonkit.dev/release"
+LABEL_COMPONENT = "tritonkit.dev/component"  # triton | gateway: the headless Service takes triton
+# Seconds a stopping replica has to finish its streams (scale-down, a release deleted);
+# Triton gets a little less, after the preStop pause that lets DNS forget the pod.
+GRACE_S = 600
+PRESTOP_S = 15
+# CPU a replica requests: what the GPU VM size leaves after AKS reserves its share.
+CPU_REQUEST = {"Standard_NC4as_T4_v3": "3"}
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,13 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
                 "name": "TRITON_ADMIN_KEY",
                 "valueFrom": {"secretKeyRef": {"name": ADMIN_KEY_SECRET, "key": "admin-key"}},
             },
+            {"name": "EXIT_TIMEOUT_SECS", "value": str(GRACE_S - PRESTOP_S - 15)},
         ],
+        # Leave the headless Service's DNS before Triton stops taking requests.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_S)]}}},
+        # The python backend passes tensors through /dev/shm (compose gives it 1g too);
+        # Kubernetes' default is 64 MiB.
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
         # KServe's Service and probes use the first port; gRPC (8001) is reached through
         # the headless Service, metrics (8002) through the pod annotations below.
         "ports": [{"containerPort": HTTP_PORT, "name": "http1", "protocol": "TCP"}],
@@ -265,6 +278,7 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
             "supportedModelFormats": [{"name": "triton", "version": "2", "autoSelect": False}],
             "protocolVersions": ["v2", "grpc-v2"],
             "containers": [container],
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
         },
     }
 
@@ -283,7 +297,11 @@ def inference_service(opts: KServeOptions) -> dict[str, Any]:
     # each request at once and queues it itself, so the queue is only visible here.
     query = f'sum({KEDA_WAITING_METRIC}{{namespace="{opts.namespace}",pod=~"{pods}"}})'
     resources = {
-        "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(opts.gpus_per_replica)},
+        "requests": {
+            "cpu": CPU_REQUEST.get(opts.gpu_sku, "4"),
+            "memory": "16Gi",
+            "nvidia.com/gpu": str(opts.gpus_per_replica),
+        },
         "limits": {"memory": "64Gi", "nvidia.com/gpu": str(opts.gpus_per_replica)},
     }
     model: dict[str, Any] = {
@@ -302,8 +320,10 @@ def inference_service(opts: KServeOptions) -> dict[str, Any]:
         "labels": {
             "azure.workload.identity/use": "true",
             LABEL_APP: opts.name,
+            LABEL_COMPONENT: "triton",
             LABEL_RELEASE: str(r.release),
         },
+        "terminationGracePeriodSeconds": GRACE_S,
         "nodeSelector": {"node.kubernetes.io/instance-type": opts.gpu_sku},
         "tolerations": _tolerations(),
         "deploymentStrategy": {
@@ -324,7 +344,7 @@ def inference_service(opts: KServeOptions) -> dict[str, Any]:
                     },
                 }
             ],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+            # (no ``behavior``: KServe does not copy it into the ScaledObject it makes)
         },
         "model": model,
     }
@@ -347,7 +367,7 @@ def inference_service(opts: KServeOptions) -> dict[str, Any]:
 def headless_service(opts: KServeOptions) -> dict[str, Any]:
     """Every ready predictor pod's address in DNS: the gateway resolves them all and
     balances its gRPC streams itself (``--triton-discover``)."""
-    selector = {LABEL_APP: opts.name}
+    selector = {LABEL_APP: opts.name, LABEL_COMPONENT: "triton"}  # never the gateway's pods
     if opts.previous_release is None:
         selector[LABEL_RELEASE] = str(opts.release.release)
     return {
@@ -366,7 +386,11 @@ def headless_service(opts: KServeOptions) -> dict[str, Any]:
 
 
 def _gateway_labels(opts: KServeOptions) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "tritonkit-gateway", LABEL_APP: opts.name}
+    return {
+        "app.kubernetes.io/name": "tritonkit-gateway",
+        LABEL_APP: opts.name,
+        LABEL_COMPONENT: "gateway",
+    }
 
 
 def gateway_deployment(opts: KServeOptions) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from tritonkit.errors import ClientError, UsageError
 pytest_plugins = ["azurite"]
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "deploy" / "triton-entrypoint.sh"
-KEY = "k3y-for-tests"
+KEY = "k3y-for-tests-0123456789"
 RESTRICTED = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 
 
@@ -71,6 +71,10 @@ def test_entrypoint_refuses_to_start_without_an_admin_key(tmp_path):
     assert code == 64 and args == [] and "set TRITON_ADMIN_KEY" in err
     code, args, _ = _entrypoint(tmp_path, {"TRITON_ADMIN_KEY": ""})
     assert code == 64 and args == []
+    # an Azure ML secret that was not injected, and a key anyone could guess
+    for weak in ("${{azureml://connections/c/credentials/admin-key}}", "short"):
+        code, args, err = _entrypoint(tmp_path, {"TRITON_ADMIN_KEY": weak})
+        assert code == 64 and args == [] and "placeholder or shorter" in err, weak
 
 
 def test_entrypoint_restricts_every_api_the_stack_does_not_need(tmp_path):

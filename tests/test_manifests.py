@@ -131,6 +131,35 @@ def test_previous_release_keeps_both_in_the_gateways_pool():
     validate_manifests(objs)
 
 
+@pytest.mark.parametrize("previous", [None, 6])
+def test_the_headless_service_selects_the_predictor_pods_and_never_the_gateways(previous):
+    objs = kserve_manifests(KServeOptions(_ref(), IMAGE, previous_release=previous))
+    selector = _by_kind(objs, "Service", "triton")["spec"]["selector"].items()
+    predictor = _by_kind(objs, "InferenceService")["spec"]["predictor"]["labels"].items()
+    gateway = _by_kind(objs, "Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    assert selector <= predictor  # the replicas are in DNS ...
+    assert not selector <= gateway.items()  # ... the gateway's own pods are not
+
+
+def test_replicas_stop_gracefully_with_room_in_shared_memory(objects):
+    runtime = _by_kind(objects, "ServingRuntime")["spec"]
+    container = runtime["containers"][0]
+    grace = _by_kind(objects, "InferenceService")["spec"]["predictor"]
+    exit_timeout = next(e for e in container["env"] if e["name"] == "EXIT_TIMEOUT_SECS")
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pause + int(exit_timeout["value"]) < grace["terminationGracePeriodSeconds"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    (dshm,) = [v for v in runtime["volumes"] if v["name"] == "dshm"]
+    assert dshm["emptyDir"]["medium"] == "Memory"
+    assert "behavior" not in grace["autoScaling"]  # KServe would drop it silently
+
+
+def test_a_t4_replica_asks_for_the_cpu_a_t4_node_has():
+    objs = kserve_manifests(KServeOptions(_ref(), IMAGE, gpu_type="t4"))
+    requests = _by_kind(objs, "InferenceService")["spec"]["predictor"]["model"]["resources"]
+    assert requests["requests"]["cpu"] == "3"  # NC4as_T4_v3: 4 vCPUs, AKS keeps some
+
+
 def test_models_come_from_a_local_repository(tmp_path):
     for name, decoupled in (("chat", True), ("chat_decoder", False), ("chat_sync", False)):
         (tmp_path / name).mkdir()
@@ -271,7 +300,9 @@ def test_azureml_documents_load_in_azure_ai_ml():
     assert routes["scoring_route"]["path"] == "/v2/models/llm/generate"
     assert green["request_settings"]["request_timeout_ms"] <= 180000
     assert green["environment_variables"]["TRITONKIT_RELEASE_SHA256"] == SHA
-    assert green["environment_variables"]["TRITON_ADMIN_KEY"].startswith("${{aml_connection.")
+    assert green["environment_variables"]["TRITON_ADMIN_KEY"] == (  # Azure ML secret injection
+        "${{azureml://connections/tritonkit-triton-admin/credentials/admin-key}}"
+    )
     assert docs["deployment-blue.yml"]["model"] == "azureml:tritonkit-repository:6"
 
 
