@@ -439,7 +439,8 @@ def create_release(
     server-side (Copy Blob within the account: no model bytes pass through this machine)
     and each copy's size and MD5 checked against the version manifests (every file's
     SHA-256 is checked again where the release is read: ``pull_release`` and
-    ``verify_release_dir``); release.json is written last. Everything is checked before the number is claimed.
+    ``verify_release_dir``); release.json is written last. Everything is checked before
+    the number is claimed.
 
     Raises:
         UsageError: a bad prefix, model name, number or concurrency.

@@ -26,7 +26,7 @@ if [[ -z "${TRITON_ADMIN_KEY:-}" ]]; then
        "it locks the model-repository, shared-memory, statistics, trace and logging APIs" >&2
   exit 64
 fi
-if [[ "${TRITON_ADMIN_KEY}" == *'${{'* || "${#TRITON_ADMIN_KEY}" -lt 16 ]]; then
+if [[ "${TRITON_ADMIN_KEY}" == *"\${{"* || "${#TRITON_ADMIN_KEY}" -lt 16 ]]; then
   # an unexpanded placeholder (e.g. Azure ML secret injection that did not happen) or a
   # key anyone could guess would lock the APIs with a value that is not secret
   echo "triton-entrypoint: TRITON_ADMIN_KEY is a placeholder or shorter than 16 characters;" \
