@@ -271,7 +271,7 @@ class LocalModel:
             ref = layout.read_decoder_ref(self.version_dir)
         except layout.LayoutError as exc:
             raise RepositoryError(str(exc)) from exc
-        return {"model": ref.model, "version": ref.version}
+        return {"model": ref.model, "version": ref.version, "file": ref.file}
 
     def export_report(self) -> dict[str, Any] | None:
         """The export report shipped inside the version (tokenizer/export.json), if any.

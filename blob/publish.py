@@ -145,7 +145,9 @@ def _items(model: LocalModel) -> list[Item]:
 
 def _decoder_item(model: LocalModel, ref: dict[str, Any], version: int) -> Item:
     """The entry model's decoder.json, naming decoder ``version`` (as published)."""
-    data = layout.decoder_ref_text(layout.DecoderRef(ref["model"], version)).encode()
+    # the graph file too: a TensorRT entry model runs model.plan, not model.onnx
+    ref_out = layout.DecoderRef(ref["model"], version, ref.get("file", layout.ONNX_FILE))
+    data = layout.decoder_ref_text(ref_out).encode()
     return Item((model.name, 0, layout.DECODER_REF), len(data), data=data, digests=hash_bytes(data))
 
 

@@ -293,3 +293,23 @@ def test_config_is_compared_as_a_message_and_a_broken_one_differs(
     ):
         published.config = variant
         assert same_config(config, published) is same, variant
+
+
+@pytest.mark.parametrize("graph", ["model.onnx", "model.plan"])
+def test_the_published_decoder_json_keeps_the_graph_file(tmp_path: Path, graph: str) -> None:
+    # A TensorRT repository's entry model runs llm_decoder/N/model.plan: publishing rewrites
+    # decoder.json to name the published decoder version, and must keep the file.
+    from tritonkit.blob.manifest import LocalModel
+    from tritonkit.blob.publish import _decoder_item
+    from tritonkit.model_repository.runtime import layout
+
+    version_dir = tmp_path / "llm" / "1"
+    version_dir.mkdir(parents=True)
+    ref = layout.DecoderRef("llm_decoder", 1, graph)
+    (version_dir / layout.DECODER_REF).write_text(layout.decoder_ref_text(ref))
+    model = LocalModel("llm", tmp_path / "llm", 1, None, [Path(layout.DECODER_REF)])
+    item = _decoder_item(model, model.decoder_ref() or {}, 5)
+    assert item.data is not None
+    assert layout.parse_decoder_ref(item.data.decode()) == layout.DecoderRef(
+        "llm_decoder", 5, graph
+    )
