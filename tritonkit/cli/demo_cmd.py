@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     from tritonkit.model_repository import build_repository
     from tritonkit.serve import TritonServer
 
-    for name in ("httpx", "openai"):  # the HTTP clients log one line per request otherwise
+    for name in ("httpx", "httpx2", "openai"):  # one log line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
 
     work = Path(args.workdir).resolve()
