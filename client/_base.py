@@ -140,6 +140,40 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -
     )
 
 
+class EndCheck:
+    """The end-of-stream rule both protocols share.
+
+    The entry model sends ``finish_reason`` ("" until the last piece) on every response and
+    ends a request the server cancelled with an empty final response. So a stream whose
+    final response has no finish reason, from a model that sends the field, or with no
+    piece at all, was cut short: by the server (shutdown, unload, timeout) or by something
+    between. Over HTTP it just closes. Models without the field keep the plain rule: the
+    final response ends the stream.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.declared = False  # a response carried the finish_reason field
+        self.pieces = 0  # data responses seen
+
+    def saw(self, has_finish_field: bool) -> None:
+        """Count one data response."""
+        self.pieces += 1
+        self.declared = self.declared or has_finish_field
+
+    def is_cut(self, finish_reason: str | None) -> bool:
+        """Whether a stream ending now, with ``finish_reason`` last, was cut short."""
+        return not finish_reason and (self.declared or self.pieces == 0)
+
+    def error(self) -> ServerStreamError:
+        """The error for a stream cut short."""
+        return ServerStreamError(
+            f"the stream from {self.url} ended without a finish reason: the server "
+            "cancelled the request (shutdown, unload or timeout) or something between "
+            "cut it; the text so far is incomplete"
+        )
+
+
 def chunk_from_json(obj: Mapping[str, Any], url: str, is_final: bool | None = None) -> StreamChunk:
     """Decode one HTTP generate response; ``is_final`` None: final when it has a finish reason.
 

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import InferResult, service_pb2
 from tritonclient.utils import serialize_byte_tensor
 
-from ._base import chunk_from_arrays, request_arrays
+from ._base import EndCheck, chunk_from_arrays, request_arrays
 from .errors import ServerStreamError, from_triton
 from .results import StreamChunk
 
@@ -75,20 +75,29 @@ class StreamReader:
     def __init__(self, url: str) -> None:
         self.url = url
         self.done = False  # the request ended (final response or error): nothing to cancel
+        self._check = EndCheck(url)
 
     def chunk(self, response: service_pb2.ModelStreamInferResponse) -> StreamChunk:
         """Decode one response.
 
         Raises:
             InvalidRequest / ModelNotFound: the response is the model's or server's error.
+            ServerStreamError: the final response came without a finish reason where one
+                was due (``EndCheck``).
         """
         if response.error_message:
             self.done = True  # an error ends the request
             raise from_triton(None, response.error_message, self.url)
-        result = InferResult(response.infer_response)
-        params = response.infer_response.parameters
+        infer = response.infer_response
+        result = InferResult(infer)
+        params = infer.parameters
         self.done = "triton_final_response" in params and params["triton_final_response"].bool_param
-        return chunk_from_arrays(result.as_numpy, self.done)
+        chunk = chunk_from_arrays(result.as_numpy, self.done)
+        if infer.outputs:  # not the empty final response
+            self._check.saw(any(o.name == "finish_reason" for o in infer.outputs))
+        if self.done and self._check.is_cut(chunk.finish_reason):
+            raise self._check.error()
+        return chunk
 
     def end(self) -> None:
         """The server closed the stream.

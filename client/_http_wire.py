@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ._base import chunk_from_json, sse_data
+from ._base import EndCheck, chunk_from_json, sse_data
 from .errors import ServerStreamError, Timeout, from_http
 from .results import StreamChunk
 
@@ -41,6 +41,7 @@ class StreamReader:
         self.timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self.done = False  # the final chunk was read: nothing to cancel
+        self._check = EndCheck(url)
 
     def body(self, data: bytes) -> StreamChunk:
         """The one chunk of a non-streamed generate.
@@ -68,14 +69,22 @@ class StreamReader:
         if obj is None or self.done:
             return None
         chunk = chunk_from_json(obj, self.url)
+        self._check.saw("finish_reason" in obj)
         self.done = chunk.is_final
         return chunk
 
     def end(self) -> StreamChunk | None:
         """After the last line: the empty final chunk when the model ended with an empty
-        final response (Triton then sends no event for it)."""
+        final response (Triton then sends no event for it).
+
+        Raises:
+            ServerStreamError: the stream closed without the finish reason that was due
+                (``EndCheck``): cut short, not finished.
+        """
         if self.done:
             return None
+        if self._check.is_cut(None):
+            raise self._check.error()
         self.done = True
         return StreamChunk(text="", is_final=True)
 

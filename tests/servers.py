@@ -83,14 +83,29 @@ def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> 
         time.sleep(0.05)
 
 
-# Decoupled models that break the stream contract (for the clients' end-of-stream checks):
-# "stall" sends one piece and never its final response; "fails_midway" sends one piece,
-# then an error response.
+# Decoupled models that break the stream contract (for the clients' end-of-stream checks),
+# as name: (pieces sent first, what happens then). "stall" never sends its final
+# response; "fails_midway" sends an error response; the "cancelled" ones end with an
+# empty final response, which is how the real entry model ends a request the server
+# cancelled (shutdown, unload, a client gone): over HTTP the stream just closes.
 MISBEHAVING_MODELS = {
-    "stall": "",
-    "fails_midway": """
+    "stall": (1, ""),
+    "fails_midway": (
+        1,
+        """
             error = pb_utils.TritonError("toy llm: out of memory after 1 piece")
             sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)""",
+    ),
+    "cancelled_midway": (
+        1,
+        """
+            sender.send(flags=FINAL)""",
+    ),
+    "cancelled_at_once": (
+        0,
+        """
+            sender.send(flags=FINAL)""",
+    ),
 }
 MISBEHAVING_MODEL = """
 import numpy as np
@@ -103,8 +118,11 @@ class TritonPythonModel:
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
-            piece = pb_utils.Tensor("text_output", np.array([b" one"], dtype=np.object_))
-            sender.send(pb_utils.InferenceResponse(output_tensors=[piece]), flags=0){then}
+            for _ in range({pieces}):  # a piece as the entry model sends it: no finish yet
+                piece = pb_utils.Tensor("text_output", np.array([b" one"], dtype=np.object_))
+                finish = pb_utils.Tensor("finish_reason", np.array([b""], dtype=np.object_))
+                response = pb_utils.InferenceResponse(output_tensors=[piece, finish])
+                sender.send(response, flags=0){then}
         return None
 """
 
@@ -113,9 +131,11 @@ def misbehaving_repository(folder: Path) -> Path:
     """The toy repository plus the ``MISBEHAVING_MODELS``, with the toy llm's interface."""
     shutil.copytree(TOY_REPOSITORY, folder, ignore=shutil.ignore_patterns("__pycache__"))
     config = (TOY_REPOSITORY / "llm" / "config.pbtxt").read_text()
-    for name, then in MISBEHAVING_MODELS.items():
+    for name, (pieces, then) in MISBEHAVING_MODELS.items():
         (folder / name / "1").mkdir(parents=True)
         renamed = config.replace('name: "llm"', f'name: "{name}"')
         (folder / name / "config.pbtxt").write_text(renamed)
-        (folder / name / "1" / "model.py").write_text(MISBEHAVING_MODEL.format(then=then))
+        (folder / name / "1" / "model.py").write_text(
+            MISBEHAVING_MODEL.format(pieces=pieces, then=then)
+        )
     return folder

@@ -352,6 +352,28 @@ def test_a_model_that_never_finishes_times_out(
         assert 0.9 < time.monotonic() - start < 5
 
 
+@pytest.mark.parametrize(
+    ("model", "expected"), [("cancelled_midway", [" one"]), ("cancelled_at_once", [])]
+)
+def test_a_stream_the_server_cancelled_is_an_error_not_an_answer(
+    misbehaving: TritonServer, twin: tuple[str, str], model: str, expected: list[str]
+) -> None:
+    # The model ends with an empty final response, as the entry model does for a request
+    # the server cancelled: over HTTP the stream just closes. Neither twin may return the
+    # pieces so far as a finished answer.
+    with twin_of(twin, misbehaving, model=model, timeout=10) as client:
+        pieces: list[str] = []
+        with pytest.raises(ServerStreamError, match="ended without a finish reason") as info:
+            for piece in client.stream("a b"):
+                pieces.append(piece)
+        assert pieces == expected
+        assert "\n" not in str(info.value)
+        with pytest.raises(ServerStreamError):  # streamed (a plain HTTP generate: Triton
+            client.generate("a b", on_text=lambda _: None)  # refuses two responses itself)
+    with twin_of(twin, misbehaving, timeout=10) as client:  # a well-behaved model still ends
+        assert client.generate("a b").finish_reason == "stop"
+
+
 class _EndsEarly(service_pb2_grpc.GRPCInferenceServiceServicer):
     """A gRPC server (standing in for a proxy or a server going away) that answers a
     stream with one piece, then closes it with status OK: no final response."""
