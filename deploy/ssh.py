@@ -204,7 +204,7 @@ def _start_steps(
             shell=f"docker save {shlex.quote(image)} | gzip | "
             f"ssh ssh://{host} 'gunzip | docker load'",
         )
-        return [build, ship, start]
+        return [build, _room_step(host, image), ship, start]
     if cpu:
         build_there = Step(
             "build the CPU image on the VM (its engine, over SSH)",
@@ -213,6 +213,25 @@ def _start_steps(
         )
         return [build_there, start]
     return [Step("build and start the stack on the VM", (*compose, "up", "-d", "--build"))]
+
+
+def _room_step(host: str, image: str) -> Step:
+    """Fail early, with what to do, when the VM's Docker disk cannot take ``image``.
+
+    ``docker load`` unpacks the whole image once before it keeps the layers it lacks, so
+    it needs about the image's size free again; a full disk would otherwise fail minutes
+    into the transfer with "no space left on device".
+    """
+    remote = "df -Pk \"$(docker info -f '{{.DockerRootDir}}')\" | awk 'NR==2 {print $4}'"
+    q = shlex.quote(image)
+    return Step(
+        f"is there room for {image} on the VM?",
+        shell=f"need=$(($(docker image inspect -f '{{{{.Size}}}}' {q}) / 1048576)) && "
+        f"free=$(($(ssh ssh://{host} {shlex.quote(remote)}) / 1024)) && "
+        f'if [ "$free" -lt $((need * 2)) ]; then echo "the VM has $free MiB free for Docker; '
+        f"shipping {image} needs about $((need * 2)) MiB (docker load unpacks it once): "
+        f'free space there (docker system prune) or deploy without --ship-image" >&2; exit 1; fi',
+    )
 
 
 def run_plan(

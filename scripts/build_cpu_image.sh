@@ -20,10 +20,13 @@ if [[ "${base}" == tritonkit-base:* ]]; then
 fi
 context="$(mktemp -d /tmp/tritonkit-cpu-context-XXXXXX)"
 trap 'rm -rf "${context}"' EXIT
-mkdir -p "${context}/wheelhouse" "${context}/deploy/cpu"
-"${python}" -m pip wheel -q --no-deps -w "${context}/wheelhouse" "${here}" >/dev/null 2>&1
-wheel="$(ls "${context}"/wheelhouse/tritonkit-*.whl)"
-"${python}" -m pip download -q -d "${context}/wheelhouse" "${wheel}[serve,azure,gateway]"
+wheels="${context}/wheelhouse"
+mkdir -p "${wheels}/deps" "${wheels}/tritonkit" "${context}/deploy/cpu"
+"${python}" -m pip wheel -q --no-deps -w "${wheels}/tritonkit" "${here}" >/dev/null 2>&1
+wheel="$(ls "${wheels}"/tritonkit/tritonkit-*.whl)"
+"${python}" -m pip download -q -d "${wheels}/deps" "${wheel}[serve,azure,gateway]"
+rm -f "${wheels}"/deps/tritonkit-*.whl
+"${python}" "${here}/scripts/image_requirements.py" "${wheel}" "${wheels}"
 cp "${here}/deploy/triton-entrypoint.sh" "${context}/deploy/"
 cp "${here}/deploy/cpu/install_tritonserver.py" "${context}/deploy/cpu/"
 client="${TRITONKIT_CLIENT_IMAGE:-tritonkit-client:latest}"
@@ -31,4 +34,7 @@ docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" -t
   "${context}" >/dev/null
 docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" --target client \
   -t "${client}" "${context}" >/dev/null
+# The images these tags held before are dangling now, a gigabyte each: remove ours only
+# (by label; one a container still uses stays).
+docker image prune -f --filter label=dev.tritonkit.image >/dev/null
 echo "${image} and ${client} built on ${base}"

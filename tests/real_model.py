@@ -4,6 +4,8 @@ It is exported once per test run, and at most once per machine for the same inpu
 the export lands in ``CACHE/test-exports/smollm2-KEY`` where KEY hashes the pinned
 wheel, the export code and the versions of torch, transformers, onnx and onnxruntime;
 a later run with the same KEY reuses it (its ``export.json`` must say it passed).
+Exports under another KEY (older code) are removed once they are an hour old: each is
+half a gigabyte, and a session that edits the exporter would otherwise fill the disk.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import json
+import re
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,18 @@ def cached_export(quantize: str | None = None) -> Path:
     except (OSError, ValueError, KeyError):
         pass
     main_export(NAME, folder, force=True, quantize=quantize)
+    _remove_stale(folder)
     return folder
+
+
+def _remove_stale(current: Path, min_age_s: float = 3600) -> None:
+    """Remove the other KEYs' exports of ``current``'s variant, once ``min_age_s`` old (a
+    younger one may belong to another checkout's run going on now)."""
+    variant = re.compile(re.escape(current.name[:-16]) + "[0-9a-f]{16}")
+    for other in current.parent.iterdir():
+        stale = time.time() - other.stat().st_mtime > min_age_s
+        if other != current and variant.fullmatch(other.name) and stale:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def reference() -> Any:

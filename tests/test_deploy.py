@@ -221,6 +221,37 @@ def test_deploy_shipping_the_image(project):
                for c in commands)  # fmt: skip
 
 
+def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
+    """The room check runs as planned, with ``docker`` and ``ssh`` stood in by scripts that
+    report a 1 GiB image and the VM's free KiB (a VM with a full disk cannot exist here;
+    the real transfer runs against a real sshd in test_stack.py)."""
+    from tritonkit.deploy import plan_deploy
+
+    plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
+    names = [s.description for s in plan.steps]
+    room = plan.steps[names.index("is there room for tritonkit-triton:24.10 on the VM?")]
+    assert names.index(room.description) + 1 == next(
+        i for i, n in enumerate(names) if n.startswith("ship ")
+    )
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "docker").write_text("#!/bin/sh\necho 1073741824\n")  # image inspect: 1 GiB
+    (stubs / "ssh").write_text('#!/bin/sh\necho "$FREE_KIB"\n')  # the remote df | awk
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+
+    def check(free_kib: int) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "FREE_KIB": str(free_kib)}
+        return subprocess.run(["bash", "-o", "pipefail", "-c", room.shell], env=env,
+                              capture_output=True, text=True)  # fmt: skip
+
+    assert check(8 * 1024 * 1024).returncode == 0  # 8 GiB free
+    short = check(1024 * 1024)  # 1 GiB free: not enough to unpack and keep 1 GiB
+    assert short.returncode == 1
+    assert "the VM has 1024 MiB free for Docker" in short.stderr
+    assert "needs about 2048 MiB" in short.stderr and "docker system prune" in short.stderr
+
+
 def test_deploy_refuses_bad_input(project, capsys):
     from tritonkit.deploy import plan_deploy
 
