@@ -14,8 +14,11 @@ ARG BASE=tritonkit-base:bookworm
 # that small top layer (the dependency stages stay cached), and the wheelhouse never
 # lands in an image's layers (the legacy builder has no RUN --mount to avoid that).
 # Stages come in build order: the legacy builder builds every stage before its target.
+# scripts/build_cpu_image.sh tags the dependency stages too (IMAGE-deps), so that when
+# the dependencies change the old stage is dangling and its label lets the build remove it.
 
 FROM ${BASE} AS client-deps
+LABEL dev.tritonkit.image=client-deps
 COPY wheelhouse/deps /tmp/deps
 COPY wheelhouse/client.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
@@ -37,6 +40,7 @@ USER tritonkit
 ENTRYPOINT ["tritonkit"]
 
 FROM ${BASE} AS cpu-deps
+LABEL dev.tritonkit.image=cpu-deps
 COPY wheelhouse/deps /tmp/deps
 COPY wheelhouse/cpu.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \

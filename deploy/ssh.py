@@ -25,6 +25,7 @@ from pathlib import Path
 from tritonkit.errors import DeployError, UsageError
 
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # a Docker image reference
 IMAGE = "tritonkit-triton:{tag}"
 CPU_IMAGE = "tritonkit-cpu:latest"
 
@@ -83,8 +84,8 @@ def plan_deploy(
     stack starts: compose mounts secrets from the engine's filesystem, not this one.
 
     Raises:
-        UsageError: a malformed host, or a project folder without compose.yaml, .env or
-            (to start) the API keys file.
+        UsageError: a malformed host or image name, or a project folder without
+            compose.yaml, .env or (to start) the API keys file.
     """
     if not HOST_RE.match(host):
         raise UsageError(f"host {host!r} is not USER@HOST (for example azureuser@20.1.2.3)")
@@ -182,6 +183,8 @@ def _start_steps(
 ) -> list[Step]:
     """Get the image onto the VM (built there, or built here and shipped) and start."""
     cpu_image = _env_value(project / ".env", "TRITONKIT_CPU_IMAGE") or CPU_IMAGE
+    if not IMAGE_RE.match(cpu_image):
+        raise UsageError(f"TRITONKIT_CPU_IMAGE in .env is not an image name: {cpu_image!r}")
     build_script = str(project / "scripts" / "build_cpu_image.sh")
     services: tuple[str, ...] = ()
     if cpu:
@@ -220,15 +223,23 @@ def _room_step(host: str, image: str) -> Step:
 
     ``docker load`` unpacks the whole image once before it keeps the layers it lacks, so
     it needs about the image's size free again; a full disk would otherwise fail minutes
-    into the transfer with "no space left on device".
+    into the transfer with "no space left on device". Both sizes are checked to be plain
+    numbers before any arithmetic: what the VM prints is not trusted.
     """
-    remote = "df -Pk \"$(docker info -f '{{.DockerRootDir}}')\" | awk 'NR==2 {print $4}'"
+    root = "root=$(docker info -f '{{.DockerRootDir}}')"
+    remote = f"{root} && df -Pk \"$root\" | awk 'NR==2 {{print $4}}'"
     q = shlex.quote(image)
     return Step(
         f"is there room for {image} on the VM?",
-        shell=f"need=$(($(docker image inspect -f '{{{{.Size}}}}' {q}) / 1048576)) && "
-        f"free=$(($(ssh ssh://{host} {shlex.quote(remote)}) / 1024)) && "
-        f'if [ "$free" -lt $((need * 2)) ]; then echo "the VM has $free MiB free for Docker; '
+        shell=f"need=$(docker image inspect -f '{{{{.Size}}}}' {q}) || "
+        f'{{ echo "no image {image} here to ship" >&2; exit 1; }}; '
+        f"free=$(ssh ssh://{host} {shlex.quote(remote)}) || "
+        f'{{ echo "cannot read the VM\'s free Docker disk (try: ssh {host} docker info)" >&2; '
+        "exit 1; }; "
+        '[[ $need =~ ^[0-9]+$ && $free =~ ^[0-9]+$ ]] || { echo "unreadable sizes: image '
+        "'$need' bytes, VM free '$free' KiB\" >&2; exit 1; }; "
+        "need=$((need / 1048576)); free=$((free / 1024)); "
+        f'if (( free < need * 2 )); then echo "the VM has $free MiB free for Docker; '
         f"shipping {image} needs about $((need * 2)) MiB (docker load unpacks it once): "
         f'free space there (docker system prune) or deploy without --ship-image" >&2; exit 1; fi',
     )

@@ -371,13 +371,16 @@ class ReplicaPool:
                 raise
 
     async def _failed(self, replica: Replica, model: str, exc: ClientError) -> bool:
-        """Whether the request may go to another replica; marks this one down if it is."""
+        """Whether the request may go to another replica (nothing of it reached the user
+        yet); marks this one down if it is."""
         if isinstance(exc, ConnectionFailed) and not is_restricted(exc):
             replica.set_up(False, str(exc))
             self._schedule_probe(replica)
             return True
-        if isinstance(exc, ModelNotFound):
-            # A stopping Triton unloads its models first: ask whether it is still serving.
+        if isinstance(exc, ModelNotFound | ServerStreamError):
+            # A stopping Triton unloads its models first, and cancels what it still runs
+            # (a stream cut before any text: nothing went out, so another replica may
+            # answer it whole). Ask whether this one is still serving.
             try:
                 await asyncio.wait_for(replica.admin.is_model_ready(model), PROBE_TIMEOUT_S)
             except (ClientError, asyncio.TimeoutError) as probe_error:

@@ -30,6 +30,10 @@ rm -f "${wheels}"/deps/tritonkit-*.whl
 cp "${here}/deploy/triton-entrypoint.sh" "${context}/deploy/"
 cp "${here}/deploy/cpu/install_tritonserver.py" "${context}/deploy/cpu/"
 client="${TRITONKIT_CLIENT_IMAGE:-tritonkit-client:latest}"
+for target in client-deps cpu-deps; do  # tagged, so only replaced ones dangle
+  docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" \
+    --target "${target}" -t "tritonkit-${target}:latest" "${context}" >/dev/null
+done
 docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" -t "${image}" \
   "${context}" >/dev/null
 docker build -q -f "${here}/deploy/cpu.Dockerfile" --build-arg "BASE=${base}" --target client \

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -19,11 +20,11 @@ IMAGES = {"client": ("",), "cpu": ("", "serve", "azure", "gateway")}
 
 
 def requirements(wheel: Path) -> list[Requirement]:
-    """The wheel's ``Requires-Dist`` entries."""
+    """The wheel's ``Requires-Dist`` headers (not the description below them)."""
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        lines = z.read(meta).decode().splitlines()
-    return [Requirement(x.split(":", 1)[1]) for x in lines if x.startswith("Requires-Dist:")]
+        headers = HeaderParser().parsestr(z.read(meta).decode())
+    return [Requirement(value) for value in headers.get_all("Requires-Dist") or []]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ It is exported once per test run, and at most once per machine for the same inpu
 the export lands in ``CACHE/test-exports/smollm2-KEY`` where KEY hashes the pinned
 wheel, the export code and the versions of torch, transformers, onnx and onnxruntime;
 a later run with the same KEY reuses it (its ``export.json`` must say it passed).
-Exports under another KEY (older code) are removed once they are an hour old: each is
+Exports under another KEY (older code) are removed once unused for an hour: each is
 half a gigabyte, and a session that edits the exporter would otherwise fill the disk.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import json
+import os
 import re
 import shutil
 import time
@@ -45,6 +46,7 @@ def cached_export(quantize: str | None = None) -> Path:
     try:
         report = json.loads((folder / "export.json").read_text())
         if report["passed"] and (folder / report["files"]["model"]).is_file():
+            os.utime(folder)  # last used now: _remove_stale ages exports by their last use
             return folder
     except (OSError, ValueError, KeyError):
         pass
@@ -54,12 +56,17 @@ def cached_export(quantize: str | None = None) -> Path:
 
 
 def _remove_stale(current: Path, min_age_s: float = 3600) -> None:
-    """Remove the other KEYs' exports of ``current``'s variant, once ``min_age_s`` old (a
-    younger one may belong to another checkout's run going on now)."""
+    """Remove the other KEYs' exports of ``current``'s variant not used for ``min_age_s``
+    (one used more recently may belong to another checkout's run going on now)."""
     variant = re.compile(re.escape(current.name[:-16]) + "[0-9a-f]{16}")
     for other in current.parent.iterdir():
-        stale = time.time() - other.stat().st_mtime > min_age_s
-        if other != current and variant.fullmatch(other.name) and stale:
+        if other == current or not variant.fullmatch(other.name):
+            continue
+        try:
+            idle = time.time() - other.stat().st_mtime
+        except OSError:  # another run removed it first
+            continue
+        if idle > min_age_s:
             shutil.rmtree(other, ignore_errors=True)
 
 

@@ -236,11 +236,13 @@ def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
     stubs = tmp_path / "bin"
     stubs.mkdir()
     (stubs / "docker").write_text("#!/bin/sh\necho 1073741824\n")  # image inspect: 1 GiB
-    (stubs / "ssh").write_text('#!/bin/sh\necho "$FREE_KIB"\n')  # the remote df | awk
+    (stubs / "ssh").write_text(  # the remote df | awk, or a failure there
+        '#!/bin/sh\n[ "$FREE_KIB" = fail ] && exit 255\nprintf "%s\\n" "$FREE_KIB"\n'
+    )
     for stub in stubs.iterdir():
         stub.chmod(0o755)
 
-    def check(free_kib: int) -> subprocess.CompletedProcess:
+    def check(free_kib: int | str) -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "FREE_KIB": str(free_kib)}
         return subprocess.run(["bash", "-o", "pipefail", "-c", room.shell], env=env,
                               capture_output=True, text=True)  # fmt: skip
@@ -250,6 +252,17 @@ def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
     assert short.returncode == 1
     assert "the VM has 1024 MiB free for Docker" in short.stderr
     assert "needs about 2048 MiB" in short.stderr and "docker system prune" in short.stderr
+    unreachable = check("fail")
+    assert unreachable.returncode == 1
+    assert "cannot read the VM's free Docker disk (try: ssh me@vm.example.org" in unreachable.stderr
+    marker = tmp_path / "ran"
+    hostile = check(f"a[$(touch {marker})]")  # what the VM prints never reaches arithmetic
+    assert hostile.returncode == 1 and "unreadable sizes" in hostile.stderr
+    assert not marker.exists()
+    (project / "compose.cpu.yaml").write_text("services: {}\n")
+    (project / ".env").write_text("TRITONKIT_CPU_IMAGE=x$(id)\n")
+    with pytest.raises(UsageError, match="not an image name"):
+        plan_deploy("me@vm.example.org", project, cpu=True, ship_image=True)
 
 
 def test_deploy_refuses_bad_input(project, capsys):

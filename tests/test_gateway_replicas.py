@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servers import TOY_REPOSITORY, toy_server, wait_until
+from servers import TOY_REPOSITORY, misbehaving_repository, toy_server, wait_until
 
 from tritonkit.blob import (
     ChecksumError,
@@ -453,6 +453,43 @@ def test_a_replica_found_up_again_gets_fresh_model_connections(replica_a: Triton
         await pool.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_stream_cut_before_any_text_is_answered_by_another_replica(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Replica "cut" ends every request of model M with an empty final response before any
+    # text (as a Triton that is stopping cancels what it runs); replica "good" serves M as
+    # the toy llm. Nothing reached the user, so the gateway may answer it whole elsewhere.
+    model = "cancelled_at_once"
+    cut_repo = misbehaving_repository(tmp_path_factory.mktemp("cut") / "repository")
+    good_repo = tmp_path_factory.mktemp("good") / "repository"
+    shutil.copytree(TOY_REPOSITORY / "llm", good_repo / model,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    config = good_repo / model / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "llm"', f'name: "{model}"'))
+    with toy_server(cut_repo) as cut, toy_server(good_repo) as good:
+
+        async def scenario() -> tuple[str, str]:
+            pool = ReplicaPool([cut.grpc_url, good.grpc_url])
+            try:
+                answers = []
+                for streamed in (False, True):
+                    pool.replicas[good.grpc_url].in_flight = 10**6  # so "cut" is tried first
+                    if streamed:
+                        chunks = [c async for c in pool.stream_events(model, "one two")]
+                        answers.append("".join(c.text for c in chunks))
+                    else:
+                        answers.append((await pool.generate(model, "one two")).text)
+                    pool.replicas[good.grpc_url].in_flight = 0
+                assert pool.replicas[cut.grpc_url].up  # it answers probes: not marked down
+                return answers[0], answers[1]
+            finally:
+                await pool.close()
+
+        whole, streamed = asyncio.run(scenario())
+    assert whole.endswith("one two") and streamed == " one two"
 
 
 def test_no_replica_up_is_one_line_503() -> None:
