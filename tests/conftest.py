@@ -15,6 +15,32 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# What a run from an empty cache writes at its peak (measured: the Docker engine's images,
+# the SmolLM2 exports, servers' folders and Blob data), with room to spare.
+PEAK_DISK_GB = 10
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say up front when the disk is too full for the run: otherwise the first sign is a
+    "no space left on device" deep inside an image build or a ``docker load``."""
+    import tempfile
+
+    from tritonkit.export.packaged import cache_root
+
+    low = []
+    for where in (Path(tempfile.gettempdir()), cache_root()):
+        folder = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+        free_gb = shutil.disk_usage(folder).free / 1e9
+        if free_gb < PEAK_DISK_GB:
+            low.append(f"{folder} has {free_gb:.1f} GB free")
+    if not low:
+        return None
+    return (
+        f"WARNING: {'; '.join(low)}; the suite writes about {PEAK_DISK_GB} GB at its "
+        "peak: free space first (scripts/dockerd.sh's engine: docker image prune)"
+    )
+
+
 # Small configs per architecture: 2 layers, GQA where the architecture has it.
 _DECODER = dict(
     hidden_size=64,
