@@ -2,14 +2,20 @@
 # tritonkit's python-backend models import (numpy, onnxruntime-gpu, tokenizers), and
 # tritonkit itself for the model-sync (`tritonkit pull`) and gateway services.
 #
-# The tag defaults to 24.10 = Triton 2.51, the server version the tests run locally.
-ARG TRITON_TAG=24.10
+# Every version here comes from tritonkit/versions.py, the one place they are declared:
+# TRITON_TAG's default must equal its TRITON_TAG (tests/test_gpu_path.py checks), and the
+# pip packages are read from it during the build. 26.08 = CUDA 13.4, Python 3.12 and an
+# onnxruntime backend 1.28.0, the same onnxruntime the entry model gets from the
+# onnxruntime-gpu 1.28.0 wheel (a CUDA 13 build): both load what `tritonkit export` writes.
+ARG TRITON_TAG=26.08
 FROM nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3
 
-# Pinned: onnxruntime-gpu 1.20 runs on the CUDA 12 of the 24.x images; numpy<2 for
-# tritonclient 2.51; tokenizers for the entry model.
-RUN python3 -m pip install --no-cache-dir \
-        "numpy==1.26.4" "onnxruntime-gpu==1.20.1" "tokenizers==0.21.0"
+COPY tritonkit/versions.py /opt/tritonkit-versions.py
+RUN python3 /opt/tritonkit-versions.py requirements gpu > /tmp/gpu-requirements.txt \
+    && python3 -m pip install --no-cache-dir --break-system-packages \
+        -r /tmp/gpu-requirements.txt \
+    && python3 -c "import onnxruntime as o; p = o.get_available_providers(); \
+assert 'CUDAExecutionProvider' in p, p; print('onnxruntime', o.__version__, p)"
 
 # tritonkit with the light extras only (no torch in the serving image).
 COPY pyproject.toml README.md /opt/tritonkit/
@@ -22,7 +28,7 @@ COPY blob /opt/tritonkit/blob
 COPY perf /opt/tritonkit/perf
 COPY gateway /opt/tritonkit/gateway
 COPY deploy /opt/tritonkit/deploy
-RUN python3 -m pip install --no-cache-dir "/opt/tritonkit[azure,gateway]"
+RUN python3 -m pip install --no-cache-dir --break-system-packages "/opt/tritonkit[azure,gateway]"
 
 COPY deploy/triton-entrypoint.sh /usr/local/bin/triton-entrypoint.sh
 RUN chmod 0755 /usr/local/bin/triton-entrypoint.sh \

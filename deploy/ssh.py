@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonkit.errors import DeployError, UsageError
+from tritonkit.versions import TRITON_TAG
 
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # a Docker image reference
@@ -70,7 +71,7 @@ def plan_deploy(
     project_dir: str | Path = ".",
     context: str | None = None,
     ship_image: bool = False,
-    tag: str = "24.10",
+    tag: str = TRITON_TAG,
     profiles: tuple[str, ...] = (),
     cpu: bool = False,
     down: bool = False,

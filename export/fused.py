@@ -55,42 +55,62 @@ def _cuda_onnxruntime() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+# Where the builder writes GroupQueryAttention (the only attention FusedDecoder runs):
+# on the CPU in float32 (its float16 CPU graph has no fused attention), on CUDA in
+# float16. Its CUDA float32 graph falls back to ai.onnx Attention with position_ids
+# (onnxruntime has no float32 GroupQueryAttention on CUDA), and bfloat16 needs KV rows
+# numpy cannot hold: both are served as the concat graph instead.
+FUSED_DTYPES = {"cpu": ("float32",), "cuda": ("float16",)}
+
+
+def fused_refusal(model_type: str, dtype: str, device: str) -> str | None:
+    """Why the fused graph cannot be had for this architecture, dtype and device (None
+    when it can, installs aside)."""
+    if model_type not in FUSED_ARCHITECTURES:
+        return f"--graph fused supports {', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}"
+    if dtype not in FUSED_DTYPES.get(device, ()):
+        allowed = FUSED_DTYPES.get(device, ())
+        why = {
+            ("cuda", "float32"): "onnxruntime has no float32 GroupQueryAttention on CUDA "
+            "(the builder writes another attention op with position_ids, which the engine "
+            "does not run)",
+            ("cuda", "bfloat16"): "the engine's KV rows hold float16 or float32 (numpy has "
+            "no bfloat16); float16 takes the same memory",
+            ("cpu", "float16"): "the builder's float16 CPU graph has no fused attention",
+        }.get((device, dtype), "the builder writes no fused attention for it")
+        return f"--graph fused on {device} is {' or '.join(allowed)} only (asked: {dtype}): {why}"
+    return None
+
+
 def choose_graph(
     requested: str, model_type: str, dtype: str = "float32", device: str = "cpu"
 ) -> str:
     """``fused`` or ``concat`` for ``requested`` (``auto``, ``fused`` or ``concat``).
 
-    The builder writes GroupQueryAttention for CPU in float32 only (its float16 CPU graph
-    has no fused attention); on a GPU in every float dtype.
+    ``auto`` is fused where ``FUSED_DTYPES`` allows it and the builder is installed,
+    else concat; ``fused`` where it cannot be had is refused with the reason.
 
     Raises:
-        UsageError: ``fused`` asked for an architecture, dtype or install that cannot have it.
+        UsageError: ``fused`` asked for an architecture, dtype, device or install that
+            cannot have it.
     """
     if requested not in GRAPHS:
         raise UsageError(f"unknown graph {requested!r}; choose one of {', '.join(GRAPHS)}")
     if requested == CONCAT:
         return CONCAT
-    supported = model_type in FUSED_ARCHITECTURES
-    dtype_ok = device == "cuda" or dtype == "float32"
+    refusal = fused_refusal(model_type, dtype, device)
     # The fused graph is verified by running it where it will serve: on a GPU that needs
     # onnxruntime-gpu (the concat graph is verified against PyTorch on the CPU too).
     available = builder_available() and (device != "cuda" or _cuda_onnxruntime())
-    if requested == FUSED and not supported:
-        raise UsageError(
-            f"--graph fused supports {', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}; "
-            "use --graph concat (or auto)"
-        )
-    if requested == FUSED and not dtype_ok:
-        raise UsageError(
-            f"--graph fused on the CPU is float32 only (asked: {dtype}); export on a GPU "
-            "(--device cuda) or use --graph concat"
-        )
+    if requested == FUSED and refusal:
+        raise UsageError(f"{refusal}; use --graph concat (or auto)")
     if requested == FUSED and not available:
         raise UsageError(
             "--graph fused needs onnxruntime-genai's model builder (pip install "
-            "'tritonkit[export]'), and onnxruntime-gpu for --device cuda; or use --graph concat"
+            "'tritonkit[export]', or 'tritonkit[export-gpu]' on a GPU machine), and "
+            "onnxruntime-gpu for --device cuda; or use --graph concat"
         )
-    return FUSED if supported and dtype_ok and available else CONCAT
+    return FUSED if refusal is None and available else CONCAT
 
 
 def build_fused(

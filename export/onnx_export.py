@@ -25,6 +25,7 @@ from tritonkit.fsutil import check_output_dir, staged_output
 from tritonkit.model_repository.runtime.layout import EXPORT_REPORT, GENERATION_FILE, ONNX_FILE
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
+from .compat import graph_min_onnxruntime, onnxruntime_conflict, onnxruntime_distributions
 from .fused import FUSED, FUSED_ARCHITECTURES, build_fused, choose_graph
 from .loading import LoadedModel, load
 from .verify import Verification, failure_summary, verify
@@ -294,6 +295,7 @@ def _check_arguments(dtype: str, opset: int, device: str, graph: str, quantize: 
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+        _check_cuda_onnxruntime()
     if dtype == "bfloat16" and device == "cpu":
         raise ExportError(
             "onnxruntime's CPU kernels lack bfloat16, so the graph could not be verified here: "
@@ -310,6 +312,25 @@ def _check_arguments(dtype: str, opset: int, device: str, graph: str, quantize: 
         )
     if not 14 <= opset <= 23:
         raise UsageError(f"opset {opset} is out of range; use 14..23 (default {DEFAULT_OPSET})")
+
+
+def _check_cuda_onnxruntime() -> None:
+    """An export on CUDA is verified with onnxruntime's CUDA provider: refuse an
+    environment where it is missing, instead of verifying another graph than asked.
+
+    Raises:
+        UsageError: onnxruntime and onnxruntime-gpu together, or no CUDA provider.
+    """
+    import onnxruntime as ort
+
+    conflict = onnxruntime_conflict(onnxruntime_distributions())
+    if conflict:
+        raise UsageError(f"--device cuda: {conflict}")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise UsageError(
+            f"--device cuda: onnxruntime {ort.__version__} here has no CUDA provider; "
+            "pip install 'tritonkit[export-gpu]' (onnxruntime-gpu and onnxruntime-genai-cuda)"
+        )
 
 
 def _graph_kind(
@@ -433,5 +454,8 @@ def _export_report(
         "quality": verification.quality.to_dict(),
         "timings_s": {step: round(seconds, 3) for step, seconds in timings.items()},
         "versions": _versions(),
+        # The oldest onnxruntime that loads this graph: `repo build --target gpu` checks
+        # it against the GPU image's (tritonkit/versions.py).
+        "min_onnxruntime": graph_min_onnxruntime(graph_path),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

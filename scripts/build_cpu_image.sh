@@ -24,7 +24,11 @@ wheels="${context}/wheelhouse"
 mkdir -p "${wheels}/deps" "${wheels}/tritonkit" "${context}/deploy/cpu"
 "${python}" -m pip wheel -q --no-deps -w "${wheels}/tritonkit" "${here}" >/dev/null 2>&1
 wheel="$(ls "${wheels}"/tritonkit/tritonkit-*.whl)"
-"${python}" -m pip download -q -d "${wheels}/deps" "${wheel}[serve,azure,gateway]"
+# The CPU image runs the GPU image's onnxruntime version (tritonkit/versions.py), so the
+# CPU stack's tests load every graph with the onnxruntime a GPU VM will have.
+"${python}" "${here}/tritonkit/versions.py" requirements cpu > "${context}/constraints.txt"
+"${python}" -m pip download -q -d "${wheels}/deps" -c "${context}/constraints.txt" \
+  "${wheel}[serve,azure,gateway]"
 rm -f "${wheels}"/deps/tritonkit-*.whl
 "${python}" "${here}/scripts/image_requirements.py" "${wheel}" "${wheels}"
 cp "${here}/deploy/triton-entrypoint.sh" "${context}/deploy/"

@@ -3,7 +3,8 @@
     python scripts/image_requirements.py WHEEL OUT_DIR
 
 ``OUT_DIR/client.txt`` is the base install (the client image), ``OUT_DIR/cpu.txt`` adds the
-serve, azure and gateway extras (the CPU image). Markers other than ``extra`` are decided
+serve, azure and gateway extras (the CPU image) and the pins of ``tritonkit/versions.py``
+(the GPU image's onnxruntime version). Markers other than ``extra`` are decided
 here, for this Python: the images use the same Debian Python 3.11 as the build host.
 """
 
@@ -15,6 +16,9 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tritonkit"))
+from versions import IMAGE_REQUIREMENTS  # stdlib only: no package needed
 
 IMAGES = {"client": ("",), "cpu": ("", "serve", "azure", "gateway")}
 
@@ -37,6 +41,8 @@ def main() -> None:
                 bare = Requirement(str(req))
                 bare.marker = None
                 chosen[str(bare)] = None
+        for pin in IMAGE_REQUIREMENTS.get(image, ()):
+            chosen[pin] = None
         (out / f"{image}.txt").write_text("".join(f"{r}\n" for r in chosen))
 
 

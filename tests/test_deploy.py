@@ -19,6 +19,7 @@ import yaml
 
 from tritonkit.cli import build_parser, run
 from tritonkit.errors import ExportError, UsageError
+from tritonkit.versions import TRITON_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -214,7 +215,7 @@ def test_deploy_shipping_the_image(project):
     plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
     commands = [s.render() for s in plan.steps]
     assert (
-        "docker save tritonkit-triton:24.10 | gzip | ssh ssh://me@vm.example.org "
+        f"docker save tritonkit-triton:{TRITON_TAG} | gzip | ssh ssh://me@vm.example.org "
         "'gunzip | docker load'" in commands
     )
     assert any(c.startswith("docker --context gpu1 compose") and c.endswith("up -d --no-build")
@@ -229,7 +230,7 @@ def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
 
     plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
     names = [s.description for s in plan.steps]
-    room = plan.steps[names.index("is there room for tritonkit-triton:24.10 on the VM?")]
+    room = plan.steps[names.index(f"is there room for tritonkit-triton:{TRITON_TAG} on the VM?")]
     assert names.index(room.description) + 1 == next(
         i for i, n in enumerate(names) if n.startswith("ship ")
     )

@@ -34,17 +34,29 @@ def auto_threads(path: str) -> int:
     return 1 if size < SMALL_MODEL_BYTES else 0
 
 
+class GpuUnavailable(RuntimeError):
+    """A GPU provider was asked for and the session would run on the CPU instead."""
+
+
 def make_session(
     path: str,
     providers: list[str] | None = None,
     intra_op_threads: int | None = None,
     device_id: int = 0,
+    provider_options: dict[str, dict[str, str]] | None = None,
 ) -> tuple[Any, str, int]:
     """An onnxruntime session for a decoder graph; returns ``(session, device, device_id)``
     with ``device`` "cuda" when its first provider is a GPU one, else "cpu".
 
-    ``intra_op_threads`` None picks ``auto_threads``; 0 lets onnxruntime decide. Providers
-    this onnxruntime build lacks are left out (the CPU remains).
+    ``intra_op_threads`` None picks ``auto_threads``; 0 lets onnxruntime decide.
+    ``provider_options`` adds options per provider name (``device_id`` is always set).
+    When ``providers`` names a GPU provider, the session must run on it: onnxruntime only
+    logs a warning when the CUDA provider cannot start and runs on the CPU, which on a GPU
+    VM would serve at a fraction of the speed without saying so.
+
+    Raises:
+        GpuUnavailable: a GPU provider was asked for and this onnxruntime lacks it, or it
+            failed to start (the message names the likely cause and the fix).
     """
     import onnxruntime as ort
 
@@ -57,14 +69,39 @@ def make_session(
     # Spinning worker threads would take the cores that Triton's request threads need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
-    chosen: list[Any] = [
-        (p, {"device_id": device_id}) if p in GPU_PROVIDERS else p
-        for p in (providers or ["CPUExecutionProvider"])
-        if p in available
-    ]
+    asked = providers or ["CPUExecutionProvider"]
+    wants_gpu = any(p in GPU_PROVIDERS for p in asked)
+    if wants_gpu and not any(p in available for p in asked if p in GPU_PROVIDERS):
+        raise GpuUnavailable(gpu_unavailable_message(ort.__version__, available, started=False))
+    chosen: list[Any] = []
+    for p in asked:
+        if p not in available:
+            continue
+        options = dict((provider_options or {}).get(p, {}))
+        if p in GPU_PROVIDERS:
+            options["device_id"] = str(device_id)
+        chosen.append((p, options) if options else p)
     session = ort.InferenceSession(path, opts, providers=chosen or None)
     on_gpu = session.get_providers()[0] in GPU_PROVIDERS
+    if wants_gpu and not on_gpu:
+        raise GpuUnavailable(gpu_unavailable_message(ort.__version__, available, started=True))
     return session, "cuda" if on_gpu else "cpu", device_id if on_gpu else 0
+
+
+def gpu_unavailable_message(version: str, available: list[str], started: bool) -> str:
+    """One line: why a GPU session would fall back to the CPU, and what to do."""
+    if not started:
+        return (
+            f"onnxruntime {version} here has no CUDA provider (it has {', '.join(available)}): "
+            "install onnxruntime-gpu alone (pip uninstall onnxruntime onnxruntime-gpu, then "
+            "pip install onnxruntime-gpu); both in one environment hide the CUDA provider"
+        )
+    return (
+        f"onnxruntime {version}'s CUDA provider failed to start, so the graph would run on "
+        "the CPU: its CUDA or cuDNN libraries are missing or of another major version "
+        "(see the log line above from onnxruntime naming the library; the GPU image pins "
+        "the versions that agree, see tritonkit/versions.py)"
+    )
 
 
 KV_DTYPES: dict[str, Any] = {"tensor(float)": np.float32, "tensor(float16)": np.float16}

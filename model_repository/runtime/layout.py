@@ -189,6 +189,8 @@ class ExportReport:
     inputs: tuple[ReportTensor, ...]
     outputs: tuple[ReportTensor, ...]
     quantize: str | None = None
+    device: str = "cpu"  # where it was exported and verified: cpu or cuda
+    min_onnxruntime: str | None = None  # the oldest onnxruntime that loads it (None: older export)
     source: dict[str, Any] = field(default_factory=dict)  # where the model came from
     versions: dict[str, str] = field(default_factory=dict)  # tool versions that exported it
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -219,6 +221,10 @@ class ExportReport:
                 inputs=tuple(_tensor(t) for t in data["inputs"]),
                 outputs=tuple(_tensor(t) for t in data["outputs"]),
                 quantize=data.get("quantize") or None,
+                device=str(data.get("device") or "cpu"),
+                min_onnxruntime=str(data["min_onnxruntime"])
+                if data.get("min_onnxruntime")
+                else None,
                 source=dict(data.get("source") or {}),
                 versions=dict(data.get("versions") or {}),
                 raw=data,

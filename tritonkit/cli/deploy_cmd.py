@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tritonkit.versions import TRITON_TAG
+
 HELP = """\
 Deploy the compose stack (Triton on the GPU, model-sync from Blob, the gateway) to a
 VM over SSH, in one of two ways:
@@ -43,7 +45,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--context", help="docker context name (default tritonkit-<vm>)")
     p.add_argument("--ship-image", action="store_true", help="build here, ship the image")
     p.add_argument("--project-dir", default=".", help="folder with compose.yaml and .env")
-    p.add_argument("--tag", default="24.10", help="Triton image tag (default 24.10)")
+    p.add_argument("--tag", default=TRITON_TAG, help=f"Triton image tag (default {TRITON_TAG})")
     p.add_argument("--profile", action="append", default=[], help="extra compose profile")
     p.add_argument(
         "--cpu",

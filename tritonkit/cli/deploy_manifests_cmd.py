@@ -26,7 +26,7 @@ ready replicas); regenerate without it to send everything to R, then delete P.
 examples:
   tritonkit deploy kserve --release 3 --container models \\
       --account-url https://acct.blob.core.windows.net \\
-      --image myacr.azurecr.io/tritonkit-triton:24.10 \\
+      --image myacr.azurecr.io/tritonkit-triton:26.08 \\
       --client-id 00000000-0000-0000-0000-000000000000 --out out/k8s
   tritonkit deploy kserve --release 3 ... --dry-run | less
   tritonkit deploy kserve --release 4 --previous-release 3 ... --out out/k8s-r4 --force
@@ -48,7 +48,7 @@ onnxruntime or tokenizers).
 examples:
   tritonkit deploy azureml --release 3 --container models \\
       --account-url https://acct.blob.core.windows.net \\
-      --image myws.azurecr.io/tritonkit-triton:24.10 --slot blue --out out/aml
+      --image myws.azurecr.io/tritonkit-triton:26.08 --slot blue --out out/aml
   tritonkit deploy azureml --release 4 --previous-release 3 --slot green ... --out out/aml-r4
   tritonkit deploy azureml --release 3 ... --dry-run
 """
