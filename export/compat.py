@@ -71,7 +71,7 @@ def onnxruntime_distributions() -> list[str]:
     """The onnxruntime packages installed here (``onnxruntime``, ``onnxruntime-gpu``, ...)."""
     found = []
     for dist in metadata.distributions():
-        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
         if name == "onnxruntime" or (name.startswith("onnxruntime-") and "genai" not in name):
             found.append(name)
     return sorted(set(found))

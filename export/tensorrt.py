@@ -24,11 +24,21 @@ import numpy as np
 
 from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
-from tritonkit.model_repository.runtime.layout import ExportReport, LayoutError, read_export_report
+from tritonkit.model_repository.runtime.layout import (
+    TENSORRT_PROFILES,
+    TENSORRT_REPORT,
+    ExportReport,
+    LayoutError,
+    read_export_report,
+)
 
 from .verify import CHECK_POINTS, CheckPoint, _mask_and_positions
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+MAX_TENSORRT_OPSET = 20  # TensorRT 10's ONNX parser
+# The dtype whose tolerance judges an engine built at each precision: an fp16 engine of a
+# float32 export computes in float16, so float32's 1e-3 would fail it for rounding alone.
+PRECISION_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 # (atol, rtol) of the engine against onnxruntime running the same graph: pass when
 # |engine - onnxruntime| <= atol + rtol * |onnxruntime| everywhere.
 ENGINE_TOLERANCES: dict[str, tuple[float, float]] = {
@@ -98,7 +108,7 @@ def _profiles(trt: Any, builder: Any, report: ExportReport, batch: int, ctx: int
         ((1, kv, 1, hd), (batch, kv, 255, hd), (batch, kv, ctx - EXTEND, hd)),
     ]
     profiles = []
-    for which in (0, 1):
+    for which in range(len(TENSORRT_PROFILES)):
         profile = builder.create_optimization_profile()
         for entry in report.inputs:
             name = entry.name
@@ -106,6 +116,17 @@ def _profiles(trt: Any, builder: Any, report: ExportReport, batch: int, ctx: int
             profile.set_shape(name, *ranges)
         profiles.append(profile)
     return profiles
+
+
+def bindable(tensor: Any, keep: list[Any]) -> Any:
+    """A tensor whose address TensorRT may bind: a zero-element tensor (the past at a
+    prefill, shape (B, kv, 0, hd)) has a null data pointer, which ``set_tensor_address``
+    refuses, so it is bound to a one-element buffer of its own (kept alive in ``keep``)."""
+    if tensor.numel():
+        return tensor
+    stand_in = tensor.new_zeros(1)
+    keep.append(stand_in)
+    return stand_in
 
 
 class EngineRunner:
@@ -130,21 +151,35 @@ class EngineRunner:
             t = torch.from_numpy(np.ascontiguousarray(array)).cuda()
             keep.append(t)
             self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        dtype = keep[3].dtype  # the KV dtype is the graph's float dtype
+            self.context.set_tensor_address(name, bindable(t, keep).data_ptr())
+        dtype = next(t.dtype for t in keep if t.is_floating_point())  # the KV dtype
         results = []
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             out = torch.empty(shape, dtype=dtype, device="cuda")
             results.append(out)
-            self.context.set_tensor_address(name, out.data_ptr())
+            self.context.set_tensor_address(name, bindable(out, keep).data_ptr())
         self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         return [r.float().cpu().numpy() for r in results]
 
 
+def engine_tolerance(export_dtype: str, precision: str) -> tuple[float, float]:
+    """(atol, rtol) for an engine built at ``precision`` from an ``export_dtype`` graph:
+    the looser of the two, since the engine computes in whichever is coarser."""
+    candidates = [ENGINE_TOLERANCES[export_dtype]]
+    if precision in PRECISION_DTYPES:
+        candidates.append(ENGINE_TOLERANCES[PRECISION_DTYPES[precision]])
+    return max(candidates)
+
+
 def _compare(
-    point: CheckPoint, engine: EngineRunner, session: Any, report: ExportReport, dtype: str
+    point: CheckPoint,
+    engine: EngineRunner,
+    session: Any,
+    report: ExportReport,
+    dtype: str,
+    precision: str,
 ) -> EngineCheck:
     """One check point: the engine against onnxruntime on the same inputs."""
     rng = np.random.default_rng(CHECK_POINTS.index(point))
@@ -156,19 +191,21 @@ def _compare(
     mask_t, pos_t = _mask_and_positions(b, p + s, point.left_padded)
     mask, pos = mask_t.numpy(), pos_t.numpy()
     names = [o.name for o in session.get_outputs()]
+    wanted = {i.name for i in session.get_inputs()}  # position_ids only where the graph has it
     empty = np.zeros((b, kv, 0, hd), np_dtype)
     past = [empty] * (2 * layers)
     if p:
         feed = {"input_ids": ids[:, :p], "attention_mask": mask[:, :p], "position_ids": pos[:, :p]}
         feed |= {f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": past[i]
                  for i in range(2 * layers)}  # fmt: skip
-        past = session.run(names, feed)[1:]
+        past = session.run(names, {k: v for k, v in feed.items() if k in wanted})[1:]
     feed = {"input_ids": ids[:, p:], "attention_mask": mask, "position_ids": pos[:, p:]}
     feed |= {f"past_key_values.{i // 2}.{'key' if i % 2 == 0 else 'value'}": past[i]
              for i in range(2 * layers)}  # fmt: skip
+    feed = {k: v for k, v in feed.items() if k in wanted}
     expected = [x.astype(np.float32) for x in session.run(names, feed)]
     actual = engine.run(feed)
-    atol, rtol = ENGINE_TOLERANCES[dtype]
+    atol, rtol = engine_tolerance(dtype, precision)
     diffs, ok, finite = {}, True, True
     for name, ref, got in zip(names, expected, actual):
         err = np.abs(got - ref)
@@ -206,7 +243,7 @@ def build_engine(
     plan, build_s = _build_plan(
         trt, export_dir / report.model_file, report, precision, max_batch, ctx, say
     )
-    checks = _verify_engine(trt, plan, export_dir / report.model_file, report, say)
+    checks = _verify_engine(trt, plan, export_dir / report.model_file, report, precision, say)
     passed = all(c.passed for c in checks)
     trt_report = {
         "passed": passed,
@@ -214,6 +251,7 @@ def build_engine(
         "precision": precision,
         "max_batch": max_batch,
         "max_context": ctx,
+        "profiles": list(TENSORRT_PROFILES),  # in the engine's order: prefill, decode
         "tensorrt": trt.__version__,
         "build_s": round(build_s, 1),
         "reference": "onnxruntime (same graph)",
@@ -222,7 +260,7 @@ def build_engine(
     }
     with staged_output(output, ExportError) as staging:
         (staging / "model.plan").write_bytes(plan)
-        (staging / "tensorrt.json").write_text(json.dumps(trt_report, indent=2) + "\n")
+        (staging / TENSORRT_REPORT).write_text(json.dumps(trt_report, indent=2) + "\n")
     if not passed:
         failed = ", ".join(c.name for c in checks if not c.passed)
         raise VerificationError(f"engine verification failed: {failed} (see tensorrt.json)")
@@ -238,9 +276,33 @@ def _checked_export(export_dir: Path, precision: str) -> ExportReport:
     if precision not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}")
     try:
-        return read_export_report(export_dir)
+        report = read_export_report(export_dir)
     except LayoutError as exc:
         raise UsageError(f"{exc}; run `tritonkit export onnx` first") from exc
+    refusal = tensorrt_refusal(report)
+    if refusal:
+        raise UsageError(refusal)
+    return report
+
+
+def tensorrt_refusal(report: ExportReport) -> str | None:
+    """Why TensorRT cannot build this export (None when it can): TensorRT 10's ONNX
+    parser reads ai.onnx opsets up to 20 and no com.microsoft operators, while the fused
+    graph is opset 22 with GroupQueryAttention, and quantized graphs use MatMulNBits."""
+    if report.fused or report.quantize:
+        what = f"{report.quantize} " if report.quantize else ""
+        return (
+            f"TensorRT cannot build the {what}fused graph (opset 22 with onnxruntime's "
+            "GroupQueryAttention; TensorRT parses opsets up to 20 and no com.microsoft "
+            "operators): export again with --graph concat for TensorRT"
+        )
+    opset = report.raw.get("opset")
+    if isinstance(opset, int) and opset > MAX_TENSORRT_OPSET:
+        return (
+            f"TensorRT parses ONNX opsets up to {MAX_TENSORRT_OPSET}, and this export is "
+            f"opset {opset}: export again with --opset {MAX_TENSORRT_OPSET} or lower"
+        )
+    return None
 
 
 def _build_plan(
@@ -283,7 +345,12 @@ def _build_plan(
 
 
 def _verify_engine(
-    trt: Any, plan: bytes, graph: Path, report: ExportReport, say: Callable[[str], None]
+    trt: Any,
+    plan: bytes,
+    graph: Path,
+    report: ExportReport,
+    precision: str,
+    say: Callable[[str], None],
 ) -> list[EngineCheck]:
     """Run every check point on the engine and on onnxruntime with the same ``graph``;
     never raises on a miss, it reports it.
@@ -298,5 +365,5 @@ def _verify_engine(
     checks = []
     for point in CHECK_POINTS:
         say(f"verifying: {point.name}")
-        checks.append(_compare(point, runner, session, report, report.dtype))
+        checks.append(_compare(point, runner, session, report, report.dtype, precision))
     return checks

@@ -12,6 +12,7 @@ and direct callers.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from . import config as cfg
+from . import gpus
 from .runtime import layout
 from .runtime.layout import DecoderRef, ExportReport, LayoutError
 
@@ -38,6 +40,7 @@ class BuiltRepository:
     version: int
     target: str
     kv_cache_bytes: int = 0  # the fused engine's KV rows, all full (per model instance)
+    kv_plan: gpus.KvPlan | None = None  # gpu target: the memory budget and what it chose
 
 
 def _buildable_export(export_dir: Path, allow_unverified: bool) -> ExportReport:
@@ -100,18 +103,22 @@ def build_repository(
     engine: str | Path | None = None,
     max_context: int | None = None,
     prefill_chunk: int = 128,
+    gpu: str = gpus.DEFAULT_GPU,
+    gpu_memory_utilization: float = gpus.DEFAULT_UTILIZATION,
 ) -> BuiltRepository:
     """Assemble a Triton model repository from an export folder.
 
     ``max_context``: tokens per request (prompt plus answer), which sizes each row of the
-    fused engine's KV cache (default: the model's own context; on the CPU the OS commits
-    the cache's memory only as rows fill, on a GPU it is allocated whole, see
-    ``BuiltRepository.kv_cache_bytes``). ``prefill_chunk``: prompt tokens read per loop
-    iteration between decode steps.
+    fused engine's KV cache (default on the CPU: the model's own context, whose memory the
+    OS commits only as rows fill; on a GPU, where it is allocated whole: what fits
+    ``gpu``'s memory times ``gpu_memory_utilization`` after the weights, see ``gpus.py``).
+    ``prefill_chunk``: prompt tokens read per loop iteration between decode steps.
 
     Raises:
-        UsageError: bad arguments, or a non-empty ``output`` without ``force``.
-        RepositoryError: the export folder is missing, incomplete or unverified.
+        UsageError: bad arguments, a non-empty ``output`` without ``force``, or (gpu
+            target) a context or batch that does not fit the GPU.
+        RepositoryError: the export folder is missing, incomplete or unverified, or (gpu
+            target) holds a graph the GPU image cannot serve.
     """
     export_dir = Path(export_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
@@ -119,7 +126,22 @@ def build_repository(
     if not export_dir.is_dir():
         raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
     report = _buildable_export(export_dir, allow_unverified)
-    context = _checked_context(report, max_context, prefill_chunk)
+    kv_plan = None
+    if target == "gpu":
+        gpus.check_gpu_graph(report, _min_onnxruntime(export_dir, report), backend)
+        _checked_context(report, max_context, prefill_chunk)
+        weights = gpus.weights_bytes(export_dir, report)
+        kv_plan = gpus.plan_kv_cache(
+            report,
+            weights,
+            gpus.resolve_gpu(gpu),
+            max_batch_size,
+            max_context,
+            gpu_memory_utilization,
+        )
+        context = kv_plan.context
+    else:
+        context = _checked_context(report, max_context, prefill_chunk)
     chat_template = _chat_template(export_dir)
     check_output_dir(output, force)
     decoder = layout.decoder_model_name(name)
@@ -142,8 +164,33 @@ def build_repository(
         )
         _write_sync(repo, name, version, sync_instances, target)
     return BuiltRepository(
-        output, name, decoder, version, target, _kv_cache_bytes(report, max_batch_size, context)
+        output,
+        name,
+        decoder,
+        version,
+        target,
+        _kv_cache_bytes(report, max_batch_size, context),
+        kv_plan,
     )
+
+
+def _min_onnxruntime(export_dir: Path, report: ExportReport) -> str:
+    """The oldest onnxruntime that loads the export's graph: from ``export.json``, or
+    read from the graph for an export made before the report recorded it.
+
+    Raises:
+        RepositoryError: neither is possible here (no ``onnx`` package).
+    """
+    if report.min_onnxruntime:
+        return report.min_onnxruntime
+    try:
+        from tritonkit.export.compat import graph_min_onnxruntime
+    except ImportError:
+        raise RepositoryError(
+            f"{export_dir}'s export.json predates min_onnxruntime and the onnx package is "
+            "not installed to read the graph: re-export, or pip install 'tritonkit[export]'"
+        ) from None
+    return graph_min_onnxruntime(export_dir / report.model_file)
 
 
 def _checked_arguments(
@@ -175,6 +222,7 @@ def _checked_arguments(
                 "--backend tensorrt needs --engine DIR holding model.plan "
                 "(build it on the GPU with `tritonkit export tensorrt`)"
             )
+        _check_engine_profiles(plan.parent)
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
     if not name.replace("_", "").replace("-", "").isalnum():
@@ -182,6 +230,26 @@ def _checked_arguments(
     if not 1 <= max_batch_size <= 256:
         raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
     return plan
+
+
+def _check_engine_profiles(engine_dir: Path) -> None:
+    """The engine's report must list the profiles the tensorrt_plan config names.
+
+    Raises:
+        UsageError: its tensorrt.json is unreadable or lists other profiles.
+    """
+    path = engine_dir / layout.TENSORRT_REPORT
+    if not path.is_file():
+        return  # an engine built elsewhere: the config names the profiles tritonkit builds
+    try:
+        profiles = tuple(json.loads(path.read_text()).get("profiles") or layout.TENSORRT_PROFILES)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise UsageError(f"{path} is not a TensorRT build report: {exc}") from exc
+    if profiles != layout.TENSORRT_PROFILES:
+        raise UsageError(
+            f"{path} lists optimization profiles {list(profiles)}, not "
+            f"{list(layout.TENSORRT_PROFILES)}: rebuild the engine with this tritonkit"
+        )
 
 
 def _checked_context(report: ExportReport, max_context: int | None, prefill_chunk: int) -> int:

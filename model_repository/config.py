@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonkit.errors import RepositoryError
 
 from .runtime import interface
-from .runtime.layout import CONFIG_FILE, ReportTensor
+from .runtime.layout import CONFIG_FILE, TENSORRT_PROFILES, ReportTensor
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,9 @@ def decoder_config(
     if target == "gpu" and backend == "tensorrt":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
+        # Without a profile list Triton uses the engine's first profile only (prefill) and
+        # refuses every decode step's shapes; with both it picks the one that fits.
+        config.instance_group[0].profile.extend(str(i) for i in range(len(TENSORRT_PROFILES)))
     elif target == "gpu":
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tritonkit_runtime.engines import open_engine
+from tritonkit_runtime.engines import open_engine, tensorrt_provider_options
 from tritonkit_runtime.generation import GenerationRequest, Output
 from tritonkit_runtime.layout import (
     GENERATION_FILE,
@@ -94,6 +95,19 @@ class TritonPythonModel:
         providers = _providers(gpu, params.get("execution_provider", "cuda"))
         threads = params.get("intra_op_threads", "auto")
         max_batch = int(params.get("max_batch_size", "16"))
+        options = None
+        if providers and "TensorrtExecutionProvider" in providers:
+            cache = params.get("tensorrt_cache_dir") or os.path.join(
+                tempfile.gettempdir(), "tritonkit-trt", args["model_name"], args["model_version"]
+            )
+            os.makedirs(cache, exist_ok=True)
+            options = {
+                "TensorrtExecutionProvider": tensorrt_provider_options(
+                    report, max_batch, self.max_context, cache
+                )
+            }
+        # On a GPU instance the engine must run on the GPU: a CUDA provider that cannot
+        # start fails the load here, naming the cause, instead of serving from the CPU.
         engine = open_engine(
             decoder_path,
             report,
@@ -102,6 +116,7 @@ class TritonPythonModel:
             providers=providers,
             intra_op_threads=None if threads == "auto" else int(threads),
             device_id=int(args.get("model_instance_device_id") or 0),
+            provider_options=options,
         )
         labels = {"model": args["model_name"], "version": args["model_version"]}
         self._families: list[Any] = []

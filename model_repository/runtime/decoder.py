@@ -136,11 +136,12 @@ class OnnxDecoder:
         providers: list[str] | None = None,  # e.g. ["CUDAExecutionProvider", "CPU..."]
         intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
         device_id: int = 0,  # the GPU Triton gave this instance (KIND_GPU)
+        provider_options: dict[str, dict[str, str]] | None = None,
     ) -> None:
         # On a GPU the presents are bound to device memory and fed back as they are:
         # the KV cache stays on the GPU between steps.
         self.session, self.device, self.device_id = make_session(
-            path, providers, intra_op_threads, device_id
+            path, providers, intra_op_threads, device_id, provider_options
         )
         inputs = self.session.get_inputs()
         past = [i for i in inputs if i.name.startswith("past_key_values.")]

@@ -139,6 +139,44 @@ class ConcatEngine:
         self._batch = KVBatch()
 
 
+def tensorrt_provider_options(
+    report: ExportReport, max_rows: int, max_context: int, cache_dir: str
+) -> dict[str, str]:
+    """onnxruntime's TensorRT execution provider options for this graph: explicit shape
+    ranges for every input (without them it rebuilds its engine whenever a shape leaves
+    the range it saw first, mid-request) and an engine cache, so a restart or a second
+    instance loads the engine instead of building it again (minutes on a large model).
+
+    Shapes: ``input_ids``/``position_ids`` (B, S), ``attention_mask`` (B, T), the past
+    (B, kv, P, hd): P from 0 to the context for the concat graph, the fixed row capacity
+    for the fused graph's KV rows.
+    """
+    d = report.dims
+    ranges: dict[str, tuple[str, str, str]] = {}  # name: (min, opt, max) as AxBxC
+    for entry in report.inputs:
+        name = entry.name
+        if name.startswith("past_key_values."):
+            p = (max_context, max_context, max_context) if report.fused else (0, 255, max_context)
+            dims = [(1, p[0]), (max(max_rows // 2, 1), p[1]), (max_rows, p[2])]
+            ranges[name] = tuple(  # type: ignore[assignment]
+                f"{b}x{d.num_kv_heads}x{length}x{d.head_dim}" for b, length in dims
+            )
+        elif name == "attention_mask":
+            ranges[name] = ("1x1", f"{max(max_rows // 2, 1)}x256", f"{max_rows}x{max_context}")
+        else:  # input_ids, position_ids
+            ranges[name] = ("1x1", f"{max(max_rows // 2, 1)}x1", f"{max_rows}x{max_context}")
+    options = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache_dir,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache_dir,
+        "trt_fp16_enable": "True" if report.dtype == "float16" else "False",
+    }
+    for i, key in enumerate(("min", "opt", "max")):
+        options[f"trt_profile_{key}_shapes"] = ",".join(f"{n}:{r[i]}" for n, r in ranges.items())
+    return options
+
+
 def open_engine(
     decoder_path: str,
     report: ExportReport,
@@ -147,6 +185,7 @@ def open_engine(
     providers: list[str] | None = None,
     intra_op_threads: int | None = None,
     device_id: int = 0,
+    provider_options: dict[str, dict[str, str]] | None = None,
 ) -> Engine:
     """The engine for the graph in ``decoder_path``, per its export report (export.json).
 
@@ -154,6 +193,7 @@ def open_engine(
 
     Raises:
         ValueError: a KV cache type this runtime cannot hold (bfloat16).
+        GpuUnavailable: a GPU provider was asked for and the session would run on the CPU.
     """
     if report.fused:
         d = report.dims
@@ -171,7 +211,9 @@ def open_engine(
             dtype=_FUSED_KV_DTYPES[report.dtype],
         )
         return FusedEngine(
-            FusedDecoder(decoder_path, shape, providers, intra_op_threads, device_id)
+            FusedDecoder(
+                decoder_path, shape, providers, intra_op_threads, device_id, provider_options
+            )
         )
-    decoder = OnnxDecoder(decoder_path, providers, intra_op_threads, device_id)
+    decoder = OnnxDecoder(decoder_path, providers, intra_op_threads, device_id, provider_options)
     return ConcatEngine(decoder, max_rows)

@@ -62,11 +62,12 @@ class FusedDecoder:
         providers: list[str] | None = None,  # e.g. ["CUDAExecutionProvider", "CPU..."]
         intra_op_threads: int | None = None,  # None: auto_threads; 0: onnxruntime decides
         device_id: int = 0,
+        provider_options: dict[str, dict[str, str]] | None = None,
     ) -> None:
         import onnxruntime as ort
 
         self.session, self.device, self.device_id = make_session(
-            path, providers, intra_op_threads, device_id
+            path, providers, intra_op_threads, device_id, provider_options
         )
         self.shape = shape
         self.lengths = np.zeros(shape.max_batch, np.int64)  # tokens held by each row

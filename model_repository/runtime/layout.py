@@ -48,7 +48,11 @@ CONFIG_FILE = "config.pbtxt"  # REPO/MODEL/config.pbtxt
 MODEL_FILE = "model.py"  # a python-backend model's source, REPO/MODEL/V/model.py
 DECODER_REF = "decoder.json"  # REPO/NAME/V/decoder.json: {"model": NAME_decoder, "version": V}
 TOKENIZER_DIR = "tokenizer"  # REPO/NAME/V/tokenizer/: TOKENIZER_FILES
-RUNTIME_PACKAGE = "tritonkit_runtime"  # REPO/NAME/V/tritonkit_runtime/: these runtime modules
+RUNTIME_PACKAGE = "tritonkit_runtime"
+# A TensorRT engine's optimization profiles, in order (`tritonkit export tensorrt` builds
+# them; the tensorrt_plan config lists them so Triton picks one per request by shape).
+TENSORRT_PROFILES = ("prefill", "decode")
+TENSORRT_REPORT = "tensorrt.json"  # REPO/NAME/V/tritonkit_runtime/: these runtime modules
 
 
 class LayoutError(ValueError):

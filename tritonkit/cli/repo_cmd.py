@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from tritonkit.errors import RepositoryError
+from tritonkit.model_repository.gpus import DEFAULT_GPU, DEFAULT_UTILIZATION, GPUS
 
 BUILD_HELP = """\
 Assemble a Triton model repository from an export folder:
@@ -15,9 +16,16 @@ Assemble a Triton model repository from an export folder:
                 perf_analyzer and direct calls: python backend on --target cpu,
                 Triton's onnxruntime_onnx platform on KIND_GPU for --target gpu
 
+On --target gpu the KV cache is allocated whole at load, so its context is sized from
+the GPU's memory (--gpu, --gpu-memory-utilization) after the weights, like vLLM's
+gpu_memory_utilization, and the build refuses a graph the GPU image cannot load (a fused
+graph exported for the CPU, or one newer than the image's onnxruntime).
+
 examples:
   tritonkit repo build --export out/tiny-llama --output out/repo
   tritonkit repo build --export out/qwen --output out/repo-gpu --target gpu --name qwen
+  tritonkit repo build --export out/qwen --output out/repo-a100 --target gpu --gpu a100 \
+      --max-batch-size 32
 """
 
 
@@ -43,6 +51,16 @@ def add_parser(sub: Any) -> None:
         "--max-context", type=int, metavar="TOKENS",
         help="tokens per request, prompt plus answer (default: the model's); sizes each row "
         "of the KV cache, which a GPU allocates whole: rows x max-context",
+    )  # fmt: skip
+    b.add_argument(
+        "--gpu", default=DEFAULT_GPU, choices=sorted(GPUS),
+        help=f"gpu target: the GPU it serves on, whose memory sizes the KV cache (default "
+        f"{DEFAULT_GPU}: {', '.join(f'{k} {g.memory_gib:g} GiB' for k, g in GPUS.items())})",
+    )  # fmt: skip
+    b.add_argument(
+        "--gpu-memory-utilization", type=float, default=DEFAULT_UTILIZATION, metavar="FRACTION",
+        help=f"gpu target: the share of GPU memory for weights and KV cache (default "
+        f"{DEFAULT_UTILIZATION})",
     )  # fmt: skip
     b.add_argument(
         "--prefill-chunk", type=int, default=128, metavar="TOKENS",
@@ -91,6 +109,8 @@ def _build(args: argparse.Namespace) -> int:
         engine=args.engine,
         max_context=args.max_context,
         prefill_chunk=args.prefill_chunk,
+        gpu=args.gpu,
+        gpu_memory_utilization=args.gpu_memory_utilization,
     )
     report = validate_repository(built.path)
     print(report.table())
@@ -98,6 +118,8 @@ def _build(args: argparse.Namespace) -> int:
         f"\nbuilt {built.path} ({built.target}): entry model {built.entry_model!r}, "
         f"decoder {built.decoder_model!r}, version {built.version}"
     )
+    if built.kv_plan is not None:
+        print(f"GPU budget: {built.kv_plan.describe()}")
     if built.kv_cache_bytes:
         where = (
             "device memory, allocated at load" if built.target == "gpu" else "memory, as rows fill"
