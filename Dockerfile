@@ -15,7 +15,9 @@ RUN python3 /opt/tritonkit-versions.py requirements gpu > /tmp/gpu-requirements.
     && python3 -m pip install --no-cache-dir --break-system-packages \
         -r /tmp/gpu-requirements.txt \
     && python3 -c "import onnxruntime as o; p = o.get_available_providers(); \
-assert 'CUDAExecutionProvider' in p, p; print('onnxruntime', o.__version__, p)"
+assert 'CUDAExecutionProvider' in p, p; print('onnxruntime', o.__version__, p)" \
+    && mkdir -p /etc/tritonkit \
+    && python3 /opt/tritonkit-versions.py MIN_DRIVER > /etc/tritonkit/min-driver
 
 # tritonkit with the light extras only (no torch in the serving image).
 COPY pyproject.toml README.md /opt/tritonkit/

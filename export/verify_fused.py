@@ -86,6 +86,11 @@ class FusedVerifier:
         self.dims = dims
         self.dtype = dtype
         self.device = device
+        if dtype not in ("float32", "float16"):  # choose_graph never writes another
+            raise ExportError(
+                f"the fused graph's KV rows are float32 or float16, not {dtype}: "
+                "export with --dtype float16 or --graph concat"
+            )
         kv_dtype = np.float16 if dtype == "float16" else np.float32
         shape = CacheShape(
             dims.num_layers, dims.num_kv_heads, dims.head_dim, MAX_ROWS, capacity, kv_dtype

@@ -474,6 +474,26 @@ def test_gpu_build_writes_the_chosen_context(tmp_path, tiny_model_folder, capsys
     assert entry.parameters["max_context"].string_value == "256"  # the tiny model's own
 
 
+def test_the_entrypoint_stops_on_a_driver_older_than_the_images_cuda(tmp_path):
+    """A stand-in ``nvidia-smi`` reports the driver (no GPU exists here)."""
+    from test_hardening import KEY, _entrypoint
+
+    assert "versions.py MIN_DRIVER > /etc/tritonkit/min-driver" in (ROOT / "Dockerfile").read_text()
+    min_file = tmp_path / "min-driver"
+    min_file.write_text(f"{versions.MIN_DRIVER}\n")
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    env = {"TRITON_ADMIN_KEY": KEY, "TRITONKIT_MIN_DRIVER_FILE": str(min_file)}
+    for driver, ok in (("535.183.01", False), (f"{versions.MIN_DRIVER}.65.06", True)):
+        smi.write_text(f"#!/bin/sh\necho {driver}\n")
+        smi.chmod(0o755)
+        code, _args, err = _entrypoint(tmp_path, env)
+        assert (code == 0) == ok, err
+        if not ok:
+            assert code == 66 and f"R{versions.MIN_DRIVER} or newer" in err and driver in err
+            assert len(err.strip().splitlines()) == 1
+
+
 # ---- scripts/gpu_check -----------------------------------------------------------------
 
 
