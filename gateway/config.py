@@ -17,7 +17,10 @@ DEFAULT_REFRESH_S = 5.0  # how long the list of Triton's ready models is trusted
 DEFAULT_DISCOVER_INTERVAL_S = 5.0  # --triton-discover: how often HOST is resolved again
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # a request body over this gets 413 before it is read
 DEFAULT_MAX_PROMPT_CHARS = 1 << 18  # characters of the prompt / all messages (~64k tokens)
-DEFAULT_LIMIT_CONCURRENCY = 256  # uvicorn: connections + tasks before it answers 503
+DEFAULT_LIMIT_CONCURRENCY = 256  # HTTP requests in flight before 503 (connections never count)
+DEFAULT_MAX_CONNECTIONS = 4096  # open sockets (clamped to the file descriptors there are)
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a connection's start (or last response) to a full header
+DEFAULT_BODY_TIMEOUT_S = 30.0  # from a request's header to its last body byte
 DEFAULT_TEMPLATE_TIMEOUT_S = 2.0  # one chat-template rendering
 DEFAULT_TEMPLATE_MAX_CHARS = 1 << 20  # characters one chat-template rendering may produce
 API_KEY_ENV = "TRITONKIT_GATEWAY_API_KEY"  # the key, when no flag gives one
@@ -45,8 +48,12 @@ class GatewayConfig:
     (400, counted before any tokenizing or rendering), ``template_timeout_s`` and
     ``template_max_chars`` (400: the chat template took too long or wrote too much),
     ``max_concurrent`` generations in all and ``max_concurrent_per_key`` per API key (429);
-    ``limit_concurrency`` is uvicorn's cap on connections and tasks (503 beyond it). 0
-    turns a count limit off. ``ssl_certfile`` and ``ssl_keyfile`` (PEM) serve HTTPS.
+    ``limit_concurrency`` HTTP requests in flight (503 beyond it). What the network may
+    hold open, separately (``connections.py``): ``max_connections`` sockets, and a
+    connection that takes over ``header_timeout_s`` for a request header or a request over
+    ``body_timeout_s`` for its body is closed with 408, so half-open connections cannot
+    deny the gateway. 0 turns a count limit off. ``ssl_certfile`` and ``ssl_keyfile``
+    (PEM) serve HTTPS.
 
     Triton replicas (``replicas.ReplicaPool``): ``triton_urls``, when given, replaces
     ``triton_url`` (each request goes to the replica with the fewest in flight);
@@ -68,7 +75,10 @@ class GatewayConfig:
     refresh_s: float = DEFAULT_REFRESH_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
-    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY  # 0: uvicorn's default (no limit)
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY  # requests in flight; 0: no limit
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open sockets; 0: file descriptors only
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     max_concurrent_per_key: int = 0  # 0: no limit per key
     template_timeout_s: float = DEFAULT_TEMPLATE_TIMEOUT_S
     template_max_chars: int = DEFAULT_TEMPLATE_MAX_CHARS
@@ -86,6 +96,7 @@ class GatewayConfig:
         for flag, value in (
             ("--max-concurrent", self.max_concurrent),
             ("--limit-concurrency", self.limit_concurrency),
+            ("--max-connections", self.max_connections),
             ("--max-concurrent-per-key", self.max_concurrent_per_key),
         ):
             if value < 0:
@@ -97,8 +108,13 @@ class GatewayConfig:
         ):
             if size <= 0:
                 raise UsageError(f"{flag} must be > 0, not {size}")
-        if self.timeout_s <= 0:
-            raise UsageError(f"--timeout must be > 0 seconds, not {self.timeout_s}")
+        for flag, seconds in (
+            ("--timeout", self.timeout_s),
+            ("--header-timeout", self.header_timeout_s),
+            ("--body-timeout", self.body_timeout_s),
+        ):
+            if seconds <= 0:
+                raise UsageError(f"{flag} must be > 0 seconds, not {seconds}")
         self._check_replicas()
         if self.template_timeout_s <= 0:
             raise UsageError(
@@ -112,7 +128,7 @@ class GatewayConfig:
         if self.limit_concurrency and self.limit_concurrency <= self.max_concurrent:
             raise UsageError(
                 f"--limit-concurrency ({self.limit_concurrency}) must be above --max-concurrent "
-                f"({self.max_concurrent}): uvicorn would refuse requests before the 429"
+                f"({self.max_concurrent}): requests would get 503 before the 429"
             )
         if self.max_concurrent_per_key and not self.api_keys:
             raise UsageError("--max-concurrent-per-key needs API keys (--api-keys-file)")

@@ -2,8 +2,9 @@
 
 Both run uvicorn on one event loop; ``AsyncLLMClient`` multiplexes every generation over
 one gRPC connection per Triton model, so one process serves many concurrent streams.
-uvicorn takes the config's ``limit_concurrency`` (beyond it, its own plain-text 503) and,
-with ``ssl_certfile``/``ssl_keyfile``, serves HTTPS.
+uvicorn runs with ``connections.py``'s guarded h11 protocol (a cap on open sockets,
+deadlines for headers and bodies) and the app behind ``RequestLimit`` (requests in
+flight); with ``ssl_certfile``/``ssl_keyfile`` it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tritonkit.errors import ServerError, UsageError
 
 from .app import create_app
 from .config import DEFAULT_PORT, GatewayConfig
+from .connections import RequestLimit, guarded_protocol, usable_connections
 
 
 def serve(
@@ -195,14 +197,16 @@ def _uvicorn_config(
     access_log: bool,
     log_config: dict[str, Any] | None = None,
 ) -> uvicorn.Config:
+    max_connections = usable_connections(config.max_connections) if config.max_connections else 0
     return uvicorn.Config(
-        app,
+        RequestLimit(app, config.limit_concurrency),
         host=host,
+        http=guarded_protocol(max_connections, config.header_timeout_s, config.body_timeout_s),
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        limit_concurrency=config.limit_concurrency or None,
+        limit_concurrency=None,  # uvicorn's counts idle and half-open connections too
         ssl_certfile=str(config.ssl_certfile) if config.ssl_certfile else None,
         ssl_keyfile=str(config.ssl_keyfile) if config.ssl_keyfile else None,
         log_config=LOGGING_CONFIG if log_config is None else log_config,

@@ -166,16 +166,130 @@ def test_prompt_over_the_character_limit_is_400_before_rendering(gateway: Gatewa
     still_serves(gateway.url)
 
 
-def test_uvicorn_limit_concurrency_answers_503(served: Any) -> None:
-    config = GatewayConfig(triton_url=served.grpc_url, limit_concurrency=2, max_concurrent=1)
+def _half_open(gw: GatewayServer, n: int) -> list[socket.socket]:
+    """``n`` connections that each send half a request header and stop (no key needed)."""
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection((gw.host, gw.port))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        socks.append(sock)
+    return socks
+
+
+def _closed_with(sock: socket.socket, timeout_s: float) -> bytes:
+    """What the server wrote before closing ``sock`` (b"" if it wrote nothing)."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_half_open_connections_do_not_deny_keyed_clients(served: Any) -> None:
+    """Hundreds of half-open sockets, more than the request limit: a keyed request is still
+    served at once, and each socket is cut at the header deadline with 408."""
+    config = GatewayConfig(
+        triton_url=served.grpc_url,
+        api_keys=(KEY,),
+        model_map={"llm": "llm"},
+        tokenizers={"llm": served.sources["llm"]},
+        header_timeout_s=3.0,
+    )
+    assert config.limit_concurrency < 300
     with GatewayServer(config) as gw:
-        idle = [socket.create_connection((gw.host, gw.port)) for _ in range(2)]
+        held = _half_open(gw, 300)
         try:
-            time.sleep(0.3)  # uvicorn takes both connections
-            reply = httpx.get(f"{gw.url}/health")
-            assert reply.status_code == 503  # uvicorn's own, before the app
+            time.sleep(0.5)  # the gateway has taken them all
+            started = time.monotonic()
+            still_serves(gw.url)
+            assert time.monotonic() - started < 2.5  # served, not left to wait out the 3 s
+            first = _closed_with(held[0], timeout_s=10)
+            assert first.startswith(b"HTTP/1.1 408") and b"header took too long" in first
+        finally:
+            for sock in held:
+                sock.close()
+        still_serves(gw.url)
+
+
+def test_a_trickled_header_is_cut_at_its_deadline(served: Any) -> None:
+    """Slowloris: a byte every 0.2 s never completes a header and never resets the clock."""
+    config = GatewayConfig(triton_url=served.grpc_url, header_timeout_s=1.5)
+    with GatewayServer(config) as gw:
+        sock = socket.create_connection((gw.host, gw.port))
+        sock.settimeout(0.05)
+        started, closed_at = time.monotonic(), None
+        request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100
+        try:
+            for byte in request:
+                try:
+                    sock.sendall(bytes([byte]))
+                    if sock.recv(4096) == b"":
+                        closed_at = time.monotonic()
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:  # reset after the 408
+                    closed_at = time.monotonic()
+                    break
+                time.sleep(0.2)
+        finally:
+            sock.close()
+        assert closed_at is not None and 1.4 < closed_at - started < 4.0
+        assert httpx.get(f"{gw.url}/health").status_code == 200
+
+
+def test_a_stalled_body_gets_408(served: Any) -> None:
+    config = GatewayConfig(triton_url=served.grpc_url, body_timeout_s=1.0)
+    with GatewayServer(config) as gw:
+        sock = socket.create_connection((gw.host, gw.port))
+        try:
+            sock.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b'\r\nContent-Length: 100\r\n\r\n{"model": '
+            )
+            started = time.monotonic()
+            answer = _closed_with(sock, timeout_s=10)
+            assert answer.startswith(b"HTTP/1.1 408") and b"body took too long" in answer
+            assert 0.9 < time.monotonic() - started < 5
+        finally:
+            sock.close()
+        assert httpx.get(f"{gw.url}/health").status_code == 200
+
+
+def test_the_connection_cap_refuses_only_the_next_socket(served: Any) -> None:
+    config = GatewayConfig(triton_url=served.grpc_url, max_connections=5)
+    with GatewayServer(config) as gw:
+        idle = [socket.create_connection((gw.host, gw.port)) for _ in range(5)]
+        try:
+            time.sleep(0.3)
+            extra = socket.create_connection((gw.host, gw.port))
+            answer = _closed_with(extra, timeout_s=5)
+            extra.close()
+            assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer
         finally:
             for sock in idle:
+                sock.close()
+        wait_until(lambda: httpx.get(f"{gw.url}/health").status_code == 200, what="a free slot")
+
+
+def test_requests_in_flight_beyond_the_limit_get_503_with_retry_after(served: Any) -> None:
+    """The request limit counts requests being answered, never idle connections: one
+    request whose body is still coming holds the one slot."""
+    config = GatewayConfig(triton_url=served.grpc_url, limit_concurrency=1, max_concurrent=0)
+    with GatewayServer(config) as gw:
+        idle = [socket.create_connection((gw.host, gw.port)) for _ in range(20)]
+        slow = socket.create_connection((gw.host, gw.port))
+        try:
+            assert httpx.get(f"{gw.url}/health").status_code == 200  # idle ones hold nothing
+            slow.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            reply = httpx.get(f"{gw.url}/health")
+            assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+        finally:
+            for sock in [*idle, slow]:
                 sock.close()
         wait_until(lambda: httpx.get(f"{gw.url}/health").status_code == 200, what="a free slot")
 

@@ -43,8 +43,11 @@ $TRITONKIT_GATEWAY_API_KEY, the /metrics key from $TRITONKIT_GATEWAY_METRICS_KEY
 Limits: a body over --max-body-bytes gets 413, a prompt (or all messages) over
 --max-prompt-chars 400, a chat template that runs past --template-timeout or writes more
 than --template-max-chars 400; more than --max-concurrent generations in flight (or
---max-concurrent-per-key for one key) get 429, and beyond --limit-concurrency
-connections uvicorn answers 503. A 5xx names its request id (X-Request-ID) and the
+--max-concurrent-per-key for one key) get 429, and more than --limit-concurrency requests
+in flight 503. Connections are bounded apart from requests, so no one can deny the
+gateway by holding sockets open: past --max-connections a new one gets 503, and one that
+takes over --header-timeout for a request header (or a request over --body-timeout for
+its body) is closed with 408. A 5xx names its request id (X-Request-ID) and the
 details go to the log. --ssl-certfile and --ssl-keyfile serve HTTPS.
 
 examples:
@@ -197,8 +200,31 @@ def _limit_args(g: Any) -> None:
         type=int,
         default=c.DEFAULT_LIMIT_CONCURRENCY,
         metavar="N",
-        help="connections and tasks before uvicorn answers 503 (default "
+        help="HTTP requests in flight before 503 (default "
         f"{c.DEFAULT_LIMIT_CONCURRENCY}; above --max-concurrent; 0: no limit)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=c.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open connections before a new one gets 503 (default "
+        f"{c.DEFAULT_MAX_CONNECTIONS}, at most the file descriptors allow; 0: that limit only)",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=c.DEFAULT_HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="time a connection has to send a whole request header, however slowly it "
+        f"trickles, before 408 and close (default {c.DEFAULT_HEADER_TIMEOUT_S:g})",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=float,
+        default=c.DEFAULT_BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"time a request has to send its body (default {c.DEFAULT_BODY_TIMEOUT_S:g})",
     )
     g.add_argument(
         "--max-body-bytes",
@@ -289,6 +315,9 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         max_concurrent=args.max_concurrent,
         max_concurrent_per_key=args.max_concurrent_per_key,
         limit_concurrency=args.limit_concurrency,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         max_body_bytes=args.max_body_bytes,
         max_prompt_chars=args.max_prompt_chars,
         template_timeout_s=args.template_timeout,
