@@ -27,18 +27,27 @@ from tritonkit.errors import (
     APIRestricted,
     ClientError,
     ConnectionFailed,
+    EngineFailed,
     InvalidRequest,
     ModelNotFound,
+    ServerBusy,
     ServerStreamError,
     Timeout,
+)
+from tritonkit.model_repository.runtime.interface import (
+    ERROR_ENGINE_FAILED,
+    ERROR_SERVER_BUSY,
+    error_code,
 )
 
 __all__ = [
     "APIRestricted",
     "ClientError",
     "ConnectionFailed",
+    "EngineFailed",
     "InvalidRequest",
     "ModelNotFound",
+    "ServerBusy",
     "ServerStreamError",
     "Timeout",
     "error_message",
@@ -50,8 +59,13 @@ __all__ = [
 ]
 
 
-# Triton's words for a model it does not serve, over every protocol.
-_NOT_FOUND = re.compile(r"unknown model|has no available versions", re.I)
+# Triton's words for a model it does not serve, over every protocol: at the start of its
+# message (after a transport's "[StatusCode.X]"), never anywhere in it, since a model's
+# error may quote what the request sent (a stop word "unknown model", say).
+_NOT_FOUND = re.compile(
+    r"^\s*(?:\[[^\]]*\]\s*)?(?:Request for )?unknown model\b|^[^:]*has no available versions",
+    re.I,
+)
 
 # gRPC's own words for a connection that failed, and Triton's for a server going away.
 # Triton also answers UNAVAILABLE (HTTP 503) when it refuses an operation (a load without
@@ -85,6 +99,11 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     status (404), or None for an error response inside a stream.
     """
     code = str(status or "").rsplit(".", 1)[-1].upper()
+    coded = error_code(message)  # the entry model's own codes, never the request's words
+    if coded == ERROR_SERVER_BUSY:
+        return ServerBusy(message)
+    if coded == ERROR_ENGINE_FAILED:
+        return EngineFailed(message)
     if _RESTRICTED.search(message):
         return APIRestricted(f"{url} refused the call: {_first_line(message)}")
     if code.isdigit():
@@ -99,7 +118,7 @@ def from_triton(status: object, message: str, url: str) -> ClientError:
     if cls is Timeout:
         return Timeout(f"no answer from {url} within the timeout: {_first_line(message)}")
     if cls is None or cls is InvalidRequest:
-        cls = ModelNotFound if _NOT_FOUND.search(message) else InvalidRequest
+        cls = ModelNotFound if _NOT_FOUND.match(message) else InvalidRequest
     return cls(message)
 
 
@@ -125,9 +144,14 @@ def from_http(status: int, body: str | bytes, url: str) -> ClientError:
     """Map an HTTP error status and body (``{"error": ...}``, or an SSE ``data:`` line)."""
     triton = _triton_error(body)  # None: not Triton's JSON (a proxy, nothing behind it)
     message = triton or error_message(body) or f"HTTP {status} from {url}"
+    coded = error_code(message)
+    if coded == ERROR_SERVER_BUSY:
+        return ServerBusy(message)
+    if coded == ERROR_ENGINE_FAILED:
+        return EngineFailed(message)
     if _RESTRICTED.search(message):
         return APIRestricted(f"{url} refused the call: {_first_line(message)}")
-    if status == 404 or _NOT_FOUND.search(message):
+    if status == 404 or _NOT_FOUND.match(message):
         return ModelNotFound(message)
     if status in (502, 503, 504) and (triton is None or _UNAVAILABLE.search(message)):
         return ConnectionFailed(f"Triton at {url} is unavailable (HTTP {status}): {message}")

@@ -355,8 +355,10 @@ def _log_detail(request_id: str, error: APIError) -> None:
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     _log_detail(_request_id(request), exc)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers or None)
 
 
 async def _client_error(request: Request, exc: ClientError) -> JSONResponse:

@@ -31,6 +31,7 @@ from tritonkit.client.errors import (
     ConnectionFailed,
     InvalidRequest,
     ModelNotFound,
+    ServerBusy,
     Timeout,
 )
 
@@ -59,8 +60,10 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         detail: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers  # sent with the response (Retry-After)
         self.status = status
         self.message = message
         self.type = type
@@ -131,6 +134,10 @@ def from_client_error(exc: ClientError, request_id: str) -> APIError:
     broken streams become a generic 500 / 502 naming ``request_id`` (see the module).
     """
     message = str(exc)
+    if isinstance(exc, ServerBusy):
+        return APIError(
+            503, message, type="server_error", code="server_busy", headers={"Retry-After": "1"}
+        )
     if isinstance(exc, ModelNotFound):
         return APIError(404, message, param="model", code="model_not_found")
     if isinstance(exc, ConnectionFailed):

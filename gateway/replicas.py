@@ -12,6 +12,10 @@ health and metadata), an in-flight count and an up/down state. ``ReplicaPool``:
   is invisible. Once the first response has arrived the request stays where it is: a
   replica that dies then ends the stream with an error (the app sends it as an error
   event), never a retry that would repeat text already sent;
+* treats an ``engine_failed`` error (``EngineFailed``: the entry model gave up, while
+  Triton still reports it ready) as the replica's failure: down for ``probe_max_s`` and
+  the request retried elsewhere; a ``server_busy`` one (its wait queue is full) is
+  retried on another replica, and when all are full the client gets 503 + Retry-After;
 * re-probes down replicas in the background (Triton's server_ready, else model_ready of
   the models asked for so far), with a backoff from ``probe_min_s`` doubling to
   ``probe_max_s``; when none is up, a request probes them all at once before it gives up
@@ -41,7 +45,9 @@ from tritonkit.client import AsyncLLMClient, StreamChunk
 from tritonkit.client.errors import (
     ClientError,
     ConnectionFailed,
+    EngineFailed,
     ModelNotFound,
+    ServerBusy,
     ServerStreamError,
     Timeout,
 )
@@ -258,8 +264,8 @@ class ReplicaPool:
             await self.probe_down_now()  # one may be back before its next scheduled probe
             replica = self.pick(tried)
         if replica is None:
-            if isinstance(last, ModelNotFound):
-                raise last
+            if isinstance(last, ModelNotFound | ServerBusy):
+                raise last  # every replica answered: not found, or all of them full
             raise self._unavailable(last)
         return replica
 
@@ -373,6 +379,16 @@ class ReplicaPool:
     async def _failed(self, replica: Replica, model: str, exc: ClientError) -> bool:
         """Whether the request may go to another replica (nothing of it reached the user
         yet); marks this one down if it is."""
+        if isinstance(exc, EngineFailed):
+            # Its Triton reports the model ready, but the engine gave up: without this it
+            # answers fastest and draws most of the traffic. Down until a probe; then one
+            # request finds out again, and goes elsewhere too.
+            replica.set_up(False, f"{replica.url}: {exc}")
+            replica.backoff_s = self.probe_max_s
+            replica.next_probe = time.monotonic() + self.probe_max_s
+            return True
+        if isinstance(exc, ServerBusy):
+            return True  # its queue is full; another replica may have room
         if isinstance(exc, ConnectionFailed) and not is_restricted(exc):
             replica.set_up(False, str(exc))
             self._schedule_probe(replica)

@@ -97,6 +97,7 @@ def entry_config(
     execution_provider: str = "cuda",
     chat_template: str | None = None,
     prefill_chunk: int = 128,
+    max_waiting: int = 256,
 ) -> Any:
     """The decoupled python-backend entry model's config.
 
@@ -112,6 +113,7 @@ def entry_config(
         "execution_provider": execution_provider if target == "gpu" else "cpu",
         "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
         "prefill_chunk": str(prefill_chunk),  # prompt tokens per loop iteration
+        "max_waiting": str(max_waiting),  # requests waiting for a row; more: server_busy
     }
     if chat_template is not None:
         values["chat_template"] = chat_template

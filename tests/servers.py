@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit.model_repository import config as cfg
+from tritonkit.model_repository.runtime.interface import (
+    ERROR_ENGINE_FAILED,
+    ERROR_SERVER_BUSY,
+    coded_error,
+)
 from tritonkit.serve import TritonServer
 
 # The toy model's source: a decoupled python-backend "llm" that echoes the prompt's
@@ -88,6 +93,8 @@ def wait_until(check: Any, timeout_s: float = 15.0, what: str = "condition") -> 
 # response; "fails_midway" sends an error response; the "cancelled" ones end with an
 # empty final response, which is how the real entry model ends a request the server
 # cancelled (shutdown, unload, a client gone): over HTTP the stream just closes.
+ENGINE_FAILED = coded_error(ERROR_ENGINE_FAILED, "the model cannot generate: toy; reload it")
+SERVER_BUSY = coded_error(ERROR_SERVER_BUSY, "256 requests are already waiting; retry shortly")
 MISBEHAVING_MODELS = {
     "stall": (1, ""),
     "fails_midway": (
@@ -105,6 +112,19 @@ MISBEHAVING_MODELS = {
         0,
         """
             sender.send(flags=FINAL)""",
+    ),
+    # What the entry model sends once its scheduler gave up, and when its queue is full.
+    "engine_failed": (
+        0,
+        f"""
+            error = pb_utils.TritonError({ENGINE_FAILED!r})
+            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)""",
+    ),
+    "server_busy": (
+        0,
+        f"""
+            error = pb_utils.TritonError({SERVER_BUSY!r})
+            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)""",
     ),
 }
 MISBEHAVING_MODEL = """

@@ -469,3 +469,19 @@ def test_cli_health_and_models(server: TritonServer, capsys: pytest.CaptureFixtu
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["MODEL", "VERSION", "STATE", "REASON"]
     assert lines[1].split() == ["llm", "1", "READY"]
+
+
+def test_coded_errors_are_classified_by_their_code_never_by_request_text():
+    from tritonkit.client.errors import from_http, from_triton
+    from tritonkit.errors import EngineFailed, InvalidRequest, ModelNotFound, ServerBusy
+
+    assert isinstance(from_triton(None, "server_busy: 256 requests are waiting", "h:1"), ServerBusy)
+    engine = "[StatusCode.INTERNAL] engine_failed: the model cannot generate"
+    assert isinstance(from_triton("StatusCode.INTERNAL", engine, "h:1"), EngineFailed)
+    assert isinstance(from_http(500, '{"error": "engine_failed: gave up"}', "h:1"), EngineFailed)
+    assert isinstance(from_http(500, '{"error": "server_busy: full"}', "h:1"), ServerBusy)
+    # A request's own words quoted in an error never pick its class.
+    echoed = "stop_words entry 'unknown model' is longer than 64 characters"
+    assert isinstance(from_triton(None, echoed, "h:1"), InvalidRequest)
+    assert isinstance(from_triton(None, "bad input: server_busy: no", "h:1"), InvalidRequest)
+    assert isinstance(from_triton(None, "Request for unknown model: 'x'", "h:1"), ModelNotFound)

@@ -492,6 +492,80 @@ def test_a_stream_cut_before_any_text_is_answered_by_another_replica(
     assert whole.endswith("one two") and streamed == " one two"
 
 
+def _same_model_elsewhere(folder: Path, model: str) -> Path:
+    """A repository serving the toy llm under ``model``'s name."""
+    repo = folder / "repository"
+    shutil.copytree(TOY_REPOSITORY / "llm", repo / model,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    config = repo / model / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "llm"', f'name: "{model}"'))
+    return repo
+
+
+def test_a_replica_whose_engine_gave_up_is_marked_down_and_skipped(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Two real Tritons: "broken" reports the model ready but every request fails with
+    engine_failed (what a scheduler that gave up answers); "good" serves it. The request
+    is answered by "good", "broken" goes down and draws no more traffic."""
+    model = "engine_failed"
+    broken_repo = misbehaving_repository(tmp_path_factory.mktemp("broken") / "repository")
+    good_repo = _same_model_elsewhere(tmp_path_factory.mktemp("good"), model)
+    with toy_server(broken_repo) as broken, toy_server(good_repo) as good:
+
+        async def scenario() -> list[str]:
+            pool = ReplicaPool([broken.grpc_url, good.grpc_url])
+            try:
+                pool.replicas[good.grpc_url].in_flight = 10**6  # so "broken" is tried first
+                answers = [(await pool.generate(model, "one two")).text]
+                pool.replicas[good.grpc_url].in_flight = 0
+                assert not pool.replicas[broken.grpc_url].up
+                assert "engine_failed" in (pool.replicas[broken.grpc_url].down_reason or "")
+                tried = pool.replicas[broken.grpc_url].requests
+                for _ in range(4):  # least-in-flight would pick "broken" half the time
+                    chunks = [c async for c in pool.stream_events(model, "one two")]
+                    answers.append("".join(c.text for c in chunks))
+                assert pool.replicas[broken.grpc_url].requests == tried  # never chosen again
+                return answers
+            finally:
+                await pool.close()
+
+        answers = asyncio.run(scenario())
+    assert answers[0].endswith("one two") and answers[1:] == [" one two"] * 4
+
+
+def test_a_full_queue_is_retried_elsewhere_and_all_full_is_503_retry_after(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tritonkit.errors import ServerBusy
+    from tritonkit.gateway.http_errors import from_client_error
+
+    model = "server_busy"
+    busy_repo = misbehaving_repository(tmp_path_factory.mktemp("busy") / "repository")
+    good_repo = _same_model_elsewhere(tmp_path_factory.mktemp("roomy"), model)
+    with toy_server(busy_repo) as busy, toy_server(good_repo) as good:
+
+        async def scenario() -> None:
+            pool = ReplicaPool([busy.grpc_url, good.grpc_url])
+            try:
+                pool.replicas[good.grpc_url].in_flight = 10**6
+                assert (await pool.generate(model, "one two")).text.endswith("one two")
+                assert pool.replicas[busy.grpc_url].up  # busy is not broken
+            finally:
+                await pool.close()
+            only_busy = ReplicaPool([busy.grpc_url])
+            try:
+                with pytest.raises(ServerBusy) as info:
+                    await only_busy.generate(model, "one two")
+            finally:
+                await only_busy.close()
+            error = from_client_error(info.value, "req-1")
+            assert error.status == 503 and error.code == "server_busy"
+            assert error.headers == {"Retry-After": "1"}
+
+        asyncio.run(scenario())
+
+
 def test_no_replica_up_is_one_line_503() -> None:
     closed = [f"127.0.0.1:{p}" for p in free_ports(2)]
     with GatewayServer(GatewayConfig(triton_urls=tuple(closed))) as gw:

@@ -311,3 +311,50 @@ def test_requests_wait_for_a_free_row_and_never_fit_is_refused(engine, alone):
     drain(scheduler)
     assert final(out).finish_reason == "length" and final(out).error is None
     assert len(req.prompt_ids) + final(out).num_output_tokens == Engine.CONTEXT
+
+
+def test_a_full_wait_queue_refuses_at_once_with_server_busy(engine, alone):
+    from tritonkit.model_repository.runtime.interface import ERROR_SERVER_BUSY, error_code
+
+    scheduler = engine.scheduler(max_waiting=3)
+    outs = []
+    for _ in range(5):  # nothing runs yet: all of them wait
+        req, out = engine.request(PROMPTS[0])
+        scheduler.submit(req)
+        outs.append(out)
+    assert len(scheduler._waiting) == 3
+    refused = [final(o).error for o in outs[3:]]
+    assert all(e and error_code(e) == ERROR_SERVER_BUSY for e in refused), refused
+    assert "3 requests are already waiting" in refused[0]
+    drain(scheduler)
+    assert [final(o).text for o in outs[:3]] == [alone[PROMPTS[0]]] * 3
+
+
+def test_cancelled_requests_leave_the_wait_queue_before_taking_a_row(engine, monkeypatch):
+    from tritonkit.model_repository.runtime import scheduler as sched
+
+    monkeypatch.setattr(sched, "WAITING_SCAN_S", 0.0)
+    scheduler = engine.scheduler(max_waiting=100)
+    waiting = []
+    for i in range(30):  # more than the 8 rows: 22 wait
+        req, out = engine.request(PROMPTS[i % 3], max_tokens=4, min_tokens=4)
+        req._is_cancelled = lambda i=i: i >= 8  # the clients of all but the first 8 left
+        req._cancel_checked = -1e9
+        scheduler.submit(req)
+        waiting.append((req, out))
+    scheduler.run_once()  # 8 admitted; the 22 cancelled ones are dropped from the queue
+    assert len(scheduler._waiting) == 0
+    assert all(final(out).cancelled for _req, out in waiting[8:])
+    drain(scheduler)
+    assert all(final(out).error is None for _req, out in waiting[:8])
+    assert not any(final(out).text for _req, out in waiting[8:])  # never prefilled
+
+
+def test_a_scheduler_that_gave_up_says_engine_failed(engine, monkeypatch):
+    from tritonkit.model_repository.runtime.interface import ERROR_ENGINE_FAILED, error_code
+
+    scheduler = engine.scheduler()
+    scheduler._give_up("the decode kept failing")
+    req, out = engine.request(PROMPTS[0])
+    scheduler.submit(req)
+    assert error_code(final(out).error or "") == ERROR_ENGINE_FAILED

@@ -18,7 +18,9 @@
     │   ├── Timeout                 no answer within the client's timeout
     │   ├── ModelNotFound           the server has no such model, or it is not loaded
     │   ├── InvalidRequest          the server or the model rejected the request (its message)
+    │   ├── ServerBusy              the model's wait queue is full: retry shortly (503)
     │   └── ServerStreamError       a response stream broke off or could not be read
+    │       └── EngineFailed        the model instance cannot generate any more: another replica
     ├── BlobError                   Azure Blob Storage (or Azurite) refused or failed
     │   ├── BlobAuthError           the credentials were rejected (wrong key, expired SAS, no role)
     │   ├── ContainerNotFound       the container does not exist
@@ -115,6 +117,15 @@ class InvalidRequest(ClientError):
 
 class ServerStreamError(ClientError):
     """A response stream broke off before its final response, or was not readable."""
+
+
+class ServerBusy(ClientError):
+    """The model's wait queue is full (the entry model's ``server_busy``): retry shortly."""
+
+
+class EngineFailed(ServerStreamError):
+    """The model instance gave up generating (``engine_failed``): its server reports it
+    ready, but every request fails; send them to another replica."""
 
 
 class BenchError(TritonkitError):

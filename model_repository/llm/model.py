@@ -39,7 +39,12 @@ from tritonkit_runtime.layout import (
 from tritonkit_runtime.metrics import BufferedMetrics
 from tritonkit_runtime.params import RequestError, parse_request
 from tritonkit_runtime.responder import Responder
-from tritonkit_runtime.scheduler import DEFAULT_PREFILL_CHUNK, Scheduler, StepStats
+from tritonkit_runtime.scheduler import (
+    DEFAULT_MAX_WAITING,
+    DEFAULT_PREFILL_CHUNK,
+    Scheduler,
+    StepStats,
+)
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -126,6 +131,7 @@ class TritonPythonModel:
             max_batch_size=max_batch,
             prefill_chunk=int(params.get("prefill_chunk") or DEFAULT_PREFILL_CHUNK),
             on_step=self._on_step,
+            max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
         )
         self.responder = Responder(
             self._send,

@@ -13,9 +13,30 @@ Runs inside the Triton container (copied with the runtime): standard library and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+# Errors a client must tell apart begin with one of these codes and ": " (written by the
+# entry model, before any text a request supplied, so no request can forge them); clients
+# classify by the code, never by the words after it.
+ERROR_SERVER_BUSY = "server_busy"  # the wait queue is full: retry shortly, here or elsewhere
+ERROR_ENGINE_FAILED = "engine_failed"  # this instance cannot generate: try another replica
+ERROR_CODES = (ERROR_SERVER_BUSY, ERROR_ENGINE_FAILED)
+_CODED = re.compile(rf"^\s*(?:\[[^\]]*\]\s*)?({'|'.join(ERROR_CODES)}): ")
+
+
+def coded_error(code: str, message: str) -> str:
+    """``message`` as the entry model sends it under ``code``."""
+    return f"{code}: {message}"
+
+
+def error_code(message: str) -> str | None:
+    """The code a coded error message starts with (a transport's ``[StatusCode.X]``
+    prefix allowed), or None."""
+    match = _CODED.match(message)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ step for every running request. A long prompt therefore never stalls the running
 for longer than one chunk. Each request keeps its own row and sampling settings; the
 engine (``engines.py``) owns the KV cache.
 
+The wait queue is bounded (``max_waiting``): past it a request is refused at once with a
+``server_busy`` error (the gateway answers 503 with Retry-After), and a request whose
+client went away while it waited is dropped from the queue (scanned about once a second)
+instead of taking a row and a prefill later.
+
 Faults stay with their request: a row whose logits are not finite, or whose sampling or
 output fails, gets an error alone and the batch goes on; only a failure of the engine's
 decode fails the rows it was stepping. If the loop fails outside those guards
@@ -31,9 +36,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from .engines import Engine
+from .interface import ERROR_ENGINE_FAILED, ERROR_SERVER_BUSY, coded_error
 
 MAX_LOOP_FAILURES = 3  # consecutive unexpected loop failures before the scheduler gives up
 DEFAULT_PREFILL_CHUNK = 128  # prompt tokens per iteration (a config parameter)
+DEFAULT_MAX_WAITING = 256  # requests waiting for a row; one more is refused (server_busy)
+# How often the waiting queue is asked about cancellations: each question is an IPC round
+# trip, so a full queue is scanned about once a second, not every step.
+WAITING_SCAN_S = 1.0
 
 
 class Schedulable(Protocol):
@@ -91,9 +101,14 @@ class Scheduler:
         max_batch_size: int = 16,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         on_step: Callable[[StepStats], None] | None = None,
+        max_waiting: int = DEFAULT_MAX_WAITING,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
+        if max_waiting < 1:
+            raise ValueError(f"max_waiting must be >= 1, got {max_waiting}")
+        self.max_waiting = max_waiting
+        self._waiting_scanned = 0.0
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
@@ -134,11 +149,15 @@ class Scheduler:
         """Queue ``seq``; it gets a row at the next step (or fails at once when the
         scheduler is ``broken``)."""
         with self._cv:
-            if self.broken is None:
+            if self.broken is None and len(self._waiting) < self.max_waiting:
                 self._waiting.append(seq)
                 self._cv.notify()
                 return
-        _fail(seq, self.broken)
+            why = self.broken or coded_error(
+                ERROR_SERVER_BUSY,
+                f"{len(self._waiting)} requests are already waiting for this model; retry shortly",
+            )
+        _fail(seq, why)
 
     @property
     def pending(self) -> int:
@@ -239,6 +258,27 @@ class Scheduler:
                 self._drop(row, f"generation failed: {exc}")
 
     def _drop_cancelled(self) -> None:
+        now = time.monotonic()
+        if self._waiting and now - self._waiting_scanned >= WAITING_SCAN_S:
+            self._waiting_scanned = now
+            with self._cv:
+                waiting = list(self._waiting)
+            gone = []
+            for seq in waiting:
+                try:
+                    if seq.cancelled():
+                        gone.append(seq)
+                except Exception:  # asking about one client must not stop the others
+                    gone.append(seq)
+            if gone:
+                dropped = {id(seq) for seq in gone}
+                with self._cv:
+                    self._waiting = collections.deque(
+                        seq for seq in self._waiting if id(seq) not in dropped
+                    )
+                for seq in gone:
+                    with contextlib.suppress(Exception):
+                        seq.finish_cancelled()
         for row in [*self._prefilling, *self._running]:
             try:
                 if row.seq.cancelled():
@@ -267,7 +307,10 @@ class Scheduler:
     def _give_up(self, why: str) -> None:
         """Stop for good: fail what waits, and make every later ``submit`` fail at once."""
         with self._cv:
-            self.broken = f"the model cannot generate: {why}; reload it (or restart the server)"
+            self.broken = coded_error(
+                ERROR_ENGINE_FAILED,
+                f"the model cannot generate: {why}; reload it (or restart the server)",
+            )
             waiting, self._waiting = list(self._waiting), collections.deque()
         for seq in waiting:
             _fail(seq, self.broken)
