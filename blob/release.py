@@ -163,7 +163,7 @@ def _path_problem(path: object, models: dict[str, list[int]]) -> str | None:
     if rest == CONFIG:
         return None
     version, _, inner = rest.partition("/")
-    if not version.isdigit() or int(version) not in models[model]:
+    if not (version.isascii() and version.isdigit()) or int(version) not in models[model]:
         return "is not inside a listed version"
     return None if inner == MANIFEST else check_relative_path(inner)
 
@@ -222,7 +222,7 @@ def verify_release_dir(path: str | Path, sha256: str | None = None) -> Release:
                 hint = (
                     " (a folder of another release? download releases/"
                     f"{release_folder(release.release)}/ by itself)"
-                    if key.isdigit()
+                    if key.isascii() and key.isdigit()
                     else ""
                 )
                 raise ChecksumError(

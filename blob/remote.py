@@ -77,15 +77,20 @@ class RemoteModel:
         return self.complete[-n:]
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is true and ``int("²")`` raises."""
+    return text.isascii() and text.isdigit()
+
+
 def _parse(rel: str) -> tuple[str, int | None, str] | None:
     """``MODEL/N/path`` -> (MODEL, N, path); ``MODEL/N.claim`` -> (MODEL, N, ".claim")."""
     model, _, rest = rel.partition("/")
     if not rest:
         return None
     head, _, path = rest.partition("/")
-    if head.isdigit() and path:
+    if _digits(head) and path:
         return model, int(head), path
-    if head.endswith(CLAIM_SUFFIX) and head[: -len(CLAIM_SUFFIX)].isdigit() and not path:
+    if head.endswith(CLAIM_SUFFIX) and _digits(head[: -len(CLAIM_SUFFIX)]) and not path:
         return model, int(head[: -len(CLAIM_SUFFIX)]), CLAIM_SUFFIX
     if rest == CONFIG:
         return model, None, CONFIG

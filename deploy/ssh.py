@@ -28,6 +28,7 @@ from tritonkit.versions import TRITON_TAG
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # a Docker image reference
 IMAGE = "tritonkit-triton:{tag}"
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's tag grammar: no shell
 CPU_IMAGE = "tritonkit-cpu:latest"
 
 
@@ -90,6 +91,10 @@ def plan_deploy(
     """
     if not HOST_RE.match(host):
         raise UsageError(f"host {host!r} is not USER@HOST (for example azureuser@20.1.2.3)")
+    if not TAG_RE.fullmatch(tag):
+        raise UsageError(
+            f"--tag {tag!r} is not an image tag (letters, digits, '_', '.', '-'; at most 128)"
+        )
     project = _checked_project(project_dir, cpu)
     name = context or "tritonkit-" + re.sub(r"[^A-Za-z0-9_.-]", "-", host.split("@", 1)[1])
     if cpu:
@@ -163,9 +168,11 @@ def _copy_keys_step(host: str, project: Path) -> Step:
         )
     return Step(
         "copy the gateway's API keys to the VM (~/.tritonkit, a folder only you can open)",
-        # The folder keeps other users out; the file itself must be readable by the
-        # gateway's non-root user, which sees it through a bind mount.
-        shell=f"ssh ssh://{host} 'umask 077 && mkdir -p .tritonkit && umask 022 && cat > "
+        # The folder keeps other users out (made private even when it existed before);
+        # the file itself must be readable by the gateway's non-root user, which sees it
+        # through a bind mount, where the folder's mode does not apply.
+        shell=f"ssh ssh://{host} 'umask 077 && mkdir -p .tritonkit && chmod 0700 .tritonkit && "
+        "umask 022 && cat > "
         ".tritonkit/gateway_api_keys.txt && chmod 0644 .tritonkit/gateway_api_keys.txt && "
         f'echo "$PWD/.tritonkit/gateway_api_keys.txt"\' < {shlex.quote(str(keys_path))}',
         sets_env="GATEWAY_API_KEYS_FILE",

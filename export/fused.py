@@ -61,13 +61,21 @@ def _cuda_onnxruntime() -> bool:
 # (onnxruntime has no float32 GroupQueryAttention on CUDA), and bfloat16 needs KV rows
 # numpy cannot hold: both are served as the concat graph instead.
 FUSED_DTYPES = {"cpu": ("float32",), "cuda": ("float16",)}
+GQA_HEAD_MULTIPLE = 16  # onnxruntime's GroupQueryAttention refuses other head sizes
 
 
-def fused_refusal(model_type: str, dtype: str, device: str) -> str | None:
-    """Why the fused graph cannot be had for this architecture, dtype and device (None
-    when it can, installs aside)."""
+def fused_refusal(
+    model_type: str, dtype: str, device: str, head_dim: int | None = None
+) -> str | None:
+    """Why the fused graph cannot be had for this architecture, dtype, device and head
+    size (None when it can, installs aside)."""
     if model_type not in FUSED_ARCHITECTURES:
         return f"--graph fused supports {', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}"
+    if head_dim is not None and head_dim % GQA_HEAD_MULTIPLE:
+        return (
+            f"--graph fused needs a head size that is a multiple of {GQA_HEAD_MULTIPLE} "
+            f"(onnxruntime's GroupQueryAttention), and this model's is {head_dim}"
+        )
     if dtype not in FUSED_DTYPES.get(device, ()):
         allowed = FUSED_DTYPES.get(device, ())
         why = {
@@ -83,7 +91,11 @@ def fused_refusal(model_type: str, dtype: str, device: str) -> str | None:
 
 
 def choose_graph(
-    requested: str, model_type: str, dtype: str = "float32", device: str = "cpu"
+    requested: str,
+    model_type: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    head_dim: int | None = None,
 ) -> str:
     """``fused`` or ``concat`` for ``requested`` (``auto``, ``fused`` or ``concat``).
 
@@ -98,7 +110,7 @@ def choose_graph(
         raise UsageError(f"unknown graph {requested!r}; choose one of {', '.join(GRAPHS)}")
     if requested == CONCAT:
         return CONCAT
-    refusal = fused_refusal(model_type, dtype, device)
+    refusal = fused_refusal(model_type, dtype, device, head_dim)
     # The fused graph is verified by running it where it will serve: on a GPU that needs
     # onnxruntime-gpu (the concat graph is verified against PyTorch on the CPU too).
     available = builder_available() and (device != "cuda" or _cuda_onnxruntime())

@@ -348,7 +348,8 @@ def _graph_kind(
             f"--quantize int4 needs the fused graph, which supports "
             f"{', '.join(FUSED_ARCHITECTURES)}, not {model_type!r}: export it unquantized"
         )
-    return choose_graph("fused" if quantize else graph, model_type, dtype, device)
+    head_dim = dims_of(loaded.model.config).head_dim
+    return choose_graph("fused" if quantize else graph, model_type, dtype, device, head_dim)
 
 
 def _write_graph(

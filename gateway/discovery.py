@@ -29,7 +29,7 @@ def split_host_port(value: str) -> tuple[str, int]:
     """
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT")
     if any(c.isspace() or c in "/@?#" for c in host):
         raise ValueError(f"{value!r} is not HOST:PORT")

@@ -353,3 +353,12 @@ def test_publish_refuses_a_link_out_of_the_version_folder(
     with pytest.raises(RepositoryError, match="outside"):
         publish_repository(repo, store)
     assert store.read("llm", 1, "notes.txt") is None
+
+
+def test_names_with_non_ascii_digits_are_not_versions():
+    """``"²".isdigit()`` is true and ``int("²")`` raises: such a blob name is ignored."""
+    from tritonkit.blob.remote import _parse
+
+    assert _parse("llm/²/model.py") is None
+    assert _parse("llm/².claim") is None
+    assert _parse("llm/3/model.py") == ("llm", 3, "model.py")

@@ -339,3 +339,37 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     assert ref == {"model": "llm_decoder", "version": 1}
     with pytest.raises(UsageError, match="--engine"):
         build_repository(export, tmp_path / "x", target="gpu", backend="tensorrt")
+
+
+def test_a_tag_that_is_not_a_tag_is_refused_before_any_shell_sees_it(project, tmp_path):
+    from tritonkit.deploy import plan_deploy
+
+    marker = tmp_path / "ran"
+    for tag in (f"x$(touch {marker})", "a b", "x;ls", "", "-rm"):
+        with pytest.raises(UsageError, match="is not an image tag"):
+            plan_deploy("me@vm.example.org", project, ship_image=True, tag=tag)
+    assert not marker.exists()
+    assert plan_deploy("me@vm.example.org", project, ship_image=True, tag="26.08").steps
+
+
+def test_the_keys_folder_on_the_vm_is_made_private_even_when_it_existed(project, tmp_path):
+    """The copy step's shell runs for real, with ``ssh`` stood in by a script that runs
+    the remote command in a stand-in home folder (no VM here; test_stack.py runs it over a
+    real sshd)."""
+    from tritonkit.deploy import plan_deploy
+
+    home = tmp_path / "home"
+    (home / ".tritonkit").mkdir(parents=True)
+    (home / ".tritonkit").chmod(0o755)  # left open by an earlier hand-made setup
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "ssh").write_text(f'#!/bin/sh\ncd {home} && eval "$2"\n')
+    (stubs / "ssh").chmod(0o755)
+    step = plan_deploy("me@vm.example.org", project).steps[2]
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", step.shell], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (home / ".tritonkit").stat().st_mode & 0o777 == 0o700
+    keys = home / ".tritonkit" / "gateway_api_keys.txt"
+    assert keys.read_text() == "k\n" and keys.stat().st_mode & 0o777 == 0o644
+    assert proc.stdout.strip().endswith(".tritonkit/gateway_api_keys.txt")

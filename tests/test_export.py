@@ -216,3 +216,17 @@ def test_cli_prints_one_line_error(tmp_path):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tritonkit: error: model folder")
+
+
+def test_a_head_size_grouped_query_attention_refuses_gets_the_concat_graph(
+    tmp_path, tiny_model_folder
+):
+    """A small custom Llama with head size 8: auto exports the graph that runs (concat);
+    --graph fused refuses it up front in one line (onnxruntime would refuse the graph)."""
+    from tritonkit.errors import UsageError
+
+    src = str(tiny_model_folder("llama", num_attention_heads=8, num_key_value_heads=2))
+    result = main_export(src, tmp_path / "auto")
+    assert result.report["graph"] == "concat" and result.passed
+    with pytest.raises(UsageError, match=r"multiple of 16.*this model's is 8"):
+        main_export(src, tmp_path / "fused", graph="fused")
