@@ -225,24 +225,21 @@ def check_result(
 def greedy_against_transformers(
     model: Any, prompt_ids: list[int], tokens: list[int], device: str = "cpu"
 ) -> GreedyResult:
-    """Compare ``tokens`` (a greedy decode of ``prompt_ids`` by the graph) with
-    ``transformers`` ``generate`` of as many tokens (EOS ignored, so both run the length)."""
-    from transformers import GenerationConfig
-
-    ids = torch.tensor([prompt_ids])  # (1, P)
-    n, new_tokens = ids.shape[1], len(tokens)
-    config = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        eos_token_id=None,
-        pad_token_id=model.config.pad_token_id or 0,
-    )
+    """Compare ``tokens`` (a greedy decode of ``prompt_ids`` by the graph: the plain argmax
+    at every step) with the PyTorch model's own plain argmax decode of as many tokens,
+    through its KV cache. Like with like: ``generate`` would apply the model's generation
+    config (``min_new_tokens`` suppresses its EOS, whatever ``eos_token_id`` says), and a
+    model whose greedy path reaches EOS early would then fail a correct graph."""
+    n, new_tokens = len(prompt_ids), len(tokens)
+    ref_tokens: list[int] = []
+    step = torch.tensor([prompt_ids], device=device)  # (1, P), then (1, 1)
+    past = None
     with torch.no_grad():
-        ref = model.generate(
-            ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=config
-        )
-    ref_tokens = [int(t) for t in ref[0, n:].tolist()]
+        while len(ref_tokens) < new_tokens:
+            out = model(step, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            ref_tokens.append(int(out.logits[0, -1].argmax()))
+            step = torch.tensor([[ref_tokens[-1]]], device=device)
     mismatch = next(
         (i for i, (a, r) in enumerate(zip(tokens, ref_tokens)) if a != r),
         None if len(tokens) == len(ref_tokens) else min(len(tokens), len(ref_tokens)),

@@ -127,7 +127,9 @@ class _Gateway:
         self.keys = keys
         self.metrics = metrics
         self.config = config
-        self.metrics_keys = KeyChecker(config.metrics_keys)
+        # /metrics lists replica addresses: its own keys, else the API keys; open only
+        # when the gateway has no keys at all (a loopback development setup).
+        self.metrics_keys = KeyChecker(config.metrics_keys or config.api_keys)
         self.limiter = Limiter(config.max_concurrent, metrics.in_flight)
         self.key_limiter = KeyLimiter(config.max_concurrent_per_key)
         self.renderer = TemplateRenderer(config.template_timeout_s, config.template_max_chars)
@@ -158,17 +160,13 @@ class _Gateway:
         if not await self.pool.admin_call(ready):
             raise APIError(
                 503,
-                f"Triton at {asked[-1]} is up but not ready: its models are still loading or "
-                "failed",
+                "Triton is up but not ready: its models are still loading or failed",
                 type="server_error",
                 code="triton_unavailable",
+                detail=f"{asked[-1]} is not ready",
             )
-        return {
-            "status": "ok",
-            "triton": asked[-1],
-            "replicas": len(self.pool),
-            "replicas_up": self.pool.up_count,
-        }
+        # No addresses: /health answers anyone (load balancers, probes) without a key.
+        return {"status": "ok", "replicas": len(self.pool), "replicas_up": self.pool.up_count}
 
     async def render_metrics(self, request: Request) -> Response:
         if not self.metrics_keys.allows(presented_key(request.headers)):

@@ -121,6 +121,15 @@ def internal(
     )
 
 
+_ADDRESS = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://)?[\w.-]+:\d{2,5}\b|\[[0-9a-f:]+\]:\d+", re.I)
+
+
+def _without_addresses(message: str) -> str:
+    """``message``'s first line with every HOST:PORT (a replica's address) taken out."""
+    first = message.strip().splitlines()[0] if message.strip() else "unreachable"
+    return _ADDRESS.sub("(a replica)", first)[:200]
+
+
 def is_restricted(exc: ClientError) -> bool:
     """Whether Triton refused the call because its API is restricted to a key
     (``--grpc-restricted-protocol``): the server is up, the gateway lacks the key."""
@@ -140,15 +149,25 @@ def from_client_error(exc: ClientError, request_id: str) -> APIError:
         )
     if isinstance(exc, ModelNotFound):
         return APIError(404, message, param="model", code="model_not_found")
-    if isinstance(exc, ConnectionFailed):
+    if isinstance(exc, ConnectionFailed):  # Triton's address stays in the log (detail)
         if is_restricted(exc):  # Triton's --grpc-restricted-protocol
-            message = (
-                f"{message}; the gateway needs only Triton's health, metadata, model-config "
-                "and inference APIs: give it --model-map ID=MODEL or --repository so it does "
-                "not list Triton's models, or lift that restriction"
+            hint = (
+                "Triton refused the gateway's call (an API restricted to its admin key); the "
+                "gateway needs only Triton's health, metadata, model-config and inference "
+                "APIs: give it --model-map ID=MODEL or --repository so it does not list "
+                "Triton's models, or lift that restriction"
             )
-            return APIError(503, message, type="server_error", code="triton_restricted")
-        return APIError(503, message, type="server_error", code="triton_unavailable")
+            return APIError(
+                503, hint, type="server_error", code="triton_restricted", detail=message
+            )
+        return APIError(
+            503,
+            f"cannot reach Triton: {_without_addresses(message)} (request id {request_id}; "
+            "the gateway's log has the details)",
+            type="server_error",
+            code="triton_unavailable",
+            detail=message,
+        )
     if isinstance(exc, Timeout):
         return APIError(504, message, type="server_error", code="timeout")
     if isinstance(exc, InvalidRequest):

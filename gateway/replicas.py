@@ -270,11 +270,14 @@ class ReplicaPool:
         return replica
 
     def _unavailable(self, last: ClientError | None) -> APIError:
+        """The client's 503: counts only; which replicas and why go to the log (``detail``),
+        since the answer may reach callers who should not learn internal addresses."""
         if not self.replicas:
+            message = "no Triton replica: the gateway's discovery finds no address"
             host, port = self.discover or ("?", 0)
-            message = (
-                f"no Triton replica: {host} resolves to no address (port {port}); check that "
-                "Triton pods are ready behind that headless Service, or give --triton-url"
+            detail = (
+                f"{host} resolves to no address (port {port}); check that Triton pods are "
+                "ready behind that headless Service, or give --triton-url"
             )
         else:
             down = [r for r in self.replicas.values() if not r.available]
@@ -282,11 +285,11 @@ class ReplicaPool:
             if last is not None and str(last) not in reasons:
                 reasons = f"{last}; {reasons}"
             message = (
-                f"no Triton replica is up ({len(down)} of {len(self.replicas)} down: {reasons}); "
-                "start Triton or fix --triton-url/--triton-discover; down replicas are "
-                f"re-probed every {self.probe_max_s:g} s at most"
+                f"no Triton replica is up ({len(down)} of {len(self.replicas)} down); "
+                f"retry shortly (down replicas are re-probed every {self.probe_max_s:g} s at most)"
             )
-        return APIError(503, message, type="server_error", code="triton_unavailable")
+            detail = f"{reasons}; start Triton or fix --triton-url/--triton-discover"
+        return APIError(503, message, type="server_error", code="triton_unavailable", detail=detail)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -230,3 +230,33 @@ def test_a_head_size_grouped_query_attention_refuses_gets_the_concat_graph(
     assert result.report["graph"] == "concat" and result.passed
     with pytest.raises(UsageError, match=r"multiple of 16.*this model's is 8"):
         main_export(src, tmp_path / "fused", graph="fused")
+
+
+def test_the_greedy_check_compares_like_with_like_when_the_model_reaches_eos(
+    tmp_path, tiny_model_folder
+):
+    """A model whose greedy path reaches its EOS at the third new token: the graph and the
+    reference both take the plain argmax, so a correct graph passes (``generate`` with
+    min_new_tokens suppressed that EOS on one side only, and refused the export)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tritonkit.export.onnx_export import GREEDY_PROMPT
+
+    src = tiny_model_folder("llama")
+    model = AutoModelForCausalLM.from_pretrained(src).eval()
+    ids = AutoTokenizer.from_pretrained(src)(GREEDY_PROMPT)["input_ids"]
+    tokens: list[int] = []
+    with torch.no_grad():
+        for _ in range(3):
+            logits = model(torch.tensor([ids + tokens])).logits[0, -1]
+            tokens.append(int(logits.argmax()))
+    eos = tokens[2]
+    assert eos not in tokens[:2]
+    model.config.eos_token_id = eos
+    model.generation_config.eos_token_id = eos
+    model.save_pretrained(tmp_path / "eos-early")
+    AutoTokenizer.from_pretrained(src).save_pretrained(tmp_path / "eos-early")
+    result = main_export(str(tmp_path / "eos-early"), tmp_path / "out", graph="concat")
+    assert result.passed and result.report["greedy_match"]
+    assert result.report["greedy"]["onnx_tokens"][:3] == tokens

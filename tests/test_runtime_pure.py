@@ -20,6 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tritonkit.model_repository.runtime.detok import IncrementalDetokenizer
 from tritonkit.model_repository.runtime.params import (
     DEFAULT_MAX_TOKENS,
+    MAX_STOP_CHARS,
     MAX_STOP_WORDS,
     RequestError,
     RequestSettings,
@@ -152,6 +153,11 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
         f"at most {MAX_STOP_WORDS}",
     ),
     ("stop not utf8", req(stop_words=np.array([b"\xff"], dtype=object)), "stop_words is not val"),
+    (
+        "stop too long",
+        req(stop_words=np.array([b"ok", b"y" * (MAX_STOP_CHARS + 1)], dtype=object)),
+        f"string of {MAX_STOP_CHARS + 1} characters; at most {MAX_STOP_CHARS}",
+    ),
     ("stop json int", req(sampling_parameters=sp(stop=5)), "sampling_parameters.stop must be"),
     ("stop json list", req(sampling_parameters=sp(stop=["a", 1])), "sampling_parameters.stop mu"),
     ("json malformed", req(sampling_parameters=b("{temperature: 1}")), "not valid JSON"),

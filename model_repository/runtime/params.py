@@ -26,6 +26,7 @@ from .interface import ENTRY_INPUTS, numeric_settings
 
 DEFAULT_MAX_TOKENS = 64  # new tokens generated when a request does not say (vLLM's default is 16)
 MAX_STOP_WORDS = 16  # each stop string is matched against every streamed piece
+MAX_STOP_CHARS = 256  # characters of one stop string (the matcher holds this much text back)
 MAX_SEED = 2**64 - 1  # seeds feed np.random.PCG64 and arrive as UINT64
 
 # Keys accepted inside ``sampling_parameters``; anything else is a typo we report.
@@ -182,6 +183,11 @@ def _check(key: str, label: str, value: Any) -> Any:
             raise RequestError(f"{label} has {len(value)} strings; at most {MAX_STOP_WORDS}")
         if any(not s for s in value):
             raise RequestError(f"{label} must be non-empty strings, got {value!r}")
+        longest = max(len(s) for s in value)
+        if longest > MAX_STOP_CHARS:  # the string itself is not echoed back
+            raise RequestError(
+                f"{label} holds a string of {longest} characters; at most {MAX_STOP_CHARS}"
+            )
         return list(value)
     if key in ("max_tokens", "min_tokens", "top_k", "seed"):
         n = _int(label, value)
