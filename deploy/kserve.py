@@ -54,6 +54,14 @@ ADMIN_KEY_SECRET = "tritonkit-triton-admin"  # key: admin-key
 API_KEYS_SECRET = "tritonkit-gateway-api-keys"  # key: api-keys (one key a line)
 METRICS_KEY_SECRET = "tritonkit-gateway-metrics-key"  # key: metrics-key (optional)
 DEFAULT_PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+MONITORING_NAMESPACE = "monitoring"  # where create_cluster.sh installs Prometheus (scrapes 8002)
+# Every container here: no privilege escalation, no Linux capability, the runtime's
+# default seccomp filter.
+HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 # --gpu-type: short names for AKS GPU VM sizes (node selector on the size label); any
 # Standard_* size is taken as is.
 GPU_SKUS = {
@@ -259,11 +267,7 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
             "failureThreshold": 90,
         },
         # The image's USER is a name (tritonkit, uid 1001): runAsNonRoot needs the number.
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-        },
+        "securityContext": {**HARDENED, "runAsNonRoot": True, "runAsUser": IMAGE_UID},
     }
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
@@ -324,6 +328,8 @@ def inference_service(opts: KServeOptions) -> dict[str, Any]:
             LABEL_RELEASE: str(r.release),
         },
         "terminationGracePeriodSeconds": GRACE_S,
+        # Triton calls no Kubernetes API; Azure's workload identity projects its own token.
+        "automountServiceAccountToken": False,
         "nodeSelector": {"node.kubernetes.io/instance-type": opts.gpu_sku},
         "tolerations": _tolerations(),
         "deploymentStrategy": {
@@ -433,12 +439,7 @@ def gateway_deployment(opts: KServeOptions) -> dict[str, Any]:
             "limits": {"memory": "2Gi"},
         },
         "volumeMounts": [{"name": "api-keys", "mountPath": secret_dir, "readOnly": True}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": {**HARDENED, "runAsNonRoot": True, "runAsUser": IMAGE_UID},
     }
     return {
         "apiVersion": "apps/v1",
@@ -513,6 +514,56 @@ def gateway_hpa(opts: KServeOptions) -> dict[str, Any]:
     }
 
 
+def triton_network_policy(opts: KServeOptions) -> dict[str, Any]:
+    """Only the gateway reaches Triton's gRPC and HTTP ports, and only Prometheus (in
+    ``MONITORING_NAMESPACE``) its metrics port: any other pod would go around the
+    gateway's keys and limits. (Kubelet probes come from the node and are not pod
+    traffic.)"""
+    triton = {LABEL_APP: opts.name, LABEL_COMPONENT: "triton"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{opts.name}-triton", opts),
+        "spec": {
+            "podSelector": {"matchLabels": triton},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": _gateway_labels(opts)}}],
+                    "ports": [
+                        {"protocol": "TCP", "port": GRPC_PORT},
+                        {"protocol": "TCP", "port": HTTP_PORT},
+                    ],
+                },
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+                },
+            ],
+        },
+    }
+
+
+def gateway_network_policy(opts: KServeOptions) -> dict[str, Any]:
+    """The gateway takes connections on its one port only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(f"{opts.name}-gateway", opts),
+        "spec": {
+            "podSelector": {"matchLabels": _gateway_labels(opts)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}],
+        },
+    }
+
+
 def kserve_manifests(opts: KServeOptions) -> list[dict[str, Any]]:
     """Every object, in apply order (namespace first).
 
@@ -529,6 +580,8 @@ def kserve_manifests(opts: KServeOptions) -> list[dict[str, Any]]:
         gateway_deployment(opts),
         gateway_service(opts),
         gateway_hpa(opts),
+        triton_network_policy(opts),
+        gateway_network_policy(opts),
     ]
 
 

@@ -148,6 +148,10 @@ def validate_core(obj: dict[str, Any], version: str = K8S_VERSION) -> None:
         raise ManifestError(exc.message) from exc
 
 
+# Kubernetes' own API groups whose names hold a dot: kubernetes-validate has their schemas.
+BUILTIN_DOTTED_GROUPS = {"networking.k8s.io", "rbac.authorization.k8s.io"}
+
+
 def validate_object(obj: dict[str, Any], version: str = K8S_VERSION) -> None:
     """Check one object with the validator its apiVersion calls for.
 
@@ -161,7 +165,7 @@ def validate_object(obj: dict[str, Any], version: str = K8S_VERSION) -> None:
     group = obj["apiVersion"].rpartition("/")[0]
     if group == "serving.kserve.io":
         validate_kserve(obj)
-    elif "." not in group:  # core (v1) and the built-in groups (apps, autoscaling, ...)
+    elif "." not in group or group in BUILTIN_DOTTED_GROUPS:  # core, apps, autoscaling, ...
         validate_core(obj, version)
     else:
         raise ManifestError(

@@ -55,8 +55,50 @@ def test_every_generated_object_validates(objects):
     validate_manifests(objects)
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted(["Namespace", "ServiceAccount", "ServingRuntime", "InferenceService",
-                            "Service", "Deployment", "Service",
-                            "HorizontalPodAutoscaler"])  # fmt: skip
+                            "Service", "Deployment", "Service", "HorizontalPodAutoscaler",
+                            "NetworkPolicy", "NetworkPolicy"])  # fmt: skip
+
+
+def test_only_the_gateway_and_prometheus_reach_triton(objects):
+    """NetworkPolicies: Triton's gRPC/HTTP from the gateway's pods only, its metrics from
+    the monitoring namespace only; every container hardened; no service account token
+    where nothing calls the Kubernetes API. A policy that let any pod in fails here."""
+    by_kind: dict[str, list] = {}
+    for o in objects:
+        by_kind.setdefault(o["kind"], []).append(o)
+    gateway = next(o for o in by_kind["Deployment"] if o["metadata"]["name"].endswith("gateway"))
+    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    isvc = by_kind["InferenceService"][0]["spec"]["predictor"]
+
+    def selects(policy: dict, labels: dict) -> bool:
+        wanted = policy["spec"]["podSelector"]["matchLabels"].items()
+        return all(labels.get(k) == v for k, v in wanted)
+
+    triton_policy = next(p for p in by_kind["NetworkPolicy"] if selects(p, isvc["labels"]))
+    assert triton_policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = triton_policy["spec"]["ingress"]
+    assert all(rule.get("from") for rule in rules)  # no rule open to every source
+    reach = {}
+    for rule in rules:
+        for port in rule["ports"]:
+            reach[port["port"]] = rule["from"]
+    assert set(reach) == {8000, 8001, 8002}
+    assert reach[8001] == [{"podSelector": {"matchLabels": gateway_labels}}]
+    assert reach[8002][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    # The gateway's pods do not match Triton's selector (and vice versa).
+    assert not selects(triton_policy, gateway_labels)
+    containers = [
+        *by_kind["ServingRuntime"][0]["spec"]["containers"],
+        *gateway["spec"]["template"]["spec"]["containers"],
+    ]
+    for c in containers:
+        sc = c["securityContext"]
+        assert sc["capabilities"] == {"drop": ["ALL"]} and not sc["allowPrivilegeEscalation"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"} and sc["runAsNonRoot"]
+    assert isvc["automountServiceAccountToken"] is False
+    assert gateway["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_inference_service_serves_the_pinned_release_on_the_gpu_pool(objects):
