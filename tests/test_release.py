@@ -319,3 +319,27 @@ def test_release_folders_are_fixed_width_so_none_is_a_prefix_of_another() -> Non
     for bad in (0, -1, 1_000_000, True, 1.0):
         with pytest.raises(ValueError):
             release_folder(bad)  # type: ignore[arg-type]
+
+
+def test_deploy_manifests_pin_the_release_read_from_blob(
+    released: dict[str, Any], azurite: Any, capsys: Any
+) -> None:
+    """Without --release-sha256 the release's digest is read from Blob (Azurite here) and
+    pinned; a release that is not there is refused; --allow-unpinned writes no pin."""
+    from tritonkit.cli import run
+    from tritonkit.errors import ManifestError
+
+    store = released["store"]
+    base = ["deploy", "kserve", "--container", store.client.container_name, "--prefix", "team/tiny",
+            "--account-url", "https://acct.blob.core.windows.net", "--image", "acr.io/t:1",
+            "--connection-string", azurite.connection_string(), "--dry-run"]  # fmt: skip
+    assert run([*base, "--release", "1"]) == 0
+    out, err = capsys.readouterr()
+    pin = released["first"].sha256
+    assert f"value: {pin}" in out and "TRITONKIT_RELEASE_SHA256" in out
+    assert f"pinned release 1: release.json SHA-256 {pin}" in err
+    with pytest.raises(ManifestError, match=r"release 7 .* cannot be pinned"):
+        run([*base, "--release", "7"])
+    assert run([*base, "--release", "7", "--allow-unpinned"]) == 0
+    out, err = capsys.readouterr()
+    assert "TRITONKIT_RELEASE_SHA256" not in out and "not pinned" in err

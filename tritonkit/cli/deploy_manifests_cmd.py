@@ -56,7 +56,11 @@ examples:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--release", type=int, required=True, metavar="R", help="Blob release number")
-    p.add_argument("--release-sha256", metavar="HEX", help="SHA-256 of the release's release.json")
+    p.add_argument(
+        "--release-sha256",
+        metavar="HEX",
+        help="SHA-256 of the release's release.json (default: read from Blob)",
+    )
     p.add_argument("--container", required=True, help="Blob container of the releases")
     p.add_argument("--prefix", default="", help="folder above releases/ in the container")
     p.add_argument(
@@ -71,6 +75,30 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="local copy of the release's model repository: models and entry models from it "
         "(default: the demo's llm, llm_decoder, llm_sync)",
+    )
+    pin = p.add_argument_group(
+        "the release's pin",
+        "The manifests pin release R's SHA-256 (its release.json), so a pod verifies what it "
+        "downloaded before Triton starts. Without --release-sha256 it is read from Blob "
+        "with these credentials; --allow-unpinned skips the pin (not for production).",
+    )
+    pin.add_argument(
+        "--connection-string",
+        metavar="S",
+        help="read release.json with a connection string "
+        "(default: $AZURE_STORAGE_CONNECTION_STRING)",
+    )
+    pin.add_argument(
+        "--credential",
+        default="default",
+        choices=["default", "key", "sas"],
+        help="read release.json from --account-url with: default (managed identity, az "
+        "login), key ($AZURE_STORAGE_KEY) or sas ($AZURE_STORAGE_SAS_TOKEN)",
+    )
+    pin.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="write manifests that serve R without checking its SHA-256",
     )
     p.add_argument("--out", metavar="DIR", help="folder to write (replaced as a whole)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
@@ -131,19 +159,66 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         if args.repository
         else (DEMO_MODELS, DEMO_ENTRY_MODELS)
     )
+    ref = ReleaseRef(
+        release=args.release,
+        container=args.container,
+        account_url=args.account_url,
+        prefix=args.prefix,
+        sha256=args.release_sha256,
+    ).check()
+    if ref.sha256 is None:
+        ref = _pinned(ref, args)
     return {
-        "release": ReleaseRef(
-            release=args.release,
-            container=args.container,
-            account_url=args.account_url,
-            prefix=args.prefix,
-            sha256=args.release_sha256,
-        ),
+        "release": ref,
         "image": args.image,
         "previous_release": args.previous_release,
         "models": models,
         "entry_models": entry,
     }
+
+
+def _pinned(ref: Any, args: argparse.Namespace) -> Any:
+    """``ref`` with the SHA-256 of its release.json, read from Blob (or unpinned, when
+    ``--allow-unpinned`` says so, with a warning).
+
+    Raises:
+        ManifestError: the release has no release.json there (not created, or another
+            prefix), or its release.json cannot be used.
+        UsageError, BlobError: no credentials, or what the account answered.
+    """
+    import dataclasses
+    import os
+
+    from tritonkit.errors import ManifestError
+
+    if args.allow_unpinned:
+        print(
+            f"warning: release {ref.release} is not pinned (--allow-unpinned): pods will serve "
+            "whatever that folder holds when they start",
+            file=sys.stderr,
+        )
+        return ref
+    from tritonkit.blob import connect
+    from tritonkit.blob.release import list_releases
+
+    store = connect(
+        ref.container,
+        ref.prefix,
+        connection_string=args.connection_string
+        or os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
+        account_url=ref.account_url,
+        credential=args.credential,
+    )
+    row = next((r for r in list_releases(store) if r.number == ref.release), None)
+    if row is None or not row.complete or row.problem:
+        why = row.problem if row is not None and row.problem else "it has no release.json"
+        raise ManifestError(
+            f"release {ref.release} under {ref.container}/{ref.prefix or ''} cannot be pinned: "
+            f"{why}; create it (tritonkit release create), check --prefix, or give "
+            "--release-sha256"
+        )
+    print(f"pinned release {ref.release}: release.json SHA-256 {row.sha256}", file=sys.stderr)
+    return dataclasses.replace(ref, sha256=row.sha256)
 
 
 def _emit(files: dict[str, str], args: argparse.Namespace, steps: str) -> int:
