@@ -343,3 +343,29 @@ def test_deploy_manifests_pin_the_release_read_from_blob(
     assert run([*base, "--release", "7", "--allow-unpinned"]) == 0
     out, err = capsys.readouterr()
     assert "TRITONKIT_RELEASE_SHA256" not in out and "not pinned" in err
+
+
+def test_model_sync_pulls_the_release_its_environment_pins(
+    released: dict[str, Any], azurite: Any, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """compose's model-sync: TRITONKIT_RELEASE (MODEL_RELEASE) with its pin pulls that
+    release; a wrong pin or no pin is refused before anything is written."""
+    from tritonkit.cli import run
+    from tritonkit.errors import ChecksumError
+
+    store = released["store"]
+    pin = released["first"].sha256
+    pull = ["pull", "--container", store.client.container_name, "--prefix", "team/tiny",
+            "--connection-string", azurite.connection_string(), "--quiet"]  # fmt: skip
+    monkeypatch.setenv("TRITONKIT_RELEASE", "1")
+    monkeypatch.delenv("TRITONKIT_RELEASE_SHA256", raising=False)
+    with pytest.raises(UsageError, match=r"has no pin: set \$TRITONKIT_RELEASE_SHA256"):
+        run([*pull, "--output", str(tmp_path / "a")])
+    monkeypatch.setenv("TRITONKIT_RELEASE_SHA256", "0" * 64)
+    with pytest.raises(ChecksumError):
+        run([*pull, "--output", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()
+    monkeypatch.setenv("TRITONKIT_RELEASE_SHA256", pin)
+    assert run([*pull, "--output", str(tmp_path / "c")]) == 0
+    assert f"release.json SHA-256: {pin}" in capsys.readouterr().out
+    assert (tmp_path / "c" / "release.json").is_file()

@@ -164,13 +164,14 @@ def add_parser(sub: Any) -> None:
     )
     q.add_argument(
         "--release", type=int, metavar="R", help="pull the immutable release R "
-        "(PREFIX/releases/R/) instead of versions",
+        f"(PREFIX/releases/R/) instead of versions (default: ${RELEASE_ENV})",
     )  # fmt: skip
     q.add_argument(
         "--expect-release-sha256",
         metavar="DIGEST",
         help="with --release: pull only if its release.json has this SHA-256 (printed by "
-        "`tritonkit release create`)",
+        f"`tritonkit release create`; default: ${RELEASE_SHA256_ENV}). A release taken from "
+        f"${RELEASE_ENV} must have it",
     )
     q.set_defaults(handler=_pull)
 
@@ -229,9 +230,38 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
+# compose's model-sync pins a release through these (MODEL_RELEASE, MODEL_RELEASE_SHA256 in
+# .env); the second is the one the entrypoint checks too.
+RELEASE_ENV = "TRITONKIT_RELEASE"
+RELEASE_SHA256_ENV = "TRITONKIT_RELEASE_SHA256"
+
+
+def _release_from_env(args: argparse.Namespace) -> None:
+    """Fill --release and --expect-release-sha256 from the environment when not given.
+
+    Raises:
+        UsageError: a release from the environment that is not a number or has no pin.
+    """
+    import os
+
+    release = os.environ.get(RELEASE_ENV, "").strip()
+    if args.release is None and release:
+        if not (release.isascii() and release.isdigit()):
+            raise UsageError(f"${RELEASE_ENV} must be a release number, not {release!r}")
+        args.release = int(release)
+        if not (args.expect_release_sha256 or os.environ.get(RELEASE_SHA256_ENV, "").strip()):
+            raise UsageError(
+                f"${RELEASE_ENV}={release} has no pin: set ${RELEASE_SHA256_ENV} (MODEL_RELEASE"
+                "_SHA256 in .env) to the SHA-256 `tritonkit release create` printed"
+            )
+    if args.release is not None and not args.expect_release_sha256:
+        args.expect_release_sha256 = os.environ.get(RELEASE_SHA256_ENV, "").strip() or None
+
+
 def _pull(args: argparse.Namespace) -> int:
     from tritonkit.blob import pull_repository
 
+    _release_from_env(args)
     if args.release is not None or args.expect_release_sha256:
         return _pull_release(args)
     result = pull_repository(
