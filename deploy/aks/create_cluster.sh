@@ -19,6 +19,7 @@ CLUSTER="${CLUSTER:-tritonkit}"
 SYSTEM_VM_SIZE="${SYSTEM_VM_SIZE:-Standard_D4s_v5}"
 GPU_POOL="${GPU_POOL:-gpu}"
 GPU_VM_SIZE="${GPU_VM_SIZE:-Standard_NC24ads_A100_v4}"  # 1x A100 80GB; Standard_NC4as_T4_v3: 1x T4
+# RELEASE_RETENTION_DAYS=365 makes every blob version WORM for that long (storage.sh)
 GPU_MIN="${GPU_MIN:-1}"
 GPU_MAX="${GPU_MAX:-4}"                                  # the pool's autoscaler bound
 STORAGE_ACCOUNT="${STORAGE_ACCOUNT:-tritonkit$RANDOM$RANDOM}"  # globally unique, 3-24 lowercase

@@ -13,6 +13,7 @@ RESOURCE_GROUP="${RESOURCE_GROUP:-tritonkit-rg}"
 LOCATION="${LOCATION:-westeurope}"
 VM_NAME="${VM_NAME:-tritonkit-gpu}"
 VM_SIZE="${VM_SIZE:-Standard_NC4as_T4_v3}"      # 1x T4; Standard_NC24ads_A100_v4 for an A100
+# RELEASE_RETENTION_DAYS=365 makes every blob version WORM for that long (storage.sh)
 ADMIN_USER="${ADMIN_USER:-azureuser}"
 SSH_KEY="${SSH_KEY:-$HOME/.ssh/id_rsa.pub}"
 STORAGE_ACCOUNT="${STORAGE_ACCOUNT:-tritonkit$RANDOM$RANDOM}"  # globally unique, 3-24 lowercase
