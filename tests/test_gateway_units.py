@@ -506,3 +506,16 @@ def test_bounded_renderer_stops_hostile_templates(source: str, extra: dict, mess
         )  # the next rendering is fine
     finally:
         renderer.close()
+
+
+def test_startup_warnings_name_what_is_exposed(tmp_path):
+    from tritonkit.cli.gateway_cmd import startup_warnings
+
+    open_config = GatewayConfig()
+    assert startup_warnings(open_config, "127.0.0.1") == []
+    found = " | ".join(startup_warnings(open_config, "0.0.0.0"))
+    assert "no API key" in found and "/metrics" in found and "plain HTTP" in found
+    keyed = GatewayConfig(api_keys=("k",))
+    found = " | ".join(startup_warnings(keyed, "10.0.0.4"))
+    assert "plain HTTP" in found and "no API key" not in found and "/metrics" not in found
+    assert "TRITON_ADMIN_KEY" in " ".join(startup_warnings(keyed, "127.0.0.1", True))

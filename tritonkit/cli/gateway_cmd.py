@@ -334,27 +334,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     api_keys = config.api_keys
-    if os.environ.get(ADMIN_KEY_ENV):
-        print(
-            f"tritonkit: warning: ${ADMIN_KEY_ENV} is set; the gateway ignores it (it needs no "
-            "admin API of Triton's): remove it from the gateway's environment",
-            file=sys.stderr,
-            flush=True,
-        )
-    if not api_keys and not _is_loopback(args.host):
-        print(
-            f"tritonkit: warning: no API key and --host {args.host}: anyone who can reach "
-            "this port can use the model; give --api-key or --api-keys-file",
-            file=sys.stderr,
-            flush=True,
-        )
-    if not config.metrics_keys and not _is_loopback(args.host):
-        print(
-            f"tritonkit: warning: no metrics key and --host {args.host}: anyone who can reach "
-            "this port can read /metrics; give --metrics-key-file",
-            file=sys.stderr,
-            flush=True,
-        )
+    for warning in startup_warnings(config, args.host, bool(os.environ.get(ADMIN_KEY_ENV))):
+        print(f"tritonkit: warning: {warning}", file=sys.stderr, flush=True)
 
     if config.triton_discover:
         triton = f"the replicas of {config.triton_discover} (looked up every "
@@ -375,6 +356,37 @@ def _run(args: argparse.Namespace) -> int:
         on_listening=announce,
     )
     return 0
+
+
+def startup_warnings(config: Any, host: str, admin_key_set: bool = False) -> list[str]:
+    """What an operator should hear before the gateway listens on ``host``."""
+    from tritonkit.gateway.config import ADMIN_KEY_ENV
+
+    warnings = []
+    if admin_key_set:
+        warnings.append(
+            f"${ADMIN_KEY_ENV} is set; the gateway ignores it (it needs no admin API of "
+            "Triton's): remove it from the gateway's environment"
+        )
+    if _is_loopback(host):
+        return warnings
+    if not config.api_keys:
+        warnings.append(
+            f"no API key and --host {host}: anyone who can reach this port can use the "
+            "model; give --api-key or --api-keys-file"
+        )
+    if not config.metrics_keys and not config.api_keys:
+        warnings.append(
+            f"no key at all and --host {host}: anyone who can reach this port can read "
+            "/metrics (replica addresses); give --metrics-key-file"
+        )
+    if not config.tls:
+        warnings.append(
+            f"plain HTTP on --host {host}: API keys and prompts cross the network "
+            "unencrypted; give --ssl-certfile and --ssl-keyfile (the README's GPU VM steps "
+            "make a certificate), or put a TLS proxy in front"
+        )
+    return warnings
 
 
 def _is_loopback(host: str) -> bool:
