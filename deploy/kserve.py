@@ -250,9 +250,12 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
         # KServe's Service and probes use the first port; gRPC (8001) is reached through
         # the headless Service, metrics (8002) through the pod annotations below.
         "ports": [{"containerPort": HTTP_PORT, "name": "http1", "protocol": "TCP"}],
+        # Triton's readiness plus the entry model's tritonkit_engine_broken gauge
+        # (`tritonkit probe`): Triton alone reports a model whose engine gave up as ready.
         "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": HTTP_PORT},
+            "exec": {"command": ["tritonkit", "probe"]},
             "periodSeconds": 5,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "livenessProbe": {

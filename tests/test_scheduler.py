@@ -353,8 +353,10 @@ def test_cancelled_requests_leave_the_wait_queue_before_taking_a_row(engine, mon
 def test_a_scheduler_that_gave_up_says_engine_failed(engine, monkeypatch):
     from tritonkit.model_repository.runtime.interface import ERROR_ENGINE_FAILED, error_code
 
-    scheduler = engine.scheduler()
+    told: list[str] = []
+    scheduler = engine.scheduler(on_broken=told.append)
     scheduler._give_up("the decode kept failing")
     req, out = engine.request(PROMPTS[0])
     scheduler.submit(req)
     assert error_code(final(out).error or "") == ERROR_ENGINE_FAILED
+    assert told == [scheduler.broken]  # the entry model sets tritonkit_engine_broken

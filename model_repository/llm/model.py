@@ -126,12 +126,14 @@ class TritonPythonModel:
         labels = {"model": args["model_name"], "version": args["model_version"]}
         self._families: list[Any] = []
         self.metrics = BufferedMetrics(_metric(labels, self._families))
+        self.metrics.set("broken", 0)
         self.scheduler = Scheduler(
             engine,
             max_batch_size=max_batch,
             prefill_chunk=int(params.get("prefill_chunk") or DEFAULT_PREFILL_CHUNK),
             on_step=self._on_step,
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
+            on_broken=self._on_broken,
         )
         self.responder = Responder(
             self._send,
@@ -202,6 +204,10 @@ class TritonPythonModel:
         )
         if out.final:
             self.metrics.add("generated", out.num_output_tokens)
+
+    def _on_broken(self, why: str) -> None:
+        self.metrics.set("broken", 1)
+        pb_utils.Logger.log_error(f"tritonkit: {why}")
 
     def _on_step(self, stats: StepStats) -> None:
         self.metrics.set("batch", stats.batch_size)

@@ -33,7 +33,11 @@ COUNTERS: dict[str, tuple[str, str]] = {
 GAUGES: dict[str, tuple[str, str]] = {
     "batch": ("tritonkit_running_batch_size", "Sequences in the running batch"),
     "waiting": ("tritonkit_waiting_requests", "Requests waiting for a row or being prefilled"),
+    # 1 once the scheduler gave up: Triton still reports the model ready, so probes
+    # (`tritonkit probe`) and the gateway read this instead.
+    "broken": ("tritonkit_engine_broken", "1 when the model instance cannot generate any more"),
 }
+ENGINE_BROKEN_METRIC = GAUGES["broken"][0]
 
 MetricFactory = Callable[[str, str, str], Any]  # (name, description, "counter"|"gauge")
 

@@ -102,12 +102,14 @@ class Scheduler:
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         on_step: Callable[[StepStats], None] | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
+        on_broken: Callable[[str], None] | None = None,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
         if max_waiting < 1:
             raise ValueError(f"max_waiting must be >= 1, got {max_waiting}")
         self.max_waiting = max_waiting
+        self.on_broken = on_broken  # told once, when the loop gives up for good
         self._waiting_scanned = 0.0
         self.engine = engine
         self.max_batch_size = max_batch_size
@@ -314,6 +316,9 @@ class Scheduler:
             waiting, self._waiting = list(self._waiting), collections.deque()
         for seq in waiting:
             _fail(seq, self.broken)
+        if self.on_broken is not None:
+            with contextlib.suppress(Exception):
+                self.on_broken(self.broken)
 
 
 def _finite(logits: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from tritonkit.errors import TritonkitError
 COMMAND_MODULES = (
     "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
     "publish_cmd", "versions_cmd", "release_cmd", "perf_cmd", "gateway_cmd", "deploy_cmd",
+    "probe_cmd",
 )  # fmt: skip
 
 EPILOG = """\
