@@ -431,8 +431,14 @@ def create_release(
     models: list[str] | None = None,
     number: int | None = None,
     concurrency: int = 8,
+    verify_content: bool = False,
 ) -> ReleaseResult:
     """Freeze what is served now under the prefix as ``releases/R/`` (see the module doc).
+
+    ``verify_content`` reads every copied file back and checks its SHA-256 against its
+    version manifest before release.json is written (the model's bytes then pass through
+    this machine once; without it, each copy's size and MD5 property are checked, and the
+    SHA-256 of every file where the release is read: pinned pods, ``pull --release``).
 
     Every model serving a version (or the named ``models``) comes in at the versions its
     ``config.pbtxt`` serves, with the decoder versions entry models run; files are copied
@@ -460,6 +466,8 @@ def create_release(
     number, written = _claim(store, number)
     folder = release_folder(number)
     copied = _copy_versions(store, plan, number, concurrency)
+    if verify_content:
+        _verify_copied_content(store, plan, folder, concurrency)
     for path, data in plan.written.items():
         store.write(data, RELEASES, folder, path, create_only=True)
         written += len(data)
@@ -479,6 +487,30 @@ def create_release(
         bytes_written=written + len(data),
         seconds=time.monotonic() - started,
     )
+
+
+def _verify_copied_content(store: BlobStore, plan: _Plan, folder: str, concurrency: int) -> None:
+    """Read back each server-side copy of release ``folder`` and check its SHA-256.
+
+    Raises:
+        ChecksumError: a copy's bytes differ from its manifest's SHA-256 (the release stays
+            incomplete: it has no release.json).
+    """
+    copied = {f.path: f for f in plan.files if f.path not in plan.written}
+
+    def check(path: str) -> None:
+        digest = hashlib.sha256()
+        with store.translate(f"reading back {path}"):
+            for chunk in store.blob(RELEASES, folder, path).download_blob().chunks():
+                digest.update(chunk)
+        if digest.hexdigest() != copied[path].sha256:
+            raise ChecksumError(
+                f"the copy of {path} in {RELEASES}/{folder} does not match its manifest's "
+                f"SHA-256 (got {digest.hexdigest()[:12]}…): the release stays incomplete; "
+                "check the source version, then create the release again"
+            )
+
+    run_all(check, sorted(copied), concurrency, "tritonkit-release-verify")
 
 
 def _check_create_arguments(

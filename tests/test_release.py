@@ -369,3 +369,27 @@ def test_model_sync_pulls_the_release_its_environment_pins(
     assert run([*pull, "--output", str(tmp_path / "c")]) == 0
     assert f"release.json SHA-256: {pin}" in capsys.readouterr().out
     assert (tmp_path / "c" / "release.json").is_file()
+
+
+def test_verify_content_reads_each_copy_back(azurite: Any, blob_repos: dict[str, Path]) -> None:
+    """A source blob whose bytes changed while its MD5 property still claims the old ones
+    (what a copy that lies in its metadata looks like): the metadata check passes it,
+    --verify-content refuses the release before it is complete."""
+    from azure.storage.blob import ContentSettings
+
+    from tritonkit.errors import ChecksumError
+
+    store = azurite.store(azurite.new_container(), "team/worm")
+    publish_repository(blob_repos["a"], store)
+    tampered = store.blob("llm", 1, "tokenizer", "tokenizer.json")
+    props = tampered.get_blob_properties()
+    data = tampered.download_blob().readall()
+    flipped = bytes([data[0] ^ 1]) + data[1:]  # same size, one bit off
+    tampered.upload_blob(flipped, overwrite=True)
+    tampered.set_http_headers(
+        ContentSettings(content_md5=props.content_settings.content_md5)
+    )  # the old MD5 again: metadata alone cannot tell
+    with pytest.raises(ChecksumError, match=r"tokenizer.json .* does not match"):
+        create_release(store, verify_content=True)
+    assert store.read("releases", release_folder(1), "release.json") is None  # incomplete
+    assert create_release(store).number == 2  # metadata-only checks let it through

@@ -59,6 +59,11 @@ def add_parser(sub: Any) -> None:
         "versions it runs come along; default: every model serving a version)",
     )  # fmt: skip
     c.add_argument("--concurrency", type=int, default=8, help="copies in flight (default 8)")
+    c.add_argument(
+        "--verify-content", action="store_true", help="read every copy back and check its "
+        "SHA-256 before the release is complete (the model's bytes pass through here once; "
+        "pinned pods check the same SHA-256 before serving either way)",
+    )  # fmt: skip
     c.set_defaults(handler=_create)
     ls = verbs.add_parser("list", help="every release: number, models, SHA-256, complete", **kw)
     add_location_args(ls)
@@ -77,7 +82,11 @@ def _create(args: argparse.Namespace) -> int:
     from tritonkit.blob import create_release
 
     r = create_release(
-        store_from_args(args), models=args.model, number=args.version, concurrency=args.concurrency
+        store_from_args(args),
+        models=args.model,
+        number=args.version,
+        concurrency=args.concurrency,
+        verify_content=args.verify_content,
     )
     print(f"release {r.number}: {_versions(r.models)}")
     print(
