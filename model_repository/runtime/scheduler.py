@@ -265,20 +265,23 @@ class Scheduler:
             self._waiting_scanned = now
             with self._cv:
                 waiting = list(self._waiting)
-            gone = []
+            gone: list[tuple[Schedulable, str | None]] = []  # (request, its error or None)
             for seq in waiting:
                 try:
                     if seq.cancelled():
-                        gone.append(seq)
-                except Exception:  # asking about one client must not stop the others
-                    gone.append(seq)
+                        gone.append((seq, None))
+                except Exception as exc:  # asking about one client must not stop the others
+                    gone.append((seq, f"generation failed: {exc}"))
             if gone:
-                dropped = {id(seq) for seq in gone}
+                dropped = {id(seq) for seq, _error in gone}
                 with self._cv:
                     self._waiting = collections.deque(
                         seq for seq in self._waiting if id(seq) not in dropped
                     )
-                for seq in gone:
+                for seq, error in gone:
+                    if error is not None:
+                        _fail(seq, error)
+                        continue
                     with contextlib.suppress(Exception):
                         seq.finish_cancelled()
         for row in [*self._prefilling, *self._running]:
