@@ -19,6 +19,7 @@ never warns.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -233,11 +234,13 @@ def greedy_against_transformers(
     n, new_tokens = len(prompt_ids), len(tokens)
     ref_tokens: list[int] = []
     step = torch.tensor([prompt_ids], device=device)  # (1, P), then (1, 1)
+    # transformers 5.x renames forward's past_key_values to cache (the old name warns)
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     past = None
     with torch.no_grad():
         while len(ref_tokens) < new_tokens:
-            out = model(step, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(step, use_cache=True, **{key: past})
+            past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
             ref_tokens.append(int(out.logits[0, -1].argmax()))
             step = torch.tensor([[ref_tokens[-1]]], device=device)
     mismatch = next(
