@@ -6,7 +6,8 @@ FROM nvcr.io/nvidia/pytorch:${TRITON_TAG}-py3
 # Versions from tritonkit/versions.py (the TAG default too: tests/test_gpu_path.py checks).
 COPY tritonkit/versions.py /opt/tritonkit-versions.py
 RUN python3 /opt/tritonkit-versions.py requirements engine > /tmp/engine-requirements.txt \
-    && python3 -m pip install --no-cache-dir -r /tmp/engine-requirements.txt
+    && python3 -m pip install --no-cache-dir --break-system-packages \
+        -r /tmp/engine-requirements.txt
 # Only the package's folders (as the Triton image): no tests, outputs or local files.
 COPY pyproject.toml README.md /opt/tritonkit/
 COPY tritonkit /opt/tritonkit/tritonkit

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonkit.errors import ManifestError
+from tritonkit.model_repository.runtime.layout import decoder_model_name
 
 from .release_ref import (
     DEMO_ENTRY_MODELS,
@@ -228,7 +229,11 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
     started by deploy/triton-entrypoint.sh: explicit model control loading the release's
     models, the restricted APIs locked with the admin key from a Secret."""
     entry = opts.entry_models[0]
-    args = [f"--load-model={m}" for m in opts.models if m != entry]
+    # Not the decoder models: the entry model runs their graph in-process, and Triton's
+    # onnxruntime backend would hold a second copy of the weights on the GPU (the KV
+    # budget of `repo build --target gpu` counts one). Load one by hand for perf_analyzer.
+    decoders = {decoder_model_name(e) for e in opts.entry_models}
+    args = [f"--load-model={m}" for m in opts.models if m != entry and m not in decoders]
     container = {
         "name": "kserve-container",
         "image": opts.image,
@@ -258,9 +263,12 @@ def serving_runtime(opts: KServeOptions) -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
+        # Live: Triton answers, and no entry model's engine gave up (a restart reloads it;
+        # readiness alone would keep the pod and its GPU out of service for good).
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": HTTP_PORT},
+            "exec": {"command": ["tritonkit", "probe", "--live"]},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
         # Loading a large model takes minutes: liveness waits for the first start.

@@ -9,9 +9,9 @@
 #                      (`tritonkit release create`; KServe mounts it at /mnt/models, so set
 #                      MODEL_REPOSITORY=/mnt/models) whose release.json has this SHA-256 and
 #                      whose every file matches it: checked before Triton starts, else exit 65
-#   TRITONKIT_MIN_DRIVER_FILE  the NVIDIA driver major the image's CUDA needs (the GPU
+#   TRITONKIT_MIN_DRIVER_FILE  the NVIDIA driver major the image's CUDA wants (the GPU
 #                      image writes /etc/tritonkit/min-driver from tritonkit/versions.py):
-#                      an older driver on the VM stops here with exit 66, naming both
+#                      an older driver on the VM gets a warning naming both
 #
 # Locked down the way Triton's secure-deployment guide asks: every API the stack does not
 # need from outside is restricted to callers holding the admin key, on HTTP and gRPC:
@@ -37,18 +37,19 @@ if [[ "${TRITON_ADMIN_KEY}" == *"\${{"* || "${#TRITON_ADMIN_KEY}" -lt 16 ]]; the
   exit 64
 fi
 
-# The image's CUDA needs a driver at least this new; an older one would surface later as
-# a CUDA provider that cannot start. Checked only where the image says so and a GPU shows.
+# The image's CUDA wants a driver at least this new. Data-center GPUs may still run it
+# on an older long-term driver through the CUDA forward-compatibility libraries NGC images
+# carry, so this warns (naming both) instead of refusing; a CUDA provider that then
+# cannot start fails the model's load with its own message.
 min_driver_file="${TRITONKIT_MIN_DRIVER_FILE:-/etc/tritonkit/min-driver}"
 if [[ -r "${min_driver_file}" ]] && command -v nvidia-smi >/dev/null 2>&1; then
   min_driver="$(tr -dc '0-9' < "${min_driver_file}")"
   driver="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)"
   major="${driver%%.*}"
   if [[ "${major}" =~ ^[0-9]+$ && -n "${min_driver}" && "${major}" -lt "${min_driver}" ]]; then
-    echo "triton-entrypoint: the VM's NVIDIA driver is ${driver} and this image's CUDA needs" \
-         "R${min_driver} or newer: update the driver on the VM (or use an image of an older" \
-         "release in tritonkit/versions.py)" >&2
-    exit 66
+    echo "triton-entrypoint: warning: the VM's NVIDIA driver is ${driver} and this image's" \
+         "CUDA wants R${min_driver} or newer: it runs only through CUDA forward" \
+         "compatibility (data-center GPUs); update the driver if the model fails to load" >&2
   fi
 fi
 

@@ -67,14 +67,31 @@ def graph_min_onnxruntime(path: str | Path) -> str:
     return min_onnxruntime(onnx.load(str(path), load_external_data=False))
 
 
+# The builds of onnxruntime itself, which all install the same ``onnxruntime/`` folder
+# (add-ons such as onnxruntime-extensions or onnxruntime-genai are not builds).
+ONNXRUNTIME_BUILDS = frozenset(
+    {
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnxruntime-directml",
+        "onnxruntime-openvino",
+        "onnxruntime-qnn",
+        "onnxruntime-rocm",
+        "onnxruntime-training",
+        "onnxruntime-silicon",
+        "onnxruntime-cann",
+    }
+)
+
+
 def onnxruntime_distributions() -> list[str]:
-    """The onnxruntime packages installed here (``onnxruntime``, ``onnxruntime-gpu``, ...)."""
-    found = []
+    """The onnxruntime builds installed here (``onnxruntime``, ``onnxruntime-gpu``, ...)."""
+    found = set()
     for dist in metadata.distributions():
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if name == "onnxruntime" or (name.startswith("onnxruntime-") and "genai" not in name):
-            found.append(name)
-    return sorted(set(found))
+        if name in ONNXRUNTIME_BUILDS:
+            found.add(name)
+    return sorted(found)
 
 
 def onnxruntime_conflict(distributions: list[str]) -> str | None:

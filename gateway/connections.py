@@ -141,15 +141,31 @@ def guarded_protocol(
 
 class RequestLimit:
     """ASGI middleware: at most ``limit`` HTTP requests in flight (0: no limit); one more
-    gets 503 with Retry-After. Idle or half-open connections hold no slot."""
+    gets 503 with Retry-After. Idle or half-open connections hold no slot, and neither do
+    ``EXEMPT`` paths (probes must answer while the gateway is busy) or, when the gateway
+    has API keys, requests without a valid one (the app answers them 401 at once; they
+    must not hold slots while trickling a body)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    EXEMPT = ("/health", "/metrics")
+
+    def __init__(self, app: Any, limit: int, keys: Any = None) -> None:
         self.app = app
         self.limit = limit
+        self.keys = keys  # a KeyChecker, or None: every request counts
         self.in_flight = 0
 
+    def _counts(self, scope: Any) -> bool:
+        if scope["type"] != "http" or not self.limit or scope.get("path") in self.EXEMPT:
+            return False
+        if self.keys is None or not self.keys.enabled:
+            return True
+        from .auth import presented_key
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        return bool(self.keys.allows(presented_key(headers)))
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.limit:
+        if not self._counts(scope):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

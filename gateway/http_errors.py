@@ -169,7 +169,13 @@ def from_client_error(exc: ClientError, request_id: str) -> APIError:
             detail=message,
         )
     if isinstance(exc, Timeout):
-        return APIError(504, message, type="server_error", code="timeout")
+        return APIError(
+            504,
+            f"no answer from Triton within the timeout (request id {request_id})",
+            type="server_error",
+            code="timeout",
+            detail=message,
+        )
     if isinstance(exc, InvalidRequest):
         match = _FIRST_WORD.match(message)
         word = match.group(1) if match else ""

@@ -87,6 +87,9 @@ class Replica:
         self.down_reason = ""
         self.backoff_s = probe_min_s
         self.next_probe = 0.0
+        # An engine that gave up: Triton still answers ready, so no probe may bring the
+        # replica back before this time (monotonic); then one request finds out again.
+        self.held_down_until = 0.0
         self._headers = dict(headers)
         self._timeout_s = timeout_s
         self._metrics = metrics
@@ -155,7 +158,10 @@ class Replica:
                 self._metrics.replica_failures.labels(self.url).inc()
 
     def set_up(self, up: bool, reason: str = "") -> None:
-        """Record a transition (logged); nothing happens when the state does not change."""
+        """Record a transition (logged); nothing happens when the state does not change,
+        and a replica held down (its engine gave up) is not brought up before its time."""
+        if up and time.monotonic() < self.held_down_until:
+            return
         if up == self.up:
             return
         self.up = up
@@ -389,6 +395,7 @@ class ReplicaPool:
             replica.set_up(False, f"{replica.url}: {exc}")
             replica.backoff_s = self.probe_max_s
             replica.next_probe = time.monotonic() + self.probe_max_s
+            replica.held_down_until = replica.next_probe  # probes see Triton ready: no proof
             return True
         if isinstance(exc, ServerBusy):
             return True  # its queue is full; another replica may have room

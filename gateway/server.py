@@ -24,6 +24,7 @@ from uvicorn.config import LOGGING_CONFIG
 from tritonkit.errors import ServerError, UsageError
 
 from .app import create_app
+from .auth import KeyChecker
 from .config import DEFAULT_PORT, GatewayConfig
 from .connections import RequestLimit, guarded_protocol, usable_connections
 
@@ -199,7 +200,7 @@ def _uvicorn_config(
 ) -> uvicorn.Config:
     max_connections = usable_connections(config.max_connections) if config.max_connections else 0
     return uvicorn.Config(
-        RequestLimit(app, config.limit_concurrency),
+        RequestLimit(app, config.limit_concurrency, KeyChecker(config.api_keys)),
         host=host,
         http=guarded_protocol(max_connections, config.header_timeout_s, config.body_timeout_s),
         log_level=log_level,

@@ -128,7 +128,9 @@ def build_repository(
     report = _buildable_export(export_dir, allow_unverified)
     kv_plan = None
     if target == "gpu":
-        gpus.check_gpu_graph(report, _min_onnxruntime(export_dir, report), backend)
+        gpus.check_gpu_graph(
+            report, _min_onnxruntime(export_dir, report), backend, tensorrt_accelerator
+        )
         _checked_context(report, max_context, prefill_chunk)
         weights = gpus.weights_bytes(export_dir, report)
         kv_plan = gpus.plan_kv_cache(

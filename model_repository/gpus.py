@@ -51,10 +51,11 @@ class Gpu:
 
 
 GPUS: dict[str, Gpu] = {
-    "t4": Gpu("T4", 16, "7.5", ("Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3"), T4_CONTEXT),
-    "a10": Gpu("A10", 24, "8.6", ("Standard_NV36ads_A10_v5",)),
-    "a100": Gpu("A100 80GB", 80, "8.0", ("Standard_NC24ads_A100_v4",)),
-    "h100": Gpu("H100 NVL", 94, "9.0", ("Standard_NC40ads_H100_v5",)),
+    # memory_gib: what the card has, as nvidia-smi reports it (MiB / 1024), not its GB label
+    "t4": Gpu("T4", 15.0, "7.5", ("Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3"), T4_CONTEXT),
+    "a10": Gpu("A10", 22.5, "8.6", ("Standard_NV36ads_A10_v5",)),
+    "a100": Gpu("A100 80GB", 80.0, "8.0", ("Standard_NC24ads_A100_v4",)),
+    "h100": Gpu("H100 NVL", 93.6, "9.0", ("Standard_NC40ads_H100_v5",)),
 }
 DEFAULT_GPU = "t4"  # the VM size the README's create_vm.sh uses
 
@@ -128,18 +129,17 @@ def plan_kv_cache(
     fits = min(fits, d.max_positions)
     if asked_context is not None:
         if asked_context > fits:
+            instead = f"--max-context {fits} or " if fits >= 2 else ""
             raise UsageError(
                 f"--max-context {asked_context} x {rows} rows needs "
                 f"{asked_context * rows * per_token / GIB:.2f} GiB of KV cache and the "
                 f"{gpu.name} has {max(budget, 0) / GIB:.2f} GiB left after the weights: "
-                f"use --max-context {_rounded(fits)} or fewer --max-batch-size rows, or a "
-                "larger GPU (--gpu)"
+                f"use {instead}fewer --max-batch-size rows, or a larger GPU (--gpu)"
             )
-        context = asked_context
-    else:
-        context = min(fits, gpu.context_cap or fits)
-        if context < d.max_positions:
-            context = _rounded(context)
+        return KvPlan(gpu, utilization, weights, max(budget, 0), per_token, rows, asked_context)
+    context = min(fits, gpu.context_cap or fits)
+    if context < d.max_positions:
+        context = _rounded(context)
     if context < CONTEXT_STEP and context < d.max_positions:
         raise UsageError(
             f"the weights ({weights / GIB:.2f} GiB) leave room for only {context} tokens a row "
@@ -153,14 +153,24 @@ def _rounded(tokens: int) -> int:
     return max(tokens // CONTEXT_STEP * CONTEXT_STEP, 0)
 
 
-def check_gpu_graph(report: ExportReport, min_onnxruntime: str, backend: str) -> None:
+def check_gpu_graph(
+    report: ExportReport, min_onnxruntime: str, backend: str, tensorrt_accelerator: bool = False
+) -> None:
     """Refuse a graph the GPU image cannot serve as built.
 
     Raises:
-        RepositoryError: a fused graph exported for the CPU, or one whose minimum
-            onnxruntime is newer than the GPU image's (the entry model's onnxruntime-gpu,
-            or Triton's onnxruntime backend for the decoder model).
+        RepositoryError: a fused graph exported for the CPU, a fused graph with the TensorRT
+            accelerator, or one whose minimum onnxruntime is newer than the GPU image's
+            (the entry model's onnxruntime-gpu, or Triton's onnxruntime backend for the
+            decoder model).
     """
+    if report.fused and tensorrt_accelerator:
+        raise RepositoryError(
+            "--tensorrt-accelerator cannot take the fused graph: TensorRT has no "
+            "GroupQueryAttention, so onnxruntime splits the graph and its TensorRT provider "
+            "refuses the pieces' inner shapes, which no profile covers; leave the flag out "
+            "(CUDA runs the fused graph) or export --graph concat for TensorRT"
+        )
     if report.fused and report.device != "cuda":
         raise RepositoryError(
             f"this fused graph was exported for the CPU ({report.quantize or report.dtype}, "

@@ -273,25 +273,37 @@ def test_the_connection_cap_refuses_only_the_next_socket(served: Any) -> None:
 
 
 def test_requests_in_flight_beyond_the_limit_get_503_with_retry_after(served: Any) -> None:
-    """The request limit counts requests being answered, never idle connections: one
-    request whose body is still coming holds the one slot."""
-    config = GatewayConfig(triton_url=served.grpc_url, limit_concurrency=1, max_concurrent=0)
+    """The request limit counts keyed requests being answered, never idle connections,
+    requests without a valid key, or the probes: one keyed request whose body is still
+    coming holds the one slot."""
+    config = GatewayConfig(
+        triton_url=served.grpc_url, limit_concurrency=1, max_concurrent=0, api_keys=(KEY,)
+    )
     with GatewayServer(config) as gw:
+        models = f"{gw.url}/v1/models"
         idle = [socket.create_connection((gw.host, gw.port)) for _ in range(20)]
         slow = socket.create_connection((gw.host, gw.port))
+        unkeyed = socket.create_connection((gw.host, gw.port))
         try:
-            assert httpx.get(f"{gw.url}/health").status_code == 200  # idle ones hold nothing
-            slow.sendall(
-                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                b"\r\nContent-Length: 100\r\n\r\n{"
+            assert httpx.get(models, headers=AUTH).status_code == 200  # idle ones hold nothing
+            unkeyed.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
             )
             time.sleep(0.3)
-            reply = httpx.get(f"{gw.url}/health")
+            assert httpx.get(models, headers=AUTH).status_code == 200  # no key: no slot
+            slow.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nAuthorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 100"
+                b"\r\n\r\n{"
+            )
+            time.sleep(0.3)
+            reply = httpx.get(models, headers=AUTH)
             assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+            assert httpx.get(f"{gw.url}/health").status_code == 200  # probes never wait
         finally:
-            for sock in [*idle, slow]:
+            for sock in [*idle, slow, unkeyed]:
                 sock.close()
-        wait_until(lambda: httpx.get(f"{gw.url}/health").status_code == 200, what="a free slot")
+        wait_until(lambda: httpx.get(models, headers=AUTH).status_code == 200, what="a slot")
 
 
 def test_per_key_concurrency_limit_is_429_for_that_key_only(served: Any) -> None:
@@ -501,11 +513,6 @@ def test_metrics_want_their_key(served: Any) -> None:
         assert METRICS_KEY not in repr(config)
         health = httpx.get(f"{gw.url}/health")
         assert health.status_code == 200 and served.grpc_url not in health.text
-    # No metrics key of its own: /metrics (replica addresses) wants an API key, never open.
-    config = GatewayConfig(triton_url=served.grpc_url, api_keys=(KEY,))
-    with GatewayServer(config) as gw:
-        assert httpx.get(f"{gw.url}/metrics").status_code == 401
-        assert httpx.get(f"{gw.url}/metrics", headers=AUTH).status_code == 200
 
 
 # -- 6. no admin API of Triton's -----------------------------------------------------------

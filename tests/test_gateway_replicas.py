@@ -526,6 +526,9 @@ def test_a_replica_whose_engine_gave_up_is_marked_down_and_skipped(
                     chunks = [c async for c in pool.stream_events(model, "one two")]
                     answers.append("".join(c.text for c in chunks))
                 assert pool.replicas[broken.grpc_url].requests == tried  # never chosen again
+                # Probes find its Triton ready; that is no proof the engine works again.
+                await pool.probe(pool.replicas[broken.grpc_url])  # its Triton answers ready
+                assert not pool.replicas[broken.grpc_url].up  # held down all the same
                 return answers
             finally:
                 await pool.close()

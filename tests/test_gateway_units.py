@@ -288,13 +288,20 @@ def test_client_errors_map_to_openai_statuses() -> None:
         (InvalidRequest("prompt is 300 tokens; the model's context is 256 tokens"), 400, "prompt"),
         (InvalidRequest("sampling_parameters must be a JSON object, got list"), 400, None),
         (ModelNotFound("Request for unknown model: 'x' is not found"), 404, "model"),
-        (ConnectionFailed("cannot reach Triton at 127.0.0.1:1"), 503, None),
-        (ClientTimeout("no answer from 127.0.0.1:1 within the timeout"), 504, None),
     ]
     for exc, status, param in kept:
         error = from_client_error(exc, "rid-1")
         assert (error.status, error.param, error.detail) == (status, param, None), exc
         assert error.body()["error"]["message"] == str(exc)  # the model's words, kept
+    # Triton's address stays in the log: the client learns what failed, not where.
+    for exc, status in (
+        (ConnectionFailed("cannot reach Triton at 127.0.0.1:1"), 503),
+        (ClientTimeout("no answer from 127.0.0.1:1 within the timeout"), 504),
+    ):
+        error = from_client_error(exc, "rid-3")
+        assert (error.status, error.detail) == (status, str(exc)), exc
+        message = error.body()["error"]["message"]
+        assert "127.0.0.1:1" not in message and "rid-3" in message
     hidden = [
         (InvalidRequest("internal error: boom at /opt/x.py"), 500, "internal_error"),
         (InvalidRequest("prefill failed: CUDA out of memory on gpu0"), 500, "internal_error"),
@@ -515,7 +522,8 @@ def test_startup_warnings_name_what_is_exposed(tmp_path):
     assert startup_warnings(open_config, "127.0.0.1") == []
     found = " | ".join(startup_warnings(open_config, "0.0.0.0"))
     assert "no API key" in found and "/metrics" in found and "plain HTTP" in found
-    keyed = GatewayConfig(api_keys=("k",))
+    keyed = GatewayConfig(api_keys=("k",), metrics_keys=("m",))
     found = " | ".join(startup_warnings(keyed, "10.0.0.4"))
     assert "plain HTTP" in found and "no API key" not in found and "/metrics" not in found
+    assert "/metrics" in " ".join(startup_warnings(GatewayConfig(api_keys=("k",)), "10.0.0.4"))
     assert "TRITON_ADMIN_KEY" in " ".join(startup_warnings(keyed, "127.0.0.1", True))

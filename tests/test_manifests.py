@@ -143,7 +143,10 @@ def test_serving_runtime_is_tritonkits_locked_down_triton(objects):
     env = {e["name"]: e for e in c["env"]}
     assert env["MODEL_NAME"]["value"] == "llm"
     assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tritonkit-triton-admin"
-    assert c["args"] == ["--load-model=llm_decoder", "--load-model=llm_sync"]
+    # never the decoder: its weights would sit on the GPU twice (the KV budget counts one)
+    assert c["args"] == ["--load-model=llm_sync"]
+    assert c["readinessProbe"]["exec"]["command"] == ["tritonkit", "probe"]
+    assert c["livenessProbe"]["exec"]["command"] == ["tritonkit", "probe", "--live"]
     # the entrypoint the image runs turns MODEL_NAME into explicit control + restricted APIs
     entry = (ROOT / "deploy" / "triton-entrypoint.sh").read_text()
     assert "--model-control-mode=explicit" in entry and "restricted-api" in entry

@@ -44,10 +44,10 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]
 """
 
 
-def probe(http: str, metrics: str) -> subprocess.CompletedProcess[str]:
+def probe(http: str, metrics: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tritonkit", "probe", "--url", f"http://{http}",
-         "--metrics-url", f"http://{metrics}/metrics"],
+         "--metrics-url", f"http://{metrics}/metrics", *extra],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -65,6 +65,7 @@ def test_the_metrics_parser_finds_broken_models() -> None:
 def test_probe_passes_a_healthy_triton(served: Any) -> None:
     proc = probe(served.http_url, served.metrics_url)
     assert proc.returncode == 0, proc.stderr
+    assert probe(served.http_url, served.metrics_url, "--live").returncode == 0
 
 
 def test_probe_fails_a_triton_whose_engine_gave_up(tmp_path: Path) -> None:
@@ -77,5 +78,7 @@ def test_probe_fails_a_triton_whose_engine_gave_up(tmp_path: Path) -> None:
         proc = probe(*urls)
         assert proc.returncode == 1
         assert proc.stderr.strip() == "not ready: engine broken in gave_up"
+        live = probe(*urls, "--live")  # the liveness probe restarts it
+        assert live.returncode == 1 and live.stderr.strip() == "not live: engine broken in gave_up"
     proc = probe(*urls)  # stopped: not ready either
     assert proc.returncode == 1 and proc.stderr.startswith("not ready:")

@@ -357,6 +357,10 @@ def test_model_sync_pulls_the_release_its_environment_pins(
     pin = released["first"].sha256
     pull = ["pull", "--container", store.client.container_name, "--prefix", "team/tiny",
             "--connection-string", azurite.connection_string(), "--quiet"]  # fmt: skip
+    monkeypatch.delenv("TRITONKIT_RELEASE", raising=False)
+    monkeypatch.setenv("TRITONKIT_RELEASE_SHA256", pin)  # a pin without its release
+    with pytest.raises(UsageError, match="without a release"):
+        run([*pull, "--output", str(tmp_path / "z")])
     monkeypatch.setenv("TRITONKIT_RELEASE", "1")
     monkeypatch.delenv("TRITONKIT_RELEASE_SHA256", raising=False)
     with pytest.raises(UsageError, match=r"has no pin: set \$TRITONKIT_RELEASE_SHA256"):

@@ -61,10 +61,16 @@ def version_tuple(version: str) -> tuple[int, ...]:
     """
     parts = []
     for piece in version.split("+")[0].split("."):
-        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+        digits = ""
+        for c in piece:  # the leading digits only: "0rc1" is 0, never 1 or 01
+            if not (c.isascii() and c.isdigit()):
+                break
+            digits += c
         if not digits:
             break
         parts.append(int(digits))
+        if digits != piece:
+            break  # a pre-release suffix ends the numeric part
     if not parts:
         raise ValueError(f"not a version: {version!r}")
     return tuple(parts)

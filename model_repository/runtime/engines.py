@@ -144,8 +144,11 @@ def tensorrt_provider_options(
 ) -> dict[str, str]:
     """onnxruntime's TensorRT execution provider options for this graph: explicit shape
     ranges for every input (without them it rebuilds its engine whenever a shape leaves
-    the range it saw first, mid-request) and an engine cache, so a restart or a second
-    instance loads the engine instead of building it again (minutes on a large model).
+    the range it saw first, mid-request) and an engine cache, so a second instance loads
+    the engine instead of building it again (minutes on a large model); a restart does too
+    when ``cache_dir`` (the entry config's ``tensorrt_cache_dir``) is a persistent volume.
+    For the concat graph only: the fused graph's attention is no TensorRT op (the build
+    refuses the accelerator for it).
 
     Shapes: ``input_ids``/``position_ids`` (B, S), ``attention_mask`` (B, T), the past
     (B, kv, P, hd): P from 0 to the context for the concat graph, the fixed row capacity

@@ -19,9 +19,10 @@ from typing import Any
 from tritonkit.model_repository.runtime.metrics import ENGINE_BROKEN_METRIC
 
 HELP = """\
-Exit 0 when Triton at --url is ready and no entry model reports its engine broken
-(tritonkit_engine_broken on the metrics port); else exit 1 with one line saying why.
-For readiness probes: Triton's own /v2/health/ready does not see an engine that gave up.
+Exit 0 when Triton at --url is ready (--live: live) and no entry model reports its
+engine broken (tritonkit_engine_broken on the metrics port); else exit 1 with one line
+saying why. For readiness and liveness probes: Triton's own /v2/health endpoints do not
+see an engine that gave up, and a restart (liveness) is what brings it back.
 
 examples:
   tritonkit probe                                   # Triton on this host's default ports
@@ -41,6 +42,12 @@ def add_parser(sub: Any) -> None:
         "--metrics-url", default="http://127.0.0.1:8002/metrics", help="Triton's metrics"
     )
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="liveness instead: Triton answers (/v2/health/live) and no engine gave up; a "
+        "model still loading is live (a restart would not help it)",
+    )
     p.set_defaults(handler=_probe)
 
 
@@ -63,15 +70,18 @@ def broken_models(metrics_text: str) -> list[str]:
 
 def _probe(args: argparse.Namespace) -> int:
     try:
-        with urllib.request.urlopen(f"{args.url}/v2/health/ready", timeout=args.timeout):
+        health = "live" if args.live else "ready"
+        with urllib.request.urlopen(f"{args.url}/v2/health/{health}", timeout=args.timeout):
             pass
         with urllib.request.urlopen(args.metrics_url, timeout=args.timeout) as reply:
             text = reply.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as exc:
-        print(f"not ready: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        what = "not live" if args.live else "not ready"
+        print(f"{what}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
         return 1
     broken = broken_models(text)
     if broken:
-        print(f"not ready: engine broken in {', '.join(sorted(set(broken)))}", file=sys.stderr)
+        what = "not live" if args.live else "not ready"
+        print(f"{what}: engine broken in {', '.join(sorted(set(broken)))}", file=sys.stderr)
         return 1
     return 0

@@ -254,8 +254,14 @@ def _release_from_env(args: argparse.Namespace) -> None:
                 f"${RELEASE_ENV}={release} has no pin: set ${RELEASE_SHA256_ENV} (MODEL_RELEASE"
                 "_SHA256 in .env) to the SHA-256 `tritonkit release create` printed"
             )
+    pin = os.environ.get(RELEASE_SHA256_ENV, "").strip()
+    if args.release is None and pin and not args.model:
+        raise UsageError(
+            f"${RELEASE_SHA256_ENV} is set without a release: set ${RELEASE_ENV} (MODEL_RELEASE "
+            "in .env) too, or unset both to pull the live versions"
+        )
     if args.release is not None and not args.expect_release_sha256:
-        args.expect_release_sha256 = os.environ.get(RELEASE_SHA256_ENV, "").strip() or None
+        args.expect_release_sha256 = pin or None
 
 
 def _pull(args: argparse.Namespace) -> int:
