@@ -121,7 +121,12 @@ def internal(
     )
 
 
-_ADDRESS = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://)?[\w.-]+:\d{2,5}\b|\[[0-9a-f:]+\]:\d+", re.I)
+_ADDRESS = re.compile(  # HOST:PORT of a replica: an IPv4 or IPv6 address, a DNS name, localhost
+    r"(?:[a-z][a-z0-9+.-]*://)?"
+    r"(?:(?:\d{1,3}\.){3}\d{1,3}|\[[0-9a-f:]+\]|[a-z0-9-]+(?:\.[a-z0-9-]+)+|localhost)"
+    r":\d{1,5}\b",
+    re.I,
+)
 
 
 def _without_addresses(message: str) -> str:
