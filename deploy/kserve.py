@@ -53,7 +53,8 @@ MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts the storage
 KEDA_WAITING_METRIC = "tritonkit_waiting_requests"  # the entry model's own gauge
 ADMIN_KEY_SECRET = "tritonkit-triton-admin"  # key: admin-key
 API_KEYS_SECRET = "tritonkit-gateway-api-keys"  # key: api-keys (one key a line)
-METRICS_KEY_SECRET = "tritonkit-gateway-metrics-key"  # key: metrics-key (optional)
+METRICS_KEY_SECRET = "tritonkit-gateway-metrics-key"  # key: metrics-key (Prometheus has it too)
+MONITORING_SECRETS_DIR = "/etc/prometheus/secrets"  # where kube-prometheus mounts its secrets
 DEFAULT_PROMETHEUS = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
 MONITORING_NAMESPACE = "monitoring"  # where create_cluster.sh installs Prometheus (scrapes 8002)
 # Every container here: no privilege escalation, no Linux capability, the runtime's
@@ -435,7 +436,6 @@ def gateway_deployment(opts: KServeOptions) -> dict[str, Any]:
                     "secretKeyRef": {
                         "name": METRICS_KEY_SECRET,
                         "key": "metrics-key",
-                        "optional": True,
                     }
                 },
             }
@@ -619,8 +619,14 @@ def secret_commands(opts: KServeOptions) -> list[str]:
         '--from-literal=admin-key="$(openssl rand -hex 32)"',
         f"kubectl create secret generic {API_KEYS_SECRET} -n {ns} "
         "--from-file=api-keys=gateway_api_keys.txt",
-        f"# optional, locks the gateway's /metrics: kubectl create secret generic "
-        f'{METRICS_KEY_SECRET} -n {ns} --from-literal=metrics-key="$(openssl rand -hex 32)"',
+        # The gateway's /metrics key, in its namespace and in Prometheus's, which scrapes
+        # the gateway with it (deploy/aks/create_cluster.sh makes both).
+        f"kubectl get secret {METRICS_KEY_SECRET} -n {ns} >/dev/null 2>&1 || {{ "
+        'key="$(openssl rand -hex 32)"; '
+        f"kubectl create secret generic {METRICS_KEY_SECRET} -n {ns} "
+        '--from-literal=metrics-key="$key" && '
+        f"kubectl create secret generic {METRICS_KEY_SECRET} -n {MONITORING_NAMESPACE} "
+        '--from-literal=metrics-key="$key"; }',
     ]
 
 

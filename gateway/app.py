@@ -127,9 +127,10 @@ class _Gateway:
         self.keys = keys
         self.metrics = metrics
         self.config = config
-        # /metrics (replica addresses) wants its own key when one is set; open otherwise,
-        # since Prometheus's annotation-based scraping sends no credentials (the CLI warns).
-        self.metrics_keys = KeyChecker(config.metrics_keys)
+        # /metrics lists replica addresses: its own keys, else the API keys; open only when
+        # the gateway has no keys at all. create_cluster.sh's Prometheus scrapes the
+        # gateway with the metrics key (a Secret), the KServe manifests give it the same.
+        self.metrics_keys = KeyChecker(config.metrics_keys or config.api_keys)
         self.limiter = Limiter(config.max_concurrent, metrics.in_flight)
         self.key_limiter = KeyLimiter(config.max_concurrent_per_key)
         self.renderer = TemplateRenderer(config.template_timeout_s, config.template_max_chars)

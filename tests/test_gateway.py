@@ -86,7 +86,8 @@ def triton_metric(served: Any, name: str, model: str = "llm") -> float:
 
 
 def gateway_metric(url: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
+    # /metrics wants a key when the gateway has keys: the tests' key (ignored without keys)
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -513,6 +513,11 @@ def test_metrics_want_their_key(served: Any) -> None:
         assert METRICS_KEY not in repr(config)
         health = httpx.get(f"{gw.url}/health")
         assert health.status_code == 200 and served.grpc_url not in health.text
+    # No metrics key of its own: /metrics (replica addresses) wants an API key, never open.
+    config = GatewayConfig(triton_url=served.grpc_url, api_keys=(KEY,))
+    with GatewayServer(config) as gw:
+        assert httpx.get(f"{gw.url}/metrics").status_code == 401
+        assert httpx.get(f"{gw.url}/metrics", headers=AUTH).status_code == 200
 
 
 # -- 6. no admin API of Triton's -----------------------------------------------------------

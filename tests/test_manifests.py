@@ -99,6 +99,10 @@ def test_only_the_gateway_and_prometheus_reach_triton(objects):
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"} and sc["runAsNonRoot"]
     assert isvc["automountServiceAccountToken"] is False
     assert gateway["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # The gateway's /metrics key is required (not optional): Prometheus scrapes with it.
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["TRITONKIT_GATEWAY_METRICS_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "tritonkit-gateway-metrics-key" and not ref.get("optional")
 
 
 def test_inference_service_serves_the_pinned_release_on_the_gpu_pool(objects):
@@ -474,3 +478,22 @@ def test_create_cluster_script_passes_shellcheck_and_has_what_the_manifests_need
                    "az identity federated-credential create",
                    "system:serviceaccount:${NAMESPACE}:${SERVICE_ACCOUNT}"):  # fmt: skip
         assert needed in text
+    # Prometheus scrapes the gateway with its metrics key (its /metrics wants one), and
+    # everything else annotated without: the two jobs split the pods by the component label.
+    values = yaml.safe_load(text.split("<<'VALUES'\n", 1)[1].split("\nVALUES\n", 1)[0])
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["secrets"] == ["tritonkit-gateway-metrics-key"]
+    jobs = {j["job_name"]: j for j in spec["additionalScrapeConfigs"]}
+    gateway_job = jobs["tritonkit-gateway"]
+    assert gateway_job["authorization"]["credentials_file"] == (
+        "/etc/prometheus/secrets/tritonkit-gateway-metrics-key/metrics-key"
+    )
+    component = "__meta_kubernetes_pod_label_tritonkit_dev_component"
+
+    def filters(job: dict) -> dict:
+        rules = [r for r in job["relabel_configs"] if r.get("action") in ("keep", "drop")]
+        return {(r["source_labels"][0], r["action"]): r.get("regex") for r in rules}
+
+    assert filters(gateway_job)[(component, "keep")] == "gateway"
+    assert filters(jobs["annotated-pods"])[(component, "drop")] == "gateway"
+    assert "kubectl create secret generic tritonkit-gateway-metrics-key" in text

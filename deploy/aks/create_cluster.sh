@@ -91,6 +91,20 @@ helm upgrade --install kserve oci://ghcr.io/kserve/charts/kserve \
   --set kserve.controller.deploymentMode=RawDeployment \
   --set kserve.controller.gateway.disableIngressCreation=true
 
+step "the gateway's /metrics key, in ${NAMESPACE} and for Prometheus in monitoring"
+# The gateway's /metrics lists replica addresses and wants this key; Prometheus scrapes
+# it with the same key (below). Made once; an existing key is kept.
+kubectl create namespace "${NAMESPACE}" --dry-run=client --output yaml | kubectl apply -f - >/dev/null
+kubectl create namespace monitoring --dry-run=client --output yaml | kubectl apply -f - >/dev/null
+if ! kubectl get secret tritonkit-gateway-metrics-key --namespace monitoring >/dev/null 2>&1; then
+  metrics_key="$(openssl rand -hex 32)"
+  for ns in monitoring "${NAMESPACE}"; do
+    kubectl create secret generic tritonkit-gateway-metrics-key --namespace "${ns}" \
+      --from-literal=metrics-key="${metrics_key}" >/dev/null
+  done
+  unset metrics_key
+fi
+
 step "Prometheus (kube-prometheus-stack ${PROMETHEUS_CHART_VERSION}) scraping annotated pods"
 values="$(mktemp)"
 trap 'rm -f "${values}"' EXIT
@@ -101,11 +115,27 @@ alertmanager:
   enabled: false
 prometheus:
   prometheusSpec:
+    # mounted at /etc/prometheus/secrets/tritonkit-gateway-metrics-key/metrics-key
+    secrets: [tritonkit-gateway-metrics-key]
     additionalScrapeConfigs:
       - job_name: annotated-pods
         kubernetes_sd_configs: [{role: pod}]
         relabel_configs:
           - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}
+          - {source_labels: [__meta_kubernetes_pod_label_tritonkit_dev_component], action: drop, regex: gateway}
+          - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], action: replace, target_label: __metrics_path__, regex: (.+)}
+          - {source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port], action: replace, regex: '([^:]+)(?::\d+)?;(\d+)', replacement: '$1:$2', target_label: __address__}
+          - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+          - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+      # The gateway's /metrics wants its key (it lists replica addresses).
+      - job_name: tritonkit-gateway
+        kubernetes_sd_configs: [{role: pod}]
+        authorization:
+          type: Bearer
+          credentials_file: /etc/prometheus/secrets/tritonkit-gateway-metrics-key/metrics-key
+        relabel_configs:
+          - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape], action: keep, regex: "true"}
+          - {source_labels: [__meta_kubernetes_pod_label_tritonkit_dev_component], action: keep, regex: gateway}
           - {source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path], action: replace, target_label: __metrics_path__, regex: (.+)}
           - {source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port], action: replace, regex: '([^:]+)(?::\d+)?;(\d+)', replacement: '$1:$2', target_label: __address__}
           - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}

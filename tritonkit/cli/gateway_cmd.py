@@ -375,9 +375,9 @@ def startup_warnings(config: Any, host: str, admin_key_set: bool = False) -> lis
             f"no API key and --host {host}: anyone who can reach this port can use the "
             "model; give --api-key or --api-keys-file"
         )
-    if not config.metrics_keys:
+    if not config.metrics_keys and not config.api_keys:
         warnings.append(
-            f"no metrics key and --host {host}: anyone who can reach this port can read "
+            f"no key at all and --host {host}: anyone who can reach this port can read "
             "/metrics (replica addresses); give --metrics-key-file"
         )
     if not config.tls:
