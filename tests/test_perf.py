@@ -289,11 +289,18 @@ def test_perf_inputs_drive_perf_analyzer_on_both_models(served: Any, tmp_path: P
     for command in commands:
         export = tmp_path / f"export-{len(list(tmp_path.glob('export-*')))}.json"
         line = f"{command} --request-count 4 --profile-export-file {export}"
-        done = subprocess.run(
-            ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=180
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        requests = json.loads(export.read_text())["experiments"][0]["requests"]
+        for attempt in range(3):
+            done = subprocess.run(
+                ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=180
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            try:
+                requests = json.loads(export.read_text())["experiments"][0]["requests"]
+                break
+            except json.JSONDecodeError:
+                # perf_analyzer 2.51 once left the decoder's export (megabytes of logits)
+                # cut at a 64 KiB boundary while exiting 0 (a fresh-clone run): run it again.
+                assert attempt < 2, f"perf_analyzer wrote unreadable JSON 3 times: {line}"
         assert len(requests) == 4
         if "-m llm " in command:
             finals = [r["response_outputs"][-1] for r in requests]
