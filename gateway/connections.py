@@ -30,6 +30,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .auth import presented_key
+
 FD_HEADROOM = 64  # file descriptors kept for Triton connections, logs and the like
 
 
@@ -159,8 +161,6 @@ class RequestLimit:
             return False
         if self.keys is None or not self.keys.enabled:
             return True
-        from .auth import presented_key
-
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         return bool(self.keys.allows(presented_key(headers)))
 
