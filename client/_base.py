@@ -20,7 +20,10 @@ from typing import Any, Literal
 import numpy as np
 
 from tritonkit.errors import UsageError
-from tritonkit.model_repository.runtime.interface import SCALAR_INPUTS  # the model's typed scalars
+from tritonkit.model_repository.runtime.interface import (  # the model's declared inputs
+    ENTRY_INPUTS,
+    SCALAR_INPUTS,
+)
 
 from .chat import ChatTemplate
 from .errors import InvalidRequest, ServerStreamError, from_triton
@@ -51,6 +54,16 @@ class GenerationParams:
     seed: int | None = None
     stop: Sequence[str] | str | None = None  # stop words, sent as ``stop_words``
     repetition_penalty: float | None = None
+    presence_penalty: float | None = None  # OpenAI's, in [-2, 2]
+    frequency_penalty: float | None = None  # OpenAI's, in [-2, 2]
+    min_p: float | None = None  # in [0, 1]
+    logit_bias: Mapping[int | str, float] | None = None  # token id -> bias in [-100, 100]
+    logprobs: int | None = None  # each token's logprob and this many alternatives (0-20)
+    # At most one constraint on the output:
+    guided_json: Mapping[str, Any] | str | None = None  # a JSON schema (object or its text)
+    guided_regex: str | None = None
+    guided_choice: Sequence[str] | None = None  # exactly one of these strings
+    guided_grammar: str | None = None  # Lark (llguidance's dialect) or GBNF
     exclude_input_in_output: bool = False  # non-streamed text without the prompt
     sampling_parameters: Mapping[str, Any] | None = None  # vLLM-style JSON, sent as is
 
@@ -97,20 +110,50 @@ def request_values(prompt: str, stream: bool, params: GenerationParams) -> dict[
                     f"{name} must be in {info.min}..{info.max} ({np.dtype(dtype).name}), "
                     f"not {value!r}"
                 )
-    if params.stop:
-        values["stop_words"] = [params.stop] if isinstance(params.stop, str) else list(params.stop)
-    if params.sampling_parameters is not None:
-        values["sampling_parameters"] = json.dumps(dict(params.sampling_parameters))
+    for t in _TEXT_INPUTS:  # stop_words, logit_bias, guided_*, sampling_parameters
+        value = getattr(params, "stop" if t.name == "stop_words" else t.name)
+        if value is None or (t.name == "stop_words" and not value):
+            continue
+        values[t.name] = _text_value(t.name, value, many=t.dims == (-1,))
     return values
+
+
+# The BYTES inputs a client sets from its parameters (text_input aside).
+_TEXT_INPUTS = tuple(
+    t
+    for t in ENTRY_INPUTS
+    if t.datatype == "BYTES" and t.alias_of is None and t.name != "text_input"
+)
+_TEXT_DIMS = {t.name: t.dims for t in ENTRY_INPUTS if t.datatype == "BYTES"}
+
+
+def _text_value(name: str, value: Any, many: bool) -> str | list[str]:
+    """A BYTES input's value: a list of strings (dims [-1]) or one string, JSON for a
+    mapping (``logit_bias``, a schema) or a list sent as one string.
+
+    Raises:
+        InvalidRequest: a value of the wrong type.
+    """
+    if many:
+        items = [value] if isinstance(value, str) else list(value)
+        if not all(isinstance(v, str) for v in items):
+            raise InvalidRequest(f"{name} must be a string or a list of strings, not {value!r}")
+        return items
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(dict(value) if isinstance(value, Mapping) else value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{name} must be a string or JSON-serializable: {exc}") from exc
 
 
 def request_arrays(values: Mapping[str, Any]) -> list[tuple[str, str, np.ndarray]]:
     """``(name, datatype, array)`` per input, shaped as the model declares them."""
     arrays: list[tuple[str, str, np.ndarray]] = []
     for name, value in values.items():
-        if name in ("text_input", "sampling_parameters"):
+        if _TEXT_DIMS.get(name) == (1,):
             arrays.append((name, "BYTES", np.array([value.encode()], dtype=np.object_)))  # (1,)
-        elif name == "stop_words":
+        elif name in _TEXT_DIMS:
             words = [w.encode() for w in value]
             arrays.append((name, "BYTES", np.array(words, dtype=np.object_)))  # (n_words,)
         elif name in ("stream", "exclude_input_in_output"):
@@ -129,7 +172,11 @@ def _scalar(array: np.ndarray | None) -> Any:
 
 
 def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -> StreamChunk:
-    """Decode one gRPC response (``get`` is ``InferResult.as_numpy``)."""
+    """Decode one gRPC response (``get`` is ``InferResult.as_numpy``).
+
+    Raises:
+        ServerStreamError: ``token_logprobs`` that is not a JSON list.
+    """
     counts = (_scalar(get("num_input_tokens")), _scalar(get("num_output_tokens")))
     return StreamChunk(
         text=_scalar(get("text_output")) or "",
@@ -137,7 +184,21 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -
         finish_reason=_scalar(get("finish_reason")) or None,
         num_input_tokens=None if counts[0] is None else int(counts[0]),
         num_output_tokens=None if counts[1] is None else int(counts[1]),
+        logprobs=_logprobs(_scalar(get("token_logprobs"))),
     )
+
+
+def _logprobs(text: Any) -> tuple[dict[str, Any], ...] | None:
+    """The entries of a ``token_logprobs`` output (JSON text), or None when absent."""
+    if text is None:
+        return None
+    try:
+        entries = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as exc:
+        raise ServerStreamError(f"token_logprobs is not JSON: {exc.msg}") from exc
+    if not isinstance(entries, list):
+        raise ServerStreamError("token_logprobs is not a JSON list")
+    return tuple(entries)
 
 
 class EndCheck:
@@ -190,6 +251,7 @@ def chunk_from_json(obj: Mapping[str, Any], url: str, is_final: bool | None = No
         finish_reason=finish,
         num_input_tokens=None if n_in is None else int(n_in),
         num_output_tokens=None if n_out is None else int(n_out),
+        logprobs=_logprobs(obj.get("token_logprobs")),
     )
 
 

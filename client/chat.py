@@ -158,9 +158,13 @@ class ChatTemplate:
         return self.source == PLAIN_TEMPLATE
 
     def render(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """The prompt for ``messages`` (dicts with ``role`` and ``content``).
+        """The prompt for ``messages`` (dicts with ``role`` and ``content``) and ``tools``
+        (OpenAI's function specs, for templates that render them).
 
         Raises:
             ChatTemplateError: the template raised (for example roles that do not
@@ -169,7 +173,7 @@ class ChatTemplate:
         try:
             text = self._template.render(
                 messages=[dict(m) for m in messages],
-                tools=None,
+                tools=[dict(t) for t in tools] if tools else None,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **self.special_tokens,

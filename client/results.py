@@ -21,6 +21,9 @@ class StreamChunk:
     finish_reason: str | None = None
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
+    # With ``logprobs``: the entries of this chunk's tokens, each
+    # {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}...]}.
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class GenerationResult:
     num_output_tokens: int | None
     time_to_first_token_s: float | None
     latency_s: float
+    logprobs: tuple[dict[str, Any], ...] | None = None  # one entry per token, when asked
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -68,6 +72,7 @@ class ResultBuilder:
         self._parts: list[str] = []
         self._first: float | None = None
         self._last: StreamChunk | None = None
+        self._logprobs: list[dict[str, Any]] | None = None
 
     def add(self, chunk: StreamChunk) -> StreamChunk:
         """Record ``chunk``; returns it with the finish reason and counts seen so far filled in."""
@@ -75,6 +80,8 @@ class ResultBuilder:
             self._parts.append(chunk.text)
             if self._first is None:
                 self._first = time.perf_counter() - self._start
+        if chunk.logprobs is not None:
+            self._logprobs = [*(self._logprobs or ()), *chunk.logprobs]
         previous = self._last
         if previous is not None:
             chunk = StreamChunk(
@@ -83,6 +90,7 @@ class ResultBuilder:
                 finish_reason=chunk.finish_reason or previous.finish_reason,
                 num_input_tokens=_pick(chunk.num_input_tokens, previous.num_input_tokens),
                 num_output_tokens=_pick(chunk.num_output_tokens, previous.num_output_tokens),
+                logprobs=chunk.logprobs,
             )
         self._last = chunk
         return chunk
@@ -96,6 +104,7 @@ class ResultBuilder:
             num_output_tokens=last.num_output_tokens,
             time_to_first_token_s=self._first,
             latency_s=time.perf_counter() - self._start,
+            logprobs=None if self._logprobs is None else tuple(self._logprobs),
         )
 
 

@@ -2,7 +2,7 @@
 
     GET  /v1/models, /v1/models/{id}     the ready entry models (see ``catalog``)
     POST /v1/completions                 prompt -> text, streamed (SSE) or not
-    POST /v1/chat/completions            messages -> chat template -> text
+    POST /v1/chat/completions            messages (+ tools) -> chat template -> text or tool calls
     GET  /health                         200 when the gateway is up and a Triton replica is ready
     GET  /metrics                        the gateway's Prometheus metrics (its own key, if set)
 
@@ -45,11 +45,12 @@ from .connection import (
 )
 from .http_errors import APIError, bad_request, from_client_error, internal
 from .metrics import GatewayMetrics, MetricsMiddleware
-from .openai_format import DONE, Kind, ResponseWriter, sse, usage
+from .openai_format import DONE, Kind, ResponseWriter, finish, sse, usage
 from .rendering import TemplateRenderer
 from .replicas import ReplicaPool
 from .request_context import RequestContextMiddleware, log
 from .schemas import ChatCompletionRequest, CompletionRequest, parse_body
+from .tools import ToolPlan, detect_format, forcing_grammar, prompt_messages
 
 CLIENT_CLOSED = 499  # nginx's status for a client that left; nobody reads it
 
@@ -199,15 +200,19 @@ class _Gateway:
         handed_over = False  # a streamed response releases the slot when it ends
         try:
             model = await self.catalog.get(body.model)
+            tools: ToolPlan | None = None
             if isinstance(body, ChatCompletionRequest):
-                prompt, echo = await self._chat_prompt(request, model, messages), ""
+                prompt, tools = await self._chat_prompt(request, model, body, messages)
+                echo = ""
             else:
                 echo = prompt if body.echo else ""
             writer = ResponseWriter(kind, body.model, include_usage=body.include_usage)
             params = body.generation_kwargs()
+            if tools is not None and tools.grammar is not None:
+                params["guided_grammar"] = tools.grammar  # the only constraint (checked)
             if body.stream:
                 events = self.pool.stream_events(model.triton_model, prompt, **params)
-                response = await self._stream(request, events, writer, echo, received, slot)
+                response = await self._stream(request, events, writer, echo, received, slot, tools)
                 handed_over = True
                 return response
             try:
@@ -219,7 +224,18 @@ class _Gateway:
                 return Response(status_code=CLIENT_CLOSED)
             self.metrics.ttft.labels(kind).observe(time.perf_counter() - received)
             counts = self._count(result.num_input_tokens, result.num_output_tokens)
-            return JSONResponse(writer.complete(echo + result.text, result.finish_reason, counts))
+            if tools is None:
+                text, calls = echo + result.text, []
+            else:
+                parser = tools.parser()
+                parser.feed(result.text)
+                parser.finish()
+                text, calls = parser.content, [c.as_openai() for c in parser.calls]
+            return JSONResponse(
+                writer.complete(
+                    text, result.finish_reason, counts, calls, result.logprobs, len(echo)
+                )
+            )
         finally:
             if not handed_over:
                 slot.release()
@@ -232,6 +248,7 @@ class _Gateway:
         echo: str,
         received: float,
         slot: Slot,
+        tools: ToolPlan | None = None,
     ) -> Response:
         # Wait for Triton's first answer before choosing the status: a rejected request
         # still gets its 400 (or 404, 503) rather than a 200 with an error inside.
@@ -246,7 +263,7 @@ class _Gateway:
             await events.aclose()
             slot.release()
             raise
-        body = self._events(events, first, writer, echo, received, _request_id(request))
+        body = self._events(events, first, writer, echo, received, _request_id(request), tools)
         return EventStream(body, on_close=slot.release)
 
     async def _events(
@@ -257,27 +274,48 @@ class _Gateway:
         echo: str,
         received: float,
         request_id: str,
+        tools: ToolPlan | None = None,
     ) -> AsyncGenerator[bytes, None]:
         done = False
         first_text = True
+        parser = tools.parser() if tools is not None else None
+        logprobs: list[dict[str, Any]] = []  # the model's entries not yet sent
+        offset = len(echo)  # completions: where the next piece starts in the text
+
+        def take() -> list[dict[str, Any]] | None:
+            taken = list(logprobs)
+            logprobs.clear()
+            return taken or None
+
         try:
             if writer.kind == "chat":
                 yield writer.chunk(role=True)
             if echo:
                 yield writer.chunk(echo)
             while True:
+                logprobs.extend(chunk.logprobs or ())
                 if chunk.text:
                     if first_text:
                         first_text = False
                         self.metrics.ttft.labels(writer.kind).observe(
                             time.perf_counter() - received
                         )
-                    yield writer.chunk(chunk.text)
+                    if parser is None:
+                        yield writer.chunk(chunk.text, logprobs=take(), text_offset=offset)
+                        offset += len(chunk.text)
+                    else:
+                        for delta in parser.feed(chunk.text):
+                            yield writer.chunk(delta=delta.as_openai(), logprobs=take())
                 if chunk.is_final:
                     break
                 chunk = await events.__anext__()
             done = True
-            yield writer.chunk(finish_reason=chunk.finish_reason or "stop")
+            for delta in parser.finish() if parser is not None else ():
+                yield writer.chunk(delta=delta.as_openai(), logprobs=take())
+            reason = chunk.finish_reason or "stop"
+            if writer.kind == "chat":
+                reason = finish(reason, bool(parser is not None and parser.calls))
+            yield writer.chunk(finish_reason=reason, logprobs=take(), text_offset=offset)
             counts = self._count(chunk.num_input_tokens, chunk.num_output_tokens)
             if writer.include_usage:
                 yield writer.usage_chunk(counts)
@@ -321,17 +359,43 @@ class _Gateway:
         return Slot(slot.release, per_key.release)
 
     async def _chat_prompt(
-        self, request: Request, model: ServedModel, messages: list[dict[str, Any]]
-    ) -> str:
+        self,
+        request: Request,
+        model: ServedModel,
+        body: ChatCompletionRequest,
+        messages: list[dict[str, Any]],
+    ) -> tuple[str, ToolPlan | None]:
+        """The rendered prompt, and how to read tool calls from the output (None: the
+        request offers no tools, or ``tool_choice`` is ``none``).
+
+        Raises:
+            APIError: 500 for an unreadable template, 400 when it fails on the messages.
+        """
         try:
             template = await self.catalog.chat_template(model)
         except UsageError as exc:  # its message names files on this machine: to the log
             what = f"the chat template of model {model.id!r} cannot be read"
             raise internal(500, what, _request_id(request), str(exc), "chat_template") from exc
+        fmt, native = detect_format(template.source)
+        if self.config.tool_parser != "auto":
+            fmt = self.config.tool_parser  # type: ignore[assignment]  # checked in config
+        tools = body.tool_list
         try:
-            return await self.renderer.render(template, messages, add_generation_prompt=True)
+            prompt = await self.renderer.render(
+                template,
+                prompt_messages(messages, tools, native),
+                add_generation_prompt=True,
+                tools=[t.spec() for t in tools] if native and tools else None,
+            )
         except ChatTemplateError as exc:
             raise bad_request(str(exc), "messages") from exc
+        if not tools:
+            return prompt, None
+        grammar = None
+        if body.choice.forced:
+            parallel = body.parallel_tool_calls is not False
+            grammar = forcing_grammar(tools, body.choice, fmt, parallel)
+        return prompt, ToolPlan(fmt, frozenset(t.name for t in tools), grammar)
 
     def _count(self, prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int]:
         counts = usage(prompt_tokens, completion_tokens)

@@ -85,6 +85,8 @@ class GatewayConfig:
     metrics_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: /metrics is open
     ssl_certfile: Path | None = None  # PEM certificate (chain): serve HTTPS
     ssl_keyfile: Path | None = None  # PEM private key of that certificate
+    tool_parser: str = "auto"  # the tool-call format: auto (from the chat template) or one of
+    # tools.TOOL_FORMATS
 
     def check(self) -> GatewayConfig:
         """Return self after validating every field.
@@ -116,6 +118,13 @@ class GatewayConfig:
             if seconds <= 0:
                 raise UsageError(f"{flag} must be > 0 seconds, not {seconds}")
         self._check_replicas()
+        from .tools import TOOL_FORMATS
+
+        if self.tool_parser not in ("auto", *TOOL_FORMATS):
+            raise UsageError(
+                f"--tool-parser must be auto or one of {', '.join(TOOL_FORMATS)}, "
+                f"not {self.tool_parser!r}"
+            )
         if self.template_timeout_s <= 0:
             raise UsageError(
                 f"--template-timeout must be > 0 seconds, not {self.template_timeout_s}"

@@ -34,18 +34,21 @@ from tritonkit.client.errors import (
     ServerBusy,
     Timeout,
 )
+from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
 
 # Triton input names -> the OpenAI parameter a client set to fill them.
-_PARAMS = {
-    "max_tokens": "max_tokens", "min_tokens": "min_tokens", "temperature": "temperature",
-    "top_k": "top_k", "top_p": "top_p", "seed": "seed", "stop_words": "stop",
-    "repetition_penalty": "repetition_penalty", "text_input": "prompt", "prompt": "prompt",
-}  # fmt: skip
 # The model's messages about a request start with the input they are about
-# (model_repository/runtime/params.py); these inputs have no OpenAI parameter of their own.
-_OTHER_INPUTS = frozenset(
-    {"stream", "exclude_input_in_output", "sampling_parameters", "min_length", "random_seed"}
-)
+# (model_repository/runtime/params.py): every declared input, with the OpenAI parameter
+# it comes from where the names differ (None: an input with no OpenAI parameter).
+_RENAMED: dict[str, str | None] = {
+    "stop_words": "stop", "text_input": "prompt", "min_length": "min_tokens",
+    "random_seed": "seed", "stream": None, "exclude_input_in_output": None,
+    "sampling_parameters": None,
+}  # fmt: skip
+_PARAMS: dict[str, str | None] = {
+    **{t.name: _RENAMED.get(t.name, t.name) for t in ENTRY_INPUTS},
+    "prompt": "prompt",  # "prompt is N tokens; the model's context is M"
+}
 _FIRST_WORD = re.compile(r"^\s*([a-z_]+)")
 
 
@@ -184,8 +187,8 @@ def from_client_error(exc: ClientError, request_id: str) -> APIError:
     if isinstance(exc, InvalidRequest):
         match = _FIRST_WORD.match(message)
         word = match.group(1) if match else ""
-        if word in _PARAMS or word in _OTHER_INPUTS:
-            return APIError(400, message, param=_PARAMS.get(word))
+        if word in _PARAMS:
+            return APIError(400, message, param=_PARAMS[word])
         return internal(500, "the model failed on this request", request_id, message)
     # ServerStreamError, or any other way the conversation with Triton broke.
     return internal(502, "the stream from the model broke off", request_id, message)

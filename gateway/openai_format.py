@@ -4,7 +4,12 @@ Non-streamed: one ``text_completion`` / ``chat.completion`` object with a ``usag
 from the model's token counts. Streamed: ``data: {chunk}`` events, for chat first a
 ``delta`` with the assistant role, then the text pieces, then an empty ``delta`` with
 the ``finish_reason``; with ``stream_options.include_usage`` one more chunk with no
-choices and the usage; then ``data: [DONE]``.
+choices and the usage; then ``data: [DONE]``. Tool calls arrive as ``tool_calls``
+deltas (``tools.Delta``) and end with ``finish_reason: "tool_calls"``.
+
+Logprobs come from the model as OpenAI's chat entries (``{"token", "logprob", "bytes",
+"top_logprobs"}``); chat sends them as ``{"content": [...]}``, completions in the legacy
+form (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,22 +62,32 @@ class ResponseWriter:
         }
 
     def complete(
-        self, text: str, finish_reason: str | None, counts: dict[str, int]
+        self,
+        text: str,
+        finish_reason: str | None,
+        counts: dict[str, int],
+        tool_calls: Sequence[dict[str, Any]] = (),
+        logprobs: Sequence[dict[str, Any]] | None = None,
+        text_offset: int = 0,  # completions: characters before the text (echo)
     ) -> dict[str, Any]:
         """The whole (non-streamed) response."""
         if self.kind == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message = {"role": "assistant", "content": text.strip() or None,
+                           "tool_calls": list(tool_calls)}  # fmt: skip
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason or "stop",
+                "message": message,
+                "logprobs": self.logprobs(logprobs),
+                "finish_reason": finish(finish_reason, bool(tool_calls)),
             }
             obj = self._head("chat.completion")
         else:
             choice = {
                 "index": 0,
                 "text": text,
-                "logprobs": None,
+                "logprobs": self.logprobs(logprobs, text_offset),
                 "finish_reason": finish_reason or "stop",
             }
             obj = self._head("text_completion")
@@ -80,26 +96,55 @@ class ResponseWriter:
         return obj
 
     def chunk(
-        self, text: str | None = None, finish_reason: str | None = None, role: bool = False
+        self,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        role: bool = False,
+        delta: dict[str, Any] | None = None,  # chat: a delta of its own (tool calls)
+        logprobs: Sequence[dict[str, Any]] | None = None,
+        text_offset: int = 0,
     ) -> bytes:
         """One streamed chunk: a text piece, the opening role (chat), or the finish."""
         if self.kind == "chat":
-            delta: dict[str, Any] = {}
+            body: dict[str, Any] = {}
             if role:
-                delta = {"role": "assistant", "content": ""}
+                body = {"role": "assistant", "content": ""}
+            elif delta is not None:
+                body = delta
             elif text is not None:
-                delta = {"content": text}
-            choice: dict[str, Any] = {"index": 0, "delta": delta}
+                body = {"content": text}
+            choice: dict[str, Any] = {"index": 0, "delta": body}
             obj = self._head("chat.completion.chunk")
         else:
             choice = {"index": 0, "text": text or ""}
             obj = self._head("text_completion")
-        choice["logprobs"] = None
+        choice["logprobs"] = self.logprobs(logprobs, text_offset) if logprobs else None
         choice["finish_reason"] = finish_reason
         obj["choices"] = [choice]
         if self.include_usage:
             obj["usage"] = None
         return sse(obj)
+
+    def logprobs(
+        self, entries: Sequence[dict[str, Any]] | None, text_offset: int = 0
+    ) -> dict[str, Any] | None:
+        """The ``logprobs`` of a choice, in this response kind's form (None: not asked)."""
+        if entries is None:
+            return None
+        if self.kind == "chat":
+            return {"content": list(entries), "refusal": None}
+        offsets, at = [], text_offset
+        for e in entries:
+            offsets.append(at)
+            at += len(e["token"])
+        return {
+            "tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [
+                {t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries
+            ],
+            "text_offset": offsets,
+        }
 
     def usage_chunk(self, counts: dict[str, int]) -> bytes:
         """The last chunk before ``[DONE]`` with ``include_usage``: no choices, the usage."""
@@ -107,3 +152,10 @@ class ResponseWriter:
         obj["choices"] = []
         obj["usage"] = counts
         return sse(obj)
+
+
+def finish(reason: str | None, called: bool) -> str:
+    """The chat ``finish_reason``: ``tool_calls`` when the model ended on calls."""
+    if called and reason in (None, "stop"):
+        return "tool_calls"
+    return reason or "stop"

@@ -228,8 +228,10 @@ class TemplateRenderer:
         template: ChatTemplate,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """The prompt for ``messages``, as ``template.render`` gives it.
+        """The prompt for ``messages`` (and ``tools``, for templates that take them), as
+        ``template.render`` gives it.
 
         Raises:
             ChatTemplateError: the template refused the messages, failed on them, took
@@ -237,7 +239,7 @@ class TemplateRenderer:
         """
         budget = _Budget(self.timeout_s, self.max_chars)
         work = asyncio.get_running_loop().run_in_executor(
-            self._pool, self._render, budget, template, messages, add_generation_prompt
+            self._pool, self._render, budget, template, messages, add_generation_prompt, tools
         )
         try:
             return await asyncio.wait_for(work, self.timeout_s + _GRACE_S)
@@ -255,6 +257,7 @@ class TemplateRenderer:
         template: ChatTemplate,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         _local.budget = budget
         try:
@@ -263,7 +266,7 @@ class TemplateRenderer:
             compiled = self._compile(template.source)
             for piece in compiled.generate(
                 messages=[dict(m) for m in messages],
-                tools=None,
+                tools=[dict(t) for t in tools] if tools else None,
                 documents=None,
                 add_generation_prompt=add_generation_prompt,
                 **template.special_tokens,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,66 @@ def _prompt(tokenizer: Any, tokens: int, rng: np.random.Generator) -> str:
     raise UsageError(f"could not build a prompt of exactly {tokens} tokens with this tokenizer")
 
 
-def entry_input_data(prompts: list[str], output_tokens: int, exact: bool = True) -> dict[str, Any]:
+# Request inputs a run sets itself: the prompt, the lengths and streaming.
+RUN_INPUTS = ("text_input", "max_tokens", "min_tokens", "stream", "exclude_input_in_output")
+
+
+def request_inputs(pairs: Sequence[str]) -> dict[str, list[Any]]:
+    """``NAME=VALUE`` pairs (``--request-input``) as perf_analyzer input data values,
+    typed by the entry model's declaration (``runtime/interface.py``). A BYTES input
+    declared with many values (``guided_choice``, ``stop_words``) takes a JSON list;
+    ``@FILE`` reads a value from a file.
+
+    Raises:
+        UsageError: no ``=``, an input the model does not declare or the run sets
+            itself, a value of the wrong type, or a file that cannot be read.
+    """
+    from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
+
+    declared = {t.name: t for t in ENTRY_INPUTS}
+    values: dict[str, list[Any]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--request-input takes NAME=VALUE, got {pair!r}")
+        t = declared.get(name)
+        if t is None or name in RUN_INPUTS:
+            takes = sorted(n for n in declared if n not in RUN_INPUTS)
+            raise UsageError(f"--request-input {name!r}: the run sets it, or the model has no "
+                             f"such input; it takes {', '.join(takes)}")  # fmt: skip
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {text[1:]}: {exc.strerror or exc}") from exc
+        try:
+            if t.datatype == "BYTES" and t.dims == (-1,):
+                items = json.loads(text)
+                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                    raise ValueError("a JSON list of strings")
+                values[name] = items
+            elif t.datatype == "BYTES":
+                values[name] = [text]
+            elif t.datatype == "BOOL":
+                values[name] = [{"true": True, "false": False}[text.lower()]]
+            else:
+                values[name] = [float(text) if t.datatype.startswith("FP") else int(text)]
+        except (ValueError, KeyError) as exc:
+            raise UsageError(f"--request-input {name}: {t.datatype} value, got {text!r}") from exc
+    return values
+
+
+def entry_input_data(
+    prompts: list[str],
+    output_tokens: int,
+    exact: bool = True,
+    extra: Mapping[str, list[Any]] | None = None,
+) -> dict[str, Any]:
     """perf_analyzer input data for the entry model: one streamed request per prompt.
 
     ``exact``: also send ``min_tokens`` = ``output_tokens``, so EOS cannot end a request
-    early and every request generates exactly ``output_tokens`` tokens.
+    early and every request generates exactly ``output_tokens`` tokens. ``extra``: more
+    inputs for every request (``request_inputs``), a constraint or sampling settings.
     """
     rows = []
     for prompt in prompts:
@@ -170,6 +226,7 @@ def entry_input_data(prompts: list[str], output_tokens: int, exact: bool = True)
         }
         if exact:
             row["min_tokens"] = [output_tokens]
+        row.update(extra or {})
         rows.append(row)
     return {"data": rows}
 

@@ -12,8 +12,8 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class _Plan:
     seed: int
     timeout_s: float
     data_file: Path  # perf_analyzer's --input-data (written once per run)
+    extra: Mapping[str, list[Any]] = field(default_factory=dict)  # more inputs per request
 
 
 def _flags(options: dict[str, object]) -> list[str]:
@@ -171,6 +172,7 @@ def run_bench(
     genai_perf: str | Path | None = None,
     plots: bool = True,
     progress: bool = True,
+    request_inputs: Mapping[str, list[Any]] | None = None,  # ``inputs.request_inputs``
 ) -> BenchReport:
     """Profile entry model ``model`` at gRPC ``url`` (HOST:PORT) and write the results.
 
@@ -188,6 +190,10 @@ def run_bench(
     levels_wanted = _checked_levels(
         concurrency, tool, backend, input_tokens, output_tokens, requests
     )
+    if request_inputs and tool != "perf_analyzer":
+        raise UsageError(
+            "--request-input goes into perf_analyzer's input data: add --tool perf_analyzer"
+        )
     pa = tools.find_perf_analyzer(perf_analyzer)
     env = tools.tool_environment(pa)
     pa_version = tools.check_perf_analyzer(pa, env)
@@ -201,7 +207,8 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     data_file = out / "inputs" / f"{model}.json"
     plan = _Plan(url, model, tool, gp or pa, env, tokenizer_dir, input_tokens, output_tokens,
-                 exact_output, backend, seed, timeout_s, data_file)  # fmt: skip
+                 exact_output, backend, seed, timeout_s, data_file,
+                 dict(request_inputs or {}))  # fmt: skip
     if tool == "perf_analyzer":
         _write_input_data(plan, tok, max(requests or default_requests(max(levels_wanted)), 16))
     levels = _run_levels(plan, levels_wanted, requests, warmup, out, tok, metrics_url, progress)
@@ -213,6 +220,7 @@ def run_bench(
         "warmup": warmup, "seed": seed, "tokenizer": str(tokenizer_dir),
         "metrics_url": metrics_url, "perf_analyzer": f"{pa} ({pa_version})",
         "genai_perf": str(gp) if gp else None,
+        "request_inputs": dict(request_inputs or {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
     return _write_report(BenchReport(settings, levels), plan, out, plots)
@@ -249,7 +257,7 @@ def _write_input_data(plan: _Plan, tokenizer: Any, n_prompts: int) -> None:
     prompts = make_prompts(tokenizer, plan.input_tokens, n_prompts, plan.seed)
     plan.data_file.parent.mkdir(parents=True, exist_ok=True)
     plan.data_file.write_text(
-        json.dumps(entry_input_data(prompts, plan.output_tokens, plan.exact_output))
+        json.dumps(entry_input_data(prompts, plan.output_tokens, plan.exact_output, plan.extra))
     )
 
 

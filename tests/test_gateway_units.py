@@ -232,10 +232,26 @@ def test_chat_body_prefers_max_completion_tokens_and_joins_text_parts() -> None:
         (CompletionRequest, {"model": "llm", "prompt": "x", "n": 2}, "n"),
         (
             CompletionRequest,
-            {"model": "llm", "prompt": "x", "presence_penalty": 0.5},
+            {"model": "llm", "prompt": "x", "presence_penalty": 2.5},
             "presence_penalty",
         ),
-        (CompletionRequest, {"model": "llm", "prompt": "x", "logprobs": 1}, "logprobs"),
+        (
+            CompletionRequest,
+            {"model": "llm", "prompt": "x", "frequency_penalty": -3},
+            "frequency_penalty",
+        ),
+        (CompletionRequest, {"model": "llm", "prompt": "x", "min_p": 1.5}, "min_p"),
+        (CompletionRequest, {"model": "llm", "prompt": "x", "logprobs": 21}, "logprobs"),
+        (
+            CompletionRequest,
+            {"model": "llm", "prompt": "x", "logprobs": 1, "echo": True},
+            "logprobs",
+        ),
+        (
+            CompletionRequest,
+            {"model": "llm", "prompt": "x", "guided_regex": "a", "guided_choice": ["a"]},
+            "guided_choice",
+        ),
         (CompletionRequest, {"model": "llm", "prompt": "x", "temperature": "hot"}, "temperature"),
         (CompletionRequest, {"model": "llm"}, "prompt"),
         (CompletionRequest, {"prompt": "x"}, "model"),
@@ -253,7 +269,66 @@ def test_chat_body_prefers_max_completion_tokens_and_joins_text_parts() -> None:
         (
             ChatCompletionRequest,
             {"model": "llm", "messages": [{"role": "user"}], "tools": [{}]},
-            "tools",
+            "tools[0]",
+        ),
+        (
+            ChatCompletionRequest,
+            {"model": "llm", "messages": [{"role": "user"}], "top_logprobs": 2},
+            "top_logprobs",
+        ),
+        (
+            ChatCompletionRequest,
+            {"model": "llm", "messages": [{"role": "user"}], "logprobs": True, "top_logprobs": 21},
+            "top_logprobs",
+        ),
+        (
+            ChatCompletionRequest,
+            {"model": "llm", "messages": [{"role": "user"}], "response_format": {"type": "xml"}},
+            "response_format.type",
+        ),
+        (
+            ChatCompletionRequest,
+            {
+                "model": "llm",
+                "messages": [{"role": "user"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            ChatCompletionRequest,
+            {
+                "model": "llm",
+                "messages": [{"role": "user"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
+        (
+            ChatCompletionRequest,
+            {
+                "model": "llm",
+                "messages": [{"role": "user"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": "required",
+                "response_format": {"type": "json_object"},
+            },
+            "tool_choice",
+        ),
+        (
+            ChatCompletionRequest,
+            {"model": "llm", "messages": [{"role": "user"}], "tool_choice": "required"},
+            "tool_choice",
+        ),
+        (
+            ChatCompletionRequest,
+            {
+                "model": "llm",
+                "messages": [{"role": "user"}],
+                "tools": [{"type": "function", "function": {"name": "bad name!"}}],
+            },
+            "tools[0].function.name",
         ),
     ],
 )

@@ -43,11 +43,17 @@ ONNXRUNTIME_GENAI_CUDA = "0.15.2"  # the builder on a GPU machine (tritonkit[exp
 NUMPY = "1.26.4"  # tritonclient 2.51 needs numpy<2
 TOKENIZERS = "0.23.3"
 ONNX = "1.22.0"  # the engine image reads graphs with it (TensorRT builds)
+LLGUIDANCE = "1.9.1"  # constrained decoding in the entry model (abi3 wheel: any Python 3)
 
 # What each image installs besides tritonkit itself (pip requirement lines).
 IMAGE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "gpu": (f"onnxruntime-gpu=={ONNXRUNTIME}", f"numpy=={NUMPY}", f"tokenizers=={TOKENIZERS}"),
-    "cpu": (f"onnxruntime=={ONNXRUNTIME}",),  # constraints on top of the wheel's own
+    "gpu": (
+        f"onnxruntime-gpu=={ONNXRUNTIME}",
+        f"numpy=={NUMPY}",
+        f"tokenizers=={TOKENIZERS}",
+        f"llguidance=={LLGUIDANCE}",
+    ),
+    "cpu": (f"onnxruntime=={ONNXRUNTIME}", f"llguidance=={LLGUIDANCE}"),  # on top of the wheel's
     # deploy/engine.Dockerfile: TensorRT builds verified against the same onnxruntime
     "engine": (f"onnxruntime=={ONNXRUNTIME}", f"tokenizers=={TOKENIZERS}", f"onnx=={ONNX}"),
 }

@@ -10,8 +10,9 @@ The request interface is the one of Triton's vLLM and TensorRT-LLM backends, so
 genai-perf, perf_analyzer, the HTTP generate endpoint and their clients work as is.
 
 This file and ``tritonkit_runtime/`` next to it are copied into the model repository
-by ``tritonkit repo build``; inside Triton they import only numpy, onnxruntime and
-tokenizers.
+by ``tritonkit repo build``; inside Triton they import only numpy, onnxruntime,
+tokenizers and llguidance (constrained decoding and token bytes for logprobs; without
+it, constrained requests are refused and logprobs name tokens by their decoded text).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from tritonkit_runtime.constraints import Grammars
 from tritonkit_runtime.engines import open_engine, tensorrt_provider_options
 from tritonkit_runtime.generation import GenerationRequest, Output
 from tritonkit_runtime.layout import (
@@ -91,9 +93,23 @@ class TritonPythonModel:
         decoder_path = str(read_decoder_ref(version_dir).graph_path(repo_root))
         tokenizer_files = tokenizer_dir(version_dir)
         self.tokenizer = Tokenizer.from_file(str(tokenizer_files / TOKENIZER_FILE))
-        settings = json.loads((tokenizer_files / GENERATION_FILE).read_text())
+        settings = json.loads((tokenizer_files / GENERATION_FILE).read_text(encoding="utf-8"))
         report = read_export_report(tokenizer_files)  # which graph, its dims and dtype
         self.eos = list(settings["eos_token_ids"])
+        self.vocab_size = report.dims.vocab_size  # the logits' width
+        # Constrained decoding (llguidance); built once, off the decode loop.
+        self.grammars: Grammars | None = None
+        self.no_grammars = "llguidance is not installed in this server's Python environment"
+        try:
+            self.grammars = Grammars(
+                (tokenizer_files / TOKENIZER_FILE).read_text(encoding="utf-8"),
+                self.vocab_size,
+                self.eos,
+            )
+        except ImportError:
+            pass
+        except Exception as exc:  # a tokenizer llguidance cannot read: serve without it
+            self.no_grammars = f"llguidance cannot read this model's tokenizer ({exc})"
         self.max_context = int(params.get("max_context") or settings["max_context"])
 
         gpu = args.get("model_instance_kind") == "GPU"
@@ -159,6 +175,16 @@ class TritonPythonModel:
                         inputs[name] = tensor.as_numpy()
                 params = parse_request(inputs)
                 ids = self.tokenizer.encode(params.prompt).ids
+                guide = params.guide()
+                constraint = None
+                if guide is not None:
+                    if self.grammars is None:
+                        raise RequestError(
+                            f"{guide[0]} cannot be applied: {self.no_grammars}; "
+                            "install llguidance (tritonkit/versions.py pins it) or send the "
+                            "request without it"
+                        )
+                    constraint = self.grammars.constraint(*guide)  # compiled here, cached
                 seq = GenerationRequest(
                     params,
                     ids,
@@ -168,6 +194,9 @@ class TritonPythonModel:
                     emit=lambda out, s=sender: self.responder.put(s, out),
                     is_cancelled=sender.is_cancelled,
                     on_done=self._on_done,
+                    constraint=constraint,
+                    token_bytes=None if self.grammars is None else self.grammars.token_bytes,
+                    vocab_size=self.vocab_size,
                 )
             except RequestError as exc:
                 self.metrics.add("failures")
@@ -199,6 +228,9 @@ class TritonPythonModel:
             pb_utils.Tensor("num_input_tokens", np.array([out.num_input_tokens], np.uint32)),
             pb_utils.Tensor("num_output_tokens", np.array([out.num_output_tokens], np.uint32)),
         ]
+        if out.logprobs is not None:  # (1,) one JSON list per response
+            entries = json.dumps(out.logprobs, separators=(",", ":")).encode()
+            tensors.append(pb_utils.Tensor("token_logprobs", np.array([entries], np.object_)))
         sender.send(
             pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if out.final else 0
         )

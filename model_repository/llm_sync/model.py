@@ -40,8 +40,9 @@ class TritonPythonModel:
         for response in bls.exec(decoupled=True):
             if response.has_error():
                 return pb_utils.InferenceResponse(output_tensors=[], error=response.error())
-            outputs = [pb_utils.get_output_tensor_by_name(response, n) for n in self.outputs]
-            if all(o is not None for o in outputs):
+            got = [pb_utils.get_output_tensor_by_name(response, n) for n in self.outputs]
+            outputs = [o for o in got if o is not None]  # token_logprobs only when asked
+            if pb_utils.get_output_tensor_by_name(response, "text_output") is not None:
                 return pb_utils.InferenceResponse(output_tensors=outputs)
         error = pb_utils.TritonError(f"{self.entry} sent no response")
         return pb_utils.InferenceResponse(output_tensors=[], error=error)

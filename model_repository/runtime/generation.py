@@ -1,4 +1,5 @@
-"""One request's generation: sampling, stop conditions, incremental text, and its output.
+"""One request's generation: constraint, sampling, stop conditions, logprobs,
+incremental text, and its output.
 
 Pure: no Triton. The entry model gives each request an ``emit`` callable that turns
 an ``Output`` into a Triton response; tests give it a list's ``append``.
@@ -13,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .constraints import Constraint
 from .detok import IncrementalDetokenizer
-from .params import RequestSettings, resolve_max_new_tokens
-from .sampling import Sampler
+from .params import RequestError, RequestSettings, resolve_max_new_tokens
+from .sampling import Sampler, log_softmax, top_logprobs
 from .stop import StopMatcher
 
 CANCEL_POLL_S = 0.05  # how often a running request asks whether its client is gone
@@ -32,6 +34,9 @@ class Output:
     num_output_tokens: int = 0
     error: str | None = None  # set for an error response
     cancelled: bool = False  # the client went away; nothing more is sent
+    # With ``logprobs``: one OpenAI entry per token since the last output (all of them
+    # when not streaming): {"token", "logprob", "bytes", "top_logprobs": [...]}.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -57,21 +62,48 @@ class GenerationRequest:
         emit: Callable[[Output], None],
         is_cancelled: Callable[[], bool] = lambda: False,
         on_done: Callable[[GenerationRequest], None] | None = None,
+        constraint: Constraint | None = None,
+        token_bytes: Callable[[int], bytes] | None = None,
+        vocab_size: int | None = None,
     ) -> None:
-        """Raises ``RequestError`` when the prompt does not fit the context."""
+        """``constraint``: the request's compiled guide (``constraints.Grammars``);
+        ``token_bytes``: a token's raw bytes, for logprobs (default: its decoded text).
+
+        Raises:
+            RequestError: the prompt does not fit the context, or ``logit_bias`` names a
+                token past the vocabulary.
+        """
         self.params = params
         self.prompt_ids = list(prompt_ids)
         self.max_new_tokens = resolve_max_new_tokens(params, len(self.prompt_ids), max_context)
         self.eos = frozenset(eos_token_ids)
+        if vocab_size is not None and params.logit_bias:
+            beyond = max(params.logit_bias)
+            if beyond >= vocab_size:
+                raise RequestError(
+                    f"logit_bias names token {beyond}; the model's vocabulary has "
+                    f"{vocab_size} tokens (ids 0..{vocab_size - 1})"
+                )
         self.sampler = Sampler(
             temperature=params.temperature,
             top_k=params.top_k,
             top_p=params.top_p,
             seed=params.seed,
             repetition_penalty=params.repetition_penalty,
-            min_tokens=params.min_tokens,
+            # With a constraint, its grammar alone says when EOS may come.
+            min_tokens=params.min_tokens if constraint is None else 0,
             eos_token_ids=list(eos_token_ids),
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            min_p=params.min_p,
+            logit_bias=params.logit_bias,
         )
+        self.constraint = constraint
+        self._tokenizer = tokenizer
+        self._token_bytes = token_bytes
+        self.logprobs: list[dict[str, Any]] = []  # one entry per generated token
+        self._logprobs_sent = 0  # entries already streamed
+        self._pending: dict[str, Any] | None = None  # the entry of the token being chosen
         self.detok = IncrementalDetokenizer(tokenizer, self.prompt_ids)
         self.stop = StopMatcher(params.stop)
         self.generated: list[int] = []
@@ -87,7 +119,27 @@ class GenerationRequest:
     # ---- Schedulable protocol --------------------------------------------------------
 
     def next_token(self, logits: np.ndarray) -> int:
-        return self.sampler.next_token(logits, self.generated, self.prompt_ids)
+        allowed = None if self.constraint is None else self.constraint.allowed()  # (vocab,)
+        token = self.sampler.next_token(logits, self.generated, self.prompt_ids, allowed)
+        if self.params.logprobs is not None:  # from the model's own distribution
+            lp = log_softmax(logits)  # (vocab,)
+            self._pending = self._entry(token, float(lp[token]))
+            self._pending["top_logprobs"] = [
+                self._entry(i, v) for i, v in top_logprobs(lp, self.params.logprobs)
+            ]
+        return token
+
+    def _entry(self, token: int, logprob: float) -> dict[str, Any]:
+        raw = (
+            self._token_bytes(token)
+            if self._token_bytes is not None
+            else self._tokenizer.decode([token], skip_special_tokens=False).encode()
+        )
+        return {
+            "token": raw.decode("utf-8", "replace"),
+            "logprob": logprob,
+            "bytes": list(raw),
+        }
 
     def accept(self, token: int) -> bool:
         now = time.perf_counter()
@@ -98,14 +150,26 @@ class GenerationRequest:
             t.inter_token.append(now - (t.last_token or now))
         t.last_token = now
 
-        if token in self.eos and len(self.generated) >= self.params.min_tokens:
+        entry, self._pending = self._pending, None
+        if token in self.eos and (
+            len(self.generated) >= self.params.min_tokens or self.constraint is not None
+        ):  # a constraint's mask lets EOS through only once its grammar is complete
             self._finish("stop")
             return True
+        if self.constraint is not None:
+            self.constraint.consume(token)
+        self.sampler.count(token)
         self.generated.append(token)
+        if entry is not None:
+            self.logprobs.append(entry)
         piece, stopped = self.stop.feed(self.detok.push(token))
         if stopped:
             self._piece(piece)
             self._finish("stop", flush=False)
+            return True
+        if self.constraint is not None and self.constraint.finished:
+            self._piece(piece)
+            self._finish("stop")  # the grammar is complete and takes no more tokens
             return True
         if len(self.generated) >= self.max_new_tokens:
             self._piece(piece)
@@ -142,12 +206,20 @@ class GenerationRequest:
             "num_output_tokens": len(self.generated),
         }
 
+    def _new_logprobs(self) -> list[dict[str, Any]] | None:
+        """Entries not yet sent (streaming), or all of them (final, not streaming)."""
+        if self.params.logprobs is None:
+            return None
+        start = self._logprobs_sent if self.params.stream else 0
+        self._logprobs_sent = len(self.logprobs)
+        return self.logprobs[start:]
+
     def _piece(self, text: str) -> None:
         if not text:
             return
         self.completion += text
         if self.params.stream:
-            self._emit(Output(text, **self._counts()))
+            self._emit(Output(text, logprobs=self._new_logprobs(), **self._counts()))
 
     def _finish(self, reason: str, flush: bool = True) -> None:
         if flush:
@@ -166,7 +238,15 @@ class GenerationRequest:
             text = self.completion
         else:
             text = self.params.prompt + self.completion
-        self._emit(Output(text, final=True, finish_reason=reason, **self._counts()))
+        self._emit(
+            Output(
+                text,
+                final=True,
+                finish_reason=reason,
+                logprobs=self._new_logprobs(),
+                **self._counts(),
+            )
+        )
         self._closed()
 
     def _closed(self) -> None:
@@ -190,11 +270,15 @@ def coalesce(items: list[tuple[Any, Output]]) -> list[tuple[Any, Output]]:
         held = merged.get(k)
         if held is not None and _mergeable(held[1]) and _mergeable(output):
             prev = held[1]
+            logprobs = None
+            if prev.logprobs is not None or output.logprobs is not None:
+                logprobs = [*(prev.logprobs or ()), *(output.logprobs or ())]
             merged[k] = (key, Output(
                 prev.text + output.text, final=output.final,
                 finish_reason=output.finish_reason,
                 num_input_tokens=output.num_input_tokens,
                 num_output_tokens=output.num_output_tokens,
+                logprobs=logprobs,
             ))  # fmt: skip
             continue
         if held is not None:

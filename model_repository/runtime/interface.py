@@ -96,15 +96,71 @@ ENTRY_INPUTS: tuple[EntryTensor, ...] = (
     ),
     EntryTensor("stop_words", "BYTES", (-1,), "generation ends before these", setting="stop"),
     EntryTensor(
+        "presence_penalty",
+        "FP32",
+        (1,),
+        "OpenAI's: subtracted once from every token already generated, in [-2, 2]",
+        setting="presence_penalty",
+    ),
+    EntryTensor(
+        "frequency_penalty",
+        "FP32",
+        (1,),
+        "OpenAI's: subtracted per occurrence of a generated token, in [-2, 2]",
+        setting="frequency_penalty",
+    ),
+    EntryTensor(
+        "min_p", "FP32", (1,), "drop tokens below min_p x the top probability", setting="min_p"
+    ),
+    EntryTensor(
+        "logit_bias",
+        "BYTES",
+        (1,),
+        'JSON {"token id": bias in [-100, 100]}, added to the logits',
+        setting="logit_bias",
+    ),
+    EntryTensor(
+        "logprobs",
+        "INT32",
+        (1,),
+        "send each token's log-probability and this many alternatives (0-20)",
+        setting="logprobs",
+    ),
+    EntryTensor(
+        "guided_json", "BYTES", (1,), "a JSON schema the output must match", setting="guided_json"
+    ),
+    EntryTensor(
+        "guided_regex", "BYTES", (1,), "a regular expression it must match", setting="guided_regex"
+    ),
+    EntryTensor(
+        "guided_choice", "BYTES", (-1,), "it must be one of these strings", setting="guided_choice"
+    ),
+    EntryTensor(
+        "guided_grammar",
+        "BYTES",
+        (1,),
+        "a Lark or GBNF grammar it must match",
+        setting="guided_grammar",
+    ),
+    EntryTensor(
         "sampling_parameters", "BYTES", (1,), "vLLM-style JSON object of settings"
     ),  # explicit tensors win over the same key in it
 )
+
+# The constraints (at most one per request); the settings they set are the input names.
+GUIDED_INPUTS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 ENTRY_OUTPUTS: tuple[EntryTensor, ...] = (
     EntryTensor("text_output", "BYTES", (-1,), "the text (a piece when streaming)", False),
     EntryTensor("finish_reason", "BYTES", (-1,), '"stop" or "length" when final, else ""', False),
     EntryTensor("num_input_tokens", "UINT32", (-1,), "prompt tokens", False),
     EntryTensor("num_output_tokens", "UINT32", (-1,), "generated tokens so far", False),
+    EntryTensor(
+        "token_logprobs",
+        "BYTES",
+        (-1,),
+        "with logprobs: a JSON list, one OpenAI logprob entry per token of this response",
+    ),
 )
 
 _NUMPY: dict[str, type] = {

@@ -143,7 +143,7 @@ def read_decoder_ref(version_dir: str | os.PathLike[str]) -> DecoderRef:
     """
     path = Path(version_dir) / DECODER_REF
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LayoutError(f"{path} is unreadable: {exc.strerror or exc}") from exc
     return parse_decoder_ref(text, str(path))
@@ -253,7 +253,7 @@ def read_export_report(folder: str | os.PathLike[str]) -> ExportReport:
     if not path.is_file():
         raise LayoutError(f"{folder} has no {EXPORT_REPORT}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise LayoutError(f"{path} is unreadable: {exc}") from exc
     return ExportReport.from_dict(data, str(path))

@@ -22,12 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from .interface import ENTRY_INPUTS, numeric_settings
+from .interface import ENTRY_INPUTS, GUIDED_INPUTS, numeric_settings
 
 DEFAULT_MAX_TOKENS = 64  # new tokens generated when a request does not say (vLLM's default is 16)
 MAX_STOP_WORDS = 16  # each stop string is matched against every streamed piece
 MAX_STOP_CHARS = 256  # characters of one stop string (the matcher holds this much text back)
 MAX_SEED = 2**64 - 1  # seeds feed np.random.PCG64 and arrive as UINT64
+MAX_PENALTY = 2.0  # presence and frequency penalties lie in [-2, 2], as OpenAI's
+MAX_LOGIT_BIAS = 300  # entries of logit_bias
+MAX_BIAS = 100.0  # each bias lies in [-100, 100], as OpenAI's
+MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs
+MAX_GUIDE_CHARS = 65536  # characters of a schema, regex or grammar (each is compiled)
+MAX_CHOICES = 256  # strings of guided_choice
 
 # Keys accepted inside ``sampling_parameters``; anything else is a typo we report.
 SAMPLING_KEYS = (
@@ -39,6 +45,12 @@ SAMPLING_KEYS = (
     "seed",
     "repetition_penalty",
     "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "min_p",
+    "logit_bias",
+    "logprobs",
+    *GUIDED_INPUTS,
 )
 
 
@@ -61,6 +73,24 @@ class RequestSettings:
     seed: int | None = None  # None: fresh entropy per request
     repetition_penalty: float = 1.0  # 1: off; > 1 discourages repeating seen tokens
     stop: list[str] = field(default_factory=list)  # generation ends before any of these
+    presence_penalty: float = 0.0  # subtracted from each token generated at least once
+    frequency_penalty: float = 0.0  # subtracted per time a token was generated
+    min_p: float = 0.0  # 0: off; else drop tokens under min_p x the top probability
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    logprobs: int | None = None  # None: none sent; N: each token's and N alternatives
+    # At most one constraint (checked here, compiled by ``constraints.py``):
+    guided_json: str | None = None  # a JSON schema, as JSON text
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None  # Lark (llguidance's dialect) or GBNF
+
+    def guide(self) -> tuple[str, str | list[str]] | None:
+        """The request's constraint as (input name, its value), or None."""
+        for name in GUIDED_INPUTS:
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        return None
 
 
 def parse_request(inputs: Mapping[str, np.ndarray | None]) -> RequestSettings:
@@ -91,8 +121,13 @@ def parse_request(inputs: Mapping[str, np.ndarray | None]) -> RequestSettings:
             raise RequestError(f"{a} and {b} are aliases; got {a}={va} and {b}={vb}")
         if given:
             raw[key] = given[0]
-    if "stop_words" in present:
-        raw["stop"] = ("stop_words", [_text("stop_words", w) for w in present["stop_words"].flat])
+    for t in ENTRY_INPUTS:  # BYTES settings: stop_words, logit_bias, guided_*
+        if t.datatype != "BYTES" or t.name not in present or t.setting in (None, "prompt"):
+            continue
+        if t.dims == (-1,):
+            raw[t.setting] = (t.name, [_text(t.name, w) for w in present[t.name].flat])
+        else:
+            raw[t.setting] = (t.name, _text(t.name, _scalar(t.name, present[t.name])))
 
     p = RequestSettings(prompt=prompt)
     for t in ENTRY_INPUTS:
@@ -101,6 +136,9 @@ def parse_request(inputs: Mapping[str, np.ndarray | None]) -> RequestSettings:
     for key, (label, value) in raw.items():
         if value is not None:  # JSON null means "use the default"
             setattr(p, key, _check(key, label, value))
+    guides = [name for name in GUIDED_INPUTS if getattr(p, name) is not None]
+    if len(guides) > 1:
+        raise RequestError(f"send at most one of {', '.join(GUIDED_INPUTS)}; got {guides}")
     if p.max_tokens is not None and p.min_tokens > p.max_tokens:
         raise RequestError(
             f"min_tokens must be <= max_tokens, got min_tokens={p.min_tokens}, "
@@ -159,9 +197,12 @@ def _sampling_parameters(array: np.ndarray) -> dict[str, tuple[str, Any]]:
             f"sampling_parameters.stop must be a string or a list of strings, got {stop!r}"
         )
     for key, value in obj.items():
-        if key != "stop" and isinstance(value, str):
+        if key in _NUMERIC and isinstance(value, str):
             obj[key] = _number_from_text(f"sampling_parameters.{key}", value)
     return {key: (f"sampling_parameters.{key}", value) for key, value in obj.items()}
+
+
+_NUMERIC = frozenset(numeric_settings())  # the settings numeric inputs set
 
 
 def _number_from_text(label: str, text: str) -> int | float:
@@ -189,7 +230,9 @@ def _check(key: str, label: str, value: Any) -> Any:
                 f"{label} holds a string of {longest} characters; at most {MAX_STOP_CHARS}"
             )
         return list(value)
-    if key in ("max_tokens", "min_tokens", "top_k", "seed"):
+    if key in _TEXT_CHECKS:
+        return _TEXT_CHECKS[key](label, value)
+    if key in ("max_tokens", "min_tokens", "top_k", "seed", "logprobs"):
         n = _int(label, value)
         if key == "max_tokens" and n <= 0:
             raise RequestError(f"{label} must be >= 1, got {n}")
@@ -199,6 +242,8 @@ def _check(key: str, label: str, value: Any) -> Any:
             raise RequestError(f"{label} must be >= 0 (0 or -1 means off), got {n}")
         if key == "seed" and not 0 <= n <= MAX_SEED:
             raise RequestError(f"{label} must be in [0, 2**64 - 1], got {n}")
+        if key == "logprobs" and not 0 <= n <= MAX_LOGPROBS:
+            raise RequestError(f"{label} must be in [0, {MAX_LOGPROBS}] alternatives, got {n}")
         return 0 if key == "top_k" and n == -1 else n
     x = _float(label, value)
     if key == "temperature" and x < 0:
@@ -207,7 +252,82 @@ def _check(key: str, label: str, value: Any) -> Any:
         raise RequestError(f"{label} must be in (0, 1], got {x}")
     if key == "repetition_penalty" and x <= 0:
         raise RequestError(f"{label} must be > 0 (1 means off), got {x}")
+    if key in ("presence_penalty", "frequency_penalty") and not -MAX_PENALTY <= x <= MAX_PENALTY:
+        raise RequestError(f"{label} must be in [-2, 2] (0 means off), got {x}")
+    if key == "min_p" and not 0 <= x <= 1:
+        raise RequestError(f"{label} must be in [0, 1] (0 means off), got {x}")
     return x
+
+
+def _logit_bias(label: str, value: Any) -> dict[int, float]:
+    """``{"token id": bias}`` (JSON text from a tensor, an object from the JSON)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"{label} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise RequestError(f'{label} must be a JSON object {{"token id": bias}}')
+    if len(value) > MAX_LOGIT_BIAS:
+        raise RequestError(f"{label} has {len(value)} entries; at most {MAX_LOGIT_BIAS}")
+    bias: dict[int, float] = {}
+    for key, b in value.items():
+        token = str(key)
+        if not (token.isascii() and token.isdigit()):
+            raise RequestError(f"{label} keys must be token ids (integers >= 0), got {key!r}")
+        x = _float(f"{label}[{token}]", b)
+        if not -MAX_BIAS <= x <= MAX_BIAS:
+            raise RequestError(f"{label}[{token}] must be in [-100, 100], got {x}")
+        bias[int(token)] = x
+    return bias
+
+
+def _guide_text(label: str, value: Any) -> str:
+    """A regex or grammar: a non-empty string within ``MAX_GUIDE_CHARS``."""
+    if not isinstance(value, str):
+        raise RequestError(f"{label} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise RequestError(f"{label} is empty")
+    if len(value) > MAX_GUIDE_CHARS:
+        raise RequestError(f"{label} holds {len(value)} characters; at most {MAX_GUIDE_CHARS}")
+    return value
+
+
+def _guided_json(label: str, value: Any) -> str:
+    """A JSON schema as compact JSON text (an object from the JSON, text from a tensor)."""
+    if isinstance(value, str):
+        _guide_text(label, value)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RequestError(
+                f"{label} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
+    if not isinstance(value, dict | bool):
+        raise RequestError(f"{label} must be a JSON schema (an object), got {type(value).__name__}")
+    return _guide_text(label, json.dumps(value, separators=(",", ":")))
+
+
+def _guided_choice(label: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise RequestError(f"{label} must be a list of strings")
+    if not value or any(not c for c in value):
+        raise RequestError(f"{label} must hold at least one string, none of them empty")
+    if len(value) > MAX_CHOICES:
+        raise RequestError(f"{label} has {len(value)} strings; at most {MAX_CHOICES}")
+    chars = sum(len(c) for c in value)
+    if chars > MAX_GUIDE_CHARS:
+        raise RequestError(f"{label} holds {chars} characters; at most {MAX_GUIDE_CHARS}")
+    return list(value)
+
+
+_TEXT_CHECKS: dict[str, Any] = {
+    "logit_bias": _logit_bias,
+    "guided_json": _guided_json,
+    "guided_regex": _guide_text,
+    "guided_grammar": _guide_text,
+    "guided_choice": _guided_choice,
+}
 
 
 def _scalar(name: str, array: np.ndarray) -> Any:

@@ -28,7 +28,19 @@ examples:
   tritonkit generate "Once upon a time" --stream --temperature 0.8 --top-p 0.95 --seed 1
   tritonkit generate "List three colors:" --url 127.0.0.1:8000 --protocol http --json
   tritonkit generate "Q: 2+2? A:" --stop "Q:" --max-tokens 8
+
+constrained output (the engine masks every token the constraint does not allow):
+  tritonkit generate "A user record for Ada, 36:" --chat --guided-json @user.schema.json
+  tritonkit generate "Is the sky blue?" --chat --guided-choice yes --guided-choice no
+  tritonkit generate "Today's date:" --guided-regex "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+  tritonkit generate "The capital of France is" --logprobs 3 --max-tokens 4
+
+Every flag after --model is one of the model's request inputs; --guided-json,
+--guided-regex, --guided-grammar and --logit-bias take @FILE to read the text from a file.
 """
+
+# The request inputs the CLI does not take as flags: the prompt, and what other flags set.
+_NOT_FLAGS = ("text_input", "stream", "exclude_input_in_output", "sampling_parameters")
 
 HEALTH_HELP = """\
 Ask a Triton server whether it is live and ready (and, with --model, whether that model
@@ -70,14 +82,15 @@ def add_parser(sub: Any) -> None:
     g.add_argument("prompt", metavar="PROMPT")
     _connection_args(g)
     g.add_argument("--model", default="llm", help="model name (default llm)")
-    g.add_argument("--max-tokens", type=int, metavar="N", help="new tokens at most")
-    g.add_argument("--min-tokens", type=int, metavar="N", help="new tokens before it may stop")
-    g.add_argument("--temperature", type=float, metavar="T", help="0: greedy")
-    g.add_argument("--top-k", type=int, metavar="K")
-    g.add_argument("--top-p", type=float, metavar="P")
-    g.add_argument("--seed", type=int, metavar="S")
-    g.add_argument("--repetition-penalty", type=float, metavar="R")
-    g.add_argument("--stop", action="append", metavar="WORD", help="stop word (repeatable)")
+    for dest, t in request_flags().items():  # one flag per declared request input
+        flag = "--" + dest.replace("_", "-")
+        if t.datatype == "BYTES" and t.dims == (-1,):
+            g.add_argument(flag, action="append", metavar="TEXT", help=f"{t.meaning} (repeat)")
+        elif t.datatype == "BYTES":
+            g.add_argument(flag, metavar="TEXT|@FILE", help=t.meaning)
+        else:
+            kind = float if t.datatype.startswith("FP") else int
+            g.add_argument(flag, type=kind, metavar="X" if kind is float else "N", help=t.meaning)
     g.add_argument("--exclude-input", action="store_true", help="print only the completion")
     g.add_argument(
         "--chat",
@@ -106,6 +119,33 @@ def add_parser(sub: Any) -> None:
     m.set_defaults(handler=_models)
 
 
+def request_flags() -> dict[str, Any]:
+    """{argparse dest: the declared input it sets}, for every input the CLI takes
+    (``stop_words`` is ``--stop``; aliases are left out)."""
+    from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
+
+    return {
+        ("stop" if t.name == "stop_words" else t.name): t
+        for t in ENTRY_INPUTS
+        if t.alias_of is None and t.name not in _NOT_FLAGS
+    }
+
+
+def _flag_value(value: Any) -> Any:
+    """A flag's value, ``@FILE`` read from the file.
+
+    Raises:
+        UsageError: the file cannot be read.
+    """
+    if not (isinstance(value, str) and value.startswith("@")):
+        return value
+    try:
+        with open(value[1:], encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {value[1:]}: {exc.strerror or exc}") from exc
+
+
 def _client(args: argparse.Namespace) -> Any:
     from tritonkit.client import LLMClient
 
@@ -127,18 +167,9 @@ def _stats(result: Any) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    params = {
-        "max_tokens": args.max_tokens,
-        "min_tokens": args.min_tokens,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "seed": args.seed,
-        "repetition_penalty": args.repetition_penalty,
-        "stop": args.stop,
-        "exclude_input_in_output": args.exclude_input,
-    }
+    params = {dest: _flag_value(getattr(args, dest)) for dest in request_flags()}
     params = {k: v for k, v in params.items() if v is not None}
+    params["exclude_input_in_output"] = args.exclude_input
 
     def show(piece: str) -> None:
         sys.stdout.write(piece)
@@ -161,8 +192,19 @@ def _generate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print("" if args.stream else result.text)
+    if result.logprobs is not None:
+        print(_logprob_table(result.logprobs), file=sys.stderr)
     print(_stats(result), file=sys.stderr)
     return 0
+
+
+def _logprob_table(entries: Any) -> str:
+    """One line per token: the token, its logprob and the alternatives the model sent."""
+    lines = []
+    for e in entries:
+        alternatives = "  ".join(f"{t['token']!r} {t['logprob']:.3f}" for t in e["top_logprobs"])
+        lines.append(f"{e['token']!r:>16} {e['logprob']:8.3f}   {alternatives}".rstrip())
+    return "\n".join(lines)
 
 
 def _ignore(piece: str) -> None:

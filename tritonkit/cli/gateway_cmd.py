@@ -264,6 +264,14 @@ def _limit_args(g: Any) -> None:
         metavar="S",
         help=f"seconds one generation may take (default {c.DEFAULT_TIMEOUT_S:.0f})",
     )
+    g.add_argument(
+        "--tool-parser",
+        default="auto",
+        choices=["auto", "hermes", "llama3_json", "mistral"],
+        help="how the models write tool calls: auto (default) reads it from each chat "
+        "template (<tool_call> Hermes/Qwen, Llama 3 JSON, Mistral [TOOL_CALLS]); a template "
+        "without tools gets tritonkit's Hermes instructions",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> GatewayConfig:
@@ -325,6 +333,7 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
         timeout_s=args.timeout,
         ssl_certfile=Path(args.ssl_certfile) if args.ssl_certfile else None,
         ssl_keyfile=Path(args.ssl_keyfile) if args.ssl_keyfile else None,
+        tool_parser=args.tool_parser,
     ).check()
 
 

@@ -32,6 +32,9 @@ examples:
   tritonkit perf --url 127.0.0.1:8001 --model llm \\
       --tokenizer out/model_repository/llm/1/tokenizer \\
       --tool perf_analyzer --concurrency 1,8 --requests 64
+  # the cost of a constraint: the same run with every output held to a JSON schema
+  tritonkit perf --url 127.0.0.1:8001 --repository out/model_repository \
+      --tool perf_analyzer --no-exact-output --request-input guided_json=@schema.json
   tritonkit perf inputs --repository out/model_repository --model llm --output out/pa-inputs
 """
 
@@ -164,6 +167,14 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="genai-perf executable (default: .venv-genai-perf/bin/genai-perf)",
     )
+    p.add_argument(
+        "--request-input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more input for every request (repeatable; perf_analyzer): a constraint "
+        "or a sampling setting, e.g. guided_json=@schema.json, logprobs=5, temperature=0.7",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
@@ -196,7 +207,9 @@ def add_parser(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from tritonkit.perf import run_bench
+    from tritonkit.perf.inputs import request_inputs
 
+    extra = request_inputs(args.request_input)
     if not args.url:
         raise UsageError("tritonkit perf needs --url HOST:PORT (the server's gRPC endpoint)")
     report = run_bench(
@@ -220,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         genai_perf=args.genai_perf,
         plots=not args.no_plots,
         progress=not args.quiet,
+        request_inputs=extra,
     )
     s = report.settings
     print(
