@@ -143,7 +143,8 @@ class Grammars:
         try:
             if kind == "guided_json":
                 grammar = llg.LLMatcher.grammar_from_json_schema(
-                    str(value), defaults=JSON_OPTIONS  # type: ignore[arg-type]
+                    str(value),
+                    defaults=JSON_OPTIONS,  # type: ignore[arg-type]
                 )
             elif kind == "guided_regex":
                 grammar = llg.LLMatcher.grammar_from_regex(str(value))
