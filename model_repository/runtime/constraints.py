@@ -144,7 +144,7 @@ class Grammars:
             if kind == "guided_json":
                 grammar = llg.LLMatcher.grammar_from_json_schema(
                     str(value),
-                    defaults=JSON_OPTIONS,  # type: ignore[arg-type]
+                    defaults=JSON_OPTIONS,
                 )
             elif kind == "guided_regex":
                 grammar = llg.LLMatcher.grammar_from_regex(str(value))

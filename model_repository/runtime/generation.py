@@ -99,6 +99,7 @@ class GenerationRequest:
             logit_bias=params.logit_bias,
         )
         self.constraint = constraint
+        self.vocab_size = vocab_size
         self._tokenizer = tokenizer
         self._token_bytes = token_bytes
         self.logprobs: list[dict[str, Any]] = []  # one entry per generated token
