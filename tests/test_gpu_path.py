@@ -55,6 +55,9 @@ def test_every_image_and_file_reads_the_pinned_versions():
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert f"onnxruntime-gpu=={versions.ONNXRUNTIME}" in out
+    # Constrained decoding: the same llguidance where Triton serves (local, CPU and GPU images).
+    pin = f"llguidance=={versions.LLGUIDANCE}"
+    assert pin in out and pin in extras["serve"] and pin in versions.IMAGE_REQUIREMENTS["cpu"]
 
 
 def test_the_cpu_image_pins_the_gpu_images_onnxruntime(tmp_path):

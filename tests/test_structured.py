@@ -389,3 +389,20 @@ def test_a_bad_schema_fails_alone_while_others_stream(smollm2_served, oai):
         assert [f.result(timeout=120) for f in running] == [("length", 48)] * 2
     message = bad.value.body["message"]  # type: ignore[index]
     assert "guided_json does not compile" in message and "\n" not in message
+
+
+def test_constraints_and_logprobs_over_http_and_the_unary_twin(smollm2_served):
+    """Triton's generate extension (JSON in and out) and the non-decoupled twin carry the
+    list input and the JSON output as gRPC does."""
+    question = [{"role": "user", "content": "Pick a colour."}]
+    with LLMClient(smollm2_served.grpc_url, model="smol") as grpc:
+        ref = grpc.chat(question, guided_choice=["red", "green", "blue"], logprobs=2)
+    assert ref.text in ("red", "green", "blue") and ref.logprobs
+    with LLMClient(smollm2_served.http_url, protocol="http", model="smol") as http:
+        for kwargs in ({}, {"on_text": lambda _p: None}):
+            got = http.chat(question, guided_choice=["red", "green", "blue"], logprobs=2, **kwargs)
+            assert (got.text, got.finish_reason) == (ref.text, "stop")
+            assert [e["token"] for e in got.logprobs] == [e["token"] for e in ref.logprobs]
+    with LLMClient(smollm2_served.http_url, protocol="http", model="smol_sync") as unary:
+        got = unary.chat(question, guided_choice=["red", "green", "blue"], logprobs=2)
+    assert got.text == ref.text and len(got.logprobs) == len(ref.logprobs)

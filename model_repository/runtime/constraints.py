@@ -63,8 +63,8 @@ class Constraint:
         """
         self._lln.fill_next_token_bitmask(self._matcher, self._mask)
         self._check()
-        bits = np.unpackbits(self._mask.view(np.uint8), bitorder="little")  # (32 x words,)
-        return bits[: self.vocab_size].astype(bool)
+        bits = np.unpackbits(self._mask.view(np.uint8), bitorder="little", count=self.vocab_size)
+        return bits.view(bool)  # (vocab,) 0/1 bytes read as booleans, no copy
 
     def consume(self, token: int) -> None:
         """Advance past ``token`` (an EOS token included).
