@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tritonkit.client import AsyncLLMClient, ClientError, StreamChunk
 from tritonkit.errors import ChatTemplateError, UsageError
+from tritonkit.model_repository.runtime.params import MAX_GUIDE_CHARS
 
 from . import json_body
 from .auth import KeyChecker, presented_key
@@ -395,6 +396,13 @@ class _Gateway:
         if body.choice.forced:
             parallel = body.parallel_tool_calls is not False
             grammar = forcing_grammar(tools, body.choice, fmt, parallel)
+            if len(grammar) > MAX_GUIDE_CHARS:  # the model would refuse it, naming its input
+                raise bad_request(
+                    f"the tools' schemas make a grammar of {len(grammar)} characters; the "
+                    f"model takes at most {MAX_GUIDE_CHARS}: offer fewer or smaller tools, "
+                    "or a named function",
+                    "tools",
+                )
         return prompt, ToolPlan(fmt, frozenset(t.name for t in tools), grammar)
 
     def _count(self, prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int]:

@@ -78,6 +78,9 @@ def bench_run(
                 "--output",
                 str(out),
                 "--quiet",
+                # perf_analyzer checks every input against the model's metadata: one more
+                # declared input on every request (the entry model sends token_logprobs)
+                *(["--request-input", "logprobs=1"] if tool == "perf_analyzer" else []),
             ]
         )
     assert code == 0
@@ -134,7 +137,11 @@ def test_genai_perf_counts_tokens_by_re_encoding_the_text(bench_run: tuple) -> N
 
 
 def test_files_written_and_table_printed(bench_run: tuple) -> None:
-    tool, out, stdout, _ = bench_run
+    tool, out, stdout, results = bench_run
+    if tool == "perf_analyzer":  # --request-input reached every request of the input data
+        assert results["settings"]["request_inputs"] == {"logprobs": [1]}
+        rows = json.loads((out / "inputs" / "llm.json").read_text())["data"]
+        assert rows and all(row["logprobs"] == [1] for row in rows)
     lines = (out / "results.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("concurrency,requests,ttft_ms_p50")
     for name in PNGS:

@@ -406,3 +406,35 @@ def test_constraints_and_logprobs_over_http_and_the_unary_twin(smollm2_served):
     with LLMClient(smollm2_served.http_url, protocol="http", model="smol_sync") as unary:
         got = unary.chat(question, guided_choice=["red", "green", "blue"], logprobs=2)
     assert got.text == ref.text and len(got.logprobs) == len(ref.logprobs)
+
+
+def test_auto_tool_choice_streams_what_it_answers_whole(oai):
+    """With ``auto`` the model chooses; whatever it writes, the streamed parser gives the
+    same message as the whole one."""
+    params: dict[str, Any] = {"model": "smol", "messages": ASK, "tools": [WEATHER, TIME],
+                              "max_tokens": 60, "temperature": 0}  # fmt: skip
+    whole = oai.chat.completions.create(**params).choices[0]
+    content, calls, finish = "", {}, None
+    for chunk in oai.chat.completions.create(**params, stream=True):
+        choice = chunk.choices[0]
+        content += choice.delta.content or ""
+        for call in choice.delta.tool_calls or ():
+            name, args = calls.get(call.index, ("", ""))
+            calls[call.index] = (name + (call.function.name or ""),
+                                 args + (call.function.arguments or ""))  # fmt: skip
+        finish = choice.finish_reason or finish
+    assert finish == whole.finish_reason
+    assert [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []] == [
+        calls[i] for i in sorted(calls)
+    ]
+    assert content.strip() == (whole.message.content or "").strip()
+
+
+def test_tools_too_large_for_a_grammar_are_refused_naming_tools(oai):
+    big = [{"type": "function", "function": {"name": f"f{i}", "parameters": {
+        "type": "object", "properties": {f"p{j}": {"type": "string", "description": "x" * 40}
+                                         for j in range(20)}}}} for i in range(100)]  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match="offer fewer or smaller tools"):
+        oai.chat.completions.create(
+            model="smol", messages=ASK, tools=big, tool_choice="required", max_tokens=8
+        )
