@@ -178,12 +178,14 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -
         ServerStreamError: ``token_logprobs`` that is not a JSON list.
     """
     counts = (_scalar(get("num_input_tokens")), _scalar(get("num_output_tokens")))
+    cached = _scalar(get("cached_tokens"))
     return StreamChunk(
         text=_scalar(get("text_output")) or "",
         is_final=is_final,
         finish_reason=_scalar(get("finish_reason")) or None,
         num_input_tokens=None if counts[0] is None else int(counts[0]),
         num_output_tokens=None if counts[1] is None else int(counts[1]),
+        cached_tokens=None if cached is None else int(cached),
         logprobs=_logprobs(_scalar(get("token_logprobs"))),
     )
 
@@ -245,12 +247,14 @@ def chunk_from_json(obj: Mapping[str, Any], url: str, is_final: bool | None = No
         raise from_triton(None, str(obj["error"]), url)
     finish = obj.get("finish_reason") or None
     n_in, n_out = obj.get("num_input_tokens"), obj.get("num_output_tokens")
+    cached = obj.get("cached_tokens")
     return StreamChunk(
         text=str(obj.get("text_output") or ""),
         is_final=bool(finish) if is_final is None else is_final,
         finish_reason=finish,
         num_input_tokens=None if n_in is None else int(n_in),
         num_output_tokens=None if n_out is None else int(n_out),
+        cached_tokens=None if cached is None else int(cached),
         logprobs=_logprobs(obj.get("token_logprobs")),
     )
 

@@ -21,6 +21,7 @@ class StreamChunk:
     finish_reason: str | None = None
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens the server did not prefill (its cache)
     # With ``logprobs``: the entries of this chunk's tokens, each
     # {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}...]}.
     logprobs: tuple[dict[str, Any], ...] | None = None
@@ -41,6 +42,7 @@ class GenerationResult:
     time_to_first_token_s: float | None
     latency_s: float
     logprobs: tuple[dict[str, Any], ...] | None = None  # one entry per token, when asked
+    cached_tokens: int | None = None  # prompt tokens the server took from its prefix cache
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -90,6 +92,7 @@ class ResultBuilder:
                 finish_reason=chunk.finish_reason or previous.finish_reason,
                 num_input_tokens=_pick(chunk.num_input_tokens, previous.num_input_tokens),
                 num_output_tokens=_pick(chunk.num_output_tokens, previous.num_output_tokens),
+                cached_tokens=_pick(chunk.cached_tokens, previous.cached_tokens),
                 logprobs=chunk.logprobs,
             )
         self._last = chunk
@@ -105,6 +108,7 @@ class ResultBuilder:
             time_to_first_token_s=self._first,
             latency_s=time.perf_counter() - self._start,
             logprobs=None if self._logprobs is None else tuple(self._logprobs),
+            cached_tokens=last.cached_tokens,
         )
 
 

@@ -224,7 +224,9 @@ class _Gateway:
                 self.metrics.disconnects.inc()
                 return Response(status_code=CLIENT_CLOSED)
             self.metrics.ttft.labels(kind).observe(time.perf_counter() - received)
-            counts = self._count(result.num_input_tokens, result.num_output_tokens)
+            counts = self._count(
+                result.num_input_tokens, result.num_output_tokens, result.cached_tokens
+            )
             if tools is None:
                 text, calls = echo + result.text, []
             else:
@@ -317,7 +319,9 @@ class _Gateway:
             if writer.kind == "chat":
                 reason = finish(reason, bool(parser is not None and parser.calls))
             yield writer.chunk(finish_reason=reason, logprobs=take(), text_offset=offset)
-            counts = self._count(chunk.num_input_tokens, chunk.num_output_tokens)
+            counts = self._count(
+                chunk.num_input_tokens, chunk.num_output_tokens, chunk.cached_tokens
+            )
             if writer.include_usage:
                 yield writer.usage_chunk(counts)
             yield DONE
@@ -405,8 +409,10 @@ class _Gateway:
                 )
         return prompt, ToolPlan(fmt, frozenset(t.name for t in tools), grammar)
 
-    def _count(self, prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int]:
-        counts = usage(prompt_tokens, completion_tokens)
+    def _count(
+        self, prompt_tokens: int | None, completion_tokens: int | None, cached: int | None = None
+    ) -> dict[str, Any]:
+        counts = usage(prompt_tokens, completion_tokens, cached)
         self.metrics.prompt_tokens.inc(counts["prompt_tokens"])
         self.metrics.completion_tokens.inc(counts["completion_tokens"])
         return counts

@@ -31,10 +31,18 @@ def sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-def usage(prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int]:
-    """The ``usage`` block; a count the model did not send is 0."""
+def usage(
+    prompt_tokens: int | None, completion_tokens: int | None, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    """The ``usage`` block; a count the model did not send is 0. ``cached_tokens``: the
+    prompt tokens the model's prefix cache gave (``prompt_tokens_details``, as OpenAI)."""
     p, c = prompt_tokens or 0, completion_tokens or 0
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens or 0},
+    }
 
 
 @dataclass
@@ -65,7 +73,7 @@ class ResponseWriter:
         self,
         text: str,
         finish_reason: str | None,
-        counts: dict[str, int],
+        counts: dict[str, Any],
         tool_calls: Sequence[dict[str, Any]] = (),
         logprobs: Sequence[dict[str, Any]] | None = None,
         text_offset: int = 0,  # completions: characters before the text (echo)
@@ -146,7 +154,7 @@ class ResponseWriter:
             "text_offset": offsets,
         }
 
-    def usage_chunk(self, counts: dict[str, int]) -> bytes:
+    def usage_chunk(self, counts: dict[str, Any]) -> bytes:
         """The last chunk before ``[DONE]`` with ``include_usage``: no choices, the usage."""
         obj = self._head("chat.completion.chunk" if self.kind == "chat" else "text_completion")
         obj["choices"] = []

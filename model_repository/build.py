@@ -103,6 +103,7 @@ def build_repository(
     engine: str | Path | None = None,
     max_context: int | None = None,
     prefill_chunk: int = 128,
+    prefix_cache: bool = True,
     gpu: str = gpus.DEFAULT_GPU,
     gpu_memory_utilization: float = gpus.DEFAULT_UTILIZATION,
 ) -> BuiltRepository:
@@ -113,6 +114,8 @@ def build_repository(
     OS commits only as rows fill; on a GPU, where it is allocated whole: what fits
     ``gpu``'s memory times ``gpu_memory_utilization`` after the weights, see ``gpus.py``).
     ``prefill_chunk``: prompt tokens read per loop iteration between decode steps.
+    ``prefix_cache``: a finished request's KV row is kept for later prompts that start
+    the same way (recorded in the entry config; the fused graph only).
 
     Raises:
         UsageError: bad arguments, a non-empty ``output`` without ``force``, or (gpu
@@ -163,6 +166,7 @@ def build_repository(
             tensorrt_accelerator,
             chat_template,
             prefill_chunk,
+            prefix_cache,
         )
         _write_sync(repo, name, version, sync_instances, target)
     return BuiltRepository(
@@ -322,6 +326,7 @@ def _write_entry(
     tensorrt_accelerator: bool,
     chat_template: str | None,
     prefill_chunk: int,
+    prefix_cache: bool = True,
 ) -> None:
     """Write the entry model: generation loop, runtime modules, the decoder it runs
     (``decoder.json``), the tokenizer files and its config.
@@ -351,6 +356,7 @@ def _write_entry(
             execution_provider="tensorrt" if tensorrt_accelerator else "cuda",
             chat_template=chat_template,
             prefill_chunk=prefill_chunk,
+            prefix_cache=prefix_cache,
         ),
         entry_dir,
     )

@@ -98,6 +98,7 @@ def entry_config(
     chat_template: str | None = None,
     prefill_chunk: int = 128,
     max_waiting: int = 256,
+    prefix_cache: bool = True,
 ) -> Any:
     """The decoupled python-backend entry model's config.
 
@@ -114,6 +115,7 @@ def entry_config(
         "intra_op_threads": "auto",  # auto: 1 for small graphs, else onnxruntime's
         "prefill_chunk": str(prefill_chunk),  # prompt tokens per loop iteration
         "max_waiting": str(max_waiting),  # requests waiting for a row; more: server_busy
+        "prefix_cache": "true" if prefix_cache else "false",  # finished rows keep prefixes
     }
     if chat_template is not None:
         values["chat_template"] = chat_template

@@ -138,7 +138,10 @@ class TritonPythonModel:
             intra_op_threads=None if threads == "auto" else int(threads),
             device_id=int(args.get("model_instance_device_id") or 0),
             provider_options=options,
+            prefix_cache=params.get("prefix_cache", "true") == "true",
         )
+        self.engine = engine
+        self._prefix_seen = {"hits": 0, "misses": 0, "evictions": 0, "cached_tokens": 0}
         labels = {"model": args["model_name"], "version": args["model_version"]}
         self._families: list[Any] = []
         self.metrics = BufferedMetrics(_metric(labels, self._families))
@@ -227,6 +230,7 @@ class TritonPythonModel:
             ),
             pb_utils.Tensor("num_input_tokens", np.array([out.num_input_tokens], np.uint32)),
             pb_utils.Tensor("num_output_tokens", np.array([out.num_output_tokens], np.uint32)),
+            pb_utils.Tensor("cached_tokens", np.array([out.cached_tokens], np.uint32)),
         ]
         if out.logprobs is not None:  # (1,) one JSON list per response
             entries = json.dumps(out.logprobs, separators=(",", ":")).encode()
@@ -249,6 +253,14 @@ class TritonPythonModel:
             self.metrics.add("rows", stats.decoded_rows)
         if stats.prefilled:
             self.metrics.add("prefill_tokens", stats.prefilled)
+        prefix = getattr(self.engine, "stats", None)  # the fused engine's prefix cache
+        if prefix is not None:
+            for key, seen in self._prefix_seen.items():
+                now = getattr(prefix, key)
+                if now != seen:
+                    self.metrics.add("prefix_" + key if key != "cached_tokens" else key, now - seen)
+                    self._prefix_seen[key] = now
+            self.metrics.set("kept_rows", prefix.kept)
 
     def _on_done(self, seq: GenerationRequest) -> None:
         t = seq.timing

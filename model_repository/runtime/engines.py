@@ -1,6 +1,8 @@
 """The two engines the scheduler drives, one per graph kind, behind one small interface.
 
     reserve() -> handle | None     a row for a new request (None: every row is taken)
+    admit(prompt) -> (handle, n)   the same, for this prompt: its first n tokens are
+                                   already in the row (a kept prefix), or None
     prefill(handle, ids) -> logits append prompt tokens to the row (a chunk at a time);
                                    the last one's logits (vocab,)
     decode(handles, tokens)        one token for each row; logits (n, vocab) in that order
@@ -8,16 +10,19 @@
     reset()                        forget every row (after a failure of the engine itself)
 
 ``FusedEngine`` runs the fused-attention graph over preallocated KV rows
-(``FusedDecoder``): joining and leaving copy nothing. ``ConcatEngine`` runs the concat
-graph (``OnnxDecoder``): a row's cache grows by concatenation while it is prefilled,
-then joins the left-padded running batch (``KVBatch``), which copies the batch's cache
-when a row joins or leaves. ``open_engine`` picks one from the export report.
+(``FusedDecoder``): joining and leaving copy nothing, and a finished request's row keeps
+its tokens' KV until the row is needed (automatic prefix caching, below).
+``ConcatEngine`` runs the concat graph (``OnnxDecoder``): a row's cache grows by
+concatenation while it is prefilled, then joins the left-padded running batch
+(``KVBatch``), which copies the batch's cache when a row joins or leaves.
+``open_engine`` picks one from the export report.
 
 Imports only numpy and onnxruntime: this module runs inside the Triton container.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +41,8 @@ class Engine(Protocol):
 
     def reserve(self) -> Any | None: ...
 
+    def admit(self, prompt_ids: list[int]) -> tuple[Any, int] | None: ...
+
     def prefill(self, handle: Any, ids: list[int]) -> np.ndarray: ...
 
     def decode(self, handles: list[Any], tokens: list[int]) -> np.ndarray: ...
@@ -45,19 +52,86 @@ class Engine(Protocol):
     def reset(self) -> None: ...
 
 
-class FusedEngine:
-    """Rows are slots of the preallocated cache; the lowest free slot is taken first, so
-    decode steps run over few rows when few requests run."""
+MIN_COPY_TOKENS = 16  # a shared prefix shorter than this is prefilled, not copied
 
-    def __init__(self, decoder: FusedDecoder) -> None:
+
+@dataclass
+class PrefixStats:
+    """What the prefix cache did, counted since the engine opened."""
+
+    hits: int = 0  # requests that started from a kept prefix
+    misses: int = 0  # requests that prefilled from nothing
+    evictions: int = 0  # kept prefixes overwritten by other work
+    cached_tokens: int = 0  # prompt tokens not prefilled thanks to the cache
+    kept: int = 0  # free rows holding a prefix now
+
+
+class FusedEngine:
+    """Rows are slots of the preallocated cache.
+
+    Automatic prefix caching (``prefix_cache``): a released row keeps its tokens and
+    their KV. ``admit`` compares the prompt with what every row holds and starts it from
+    the longest shared prefix: in place when that row is free (the row is truncated to
+    the prefix), else copied into a free row inside the buffers (a prefix another running
+    request holds, the same system prompt, say). A request always leaves at least one
+    prompt token to prefill, for its logits. Fresh work takes an empty free row, else the
+    least recently used kept one (evicting its prefix): a kept prefix never makes a
+    request wait. Rows are compared token by token: at most ``max_batch`` rows are kept,
+    so this costs well under a millisecond and matches to the token (mid-chunk
+    included), where hashing fixed blocks pays off only with thousands of paged blocks.
+    """
+
+    def __init__(self, decoder: FusedDecoder, prefix_cache: bool = True) -> None:
         self.decoder = decoder
+        self.prefix_cache = prefix_cache
         self._free = list(range(decoder.shape.max_batch))
+        self._clock = itertools.count(1)
+        self._used = [0] * decoder.shape.max_batch  # when each row was last released
+        self.stats = PrefixStats()
 
     def reserve(self) -> int | None:
+        admitted = self.admit([])
+        return None if admitted is None else admitted[0]
+
+    def admit(self, prompt_ids: list[int]) -> tuple[int, int] | None:
         if not self._free:
             return None
-        self._free.sort()
-        return self._free.pop(0)
+        best, shared = None, 0  # the row with the longest usable prefix, and its length
+        if self.prefix_cache and len(prompt_ids) > 1:
+            for slot, held in enumerate(self.decoder.tokens):
+                n = min(_common_prefix(held, prompt_ids), len(prompt_ids) - 1)
+                if n > shared or (n == shared and n and slot in self._free):
+                    best, shared = slot, n
+        if best is not None and best in self._free:  # in place
+            self._free.remove(best)
+            self.decoder.truncate(best, shared)
+            slot = best
+        else:
+            slot = self._evict()
+            if best is not None and shared >= MIN_COPY_TOKENS:  # held by a running row
+                self.decoder.copy_prefix(best, slot, shared)
+            else:
+                shared = 0
+        if prompt_ids:
+            self.stats.hits += shared > 0
+            self.stats.misses += shared == 0
+            self.stats.cached_tokens += shared
+        self._count_kept()
+        return slot, shared
+
+    def _evict(self) -> int:
+        """A free row for new work: an empty one (the lowest), else the least recently
+        used kept one, whose prefix is dropped."""
+        empty = [s for s in self._free if not self.decoder.lengths[s]]
+        slot = min(empty) if empty else min(self._free, key=lambda s: self._used[s])
+        if not empty:
+            self.stats.evictions += 1
+        self._free.remove(slot)
+        self.decoder.release(slot)
+        return slot
+
+    def _count_kept(self) -> None:
+        self.stats.kept = sum(1 for s in self._free if self.decoder.lengths[s])
 
     def prefill(self, handle: int, ids: list[int]) -> np.ndarray:
         return self.decoder.prefill(handle, ids)
@@ -66,13 +140,31 @@ class FusedEngine:
         return self.decoder.decode(handles, tokens)
 
     def release(self, handle: int) -> None:
-        self.decoder.release(handle)
+        # A kept row holds at most capacity - 1 tokens (the last token generated is never
+        # fed), so a decode step's dummy write at its length stays inside it.
+        if not self.prefix_cache:
+            self.decoder.release(handle)
+        self._used[handle] = next(self._clock)
         if handle not in self._free:
             self._free.append(handle)
+        self._count_kept()
 
     def reset(self) -> None:
+        """Forget every row and every kept prefix (after a failure of the engine)."""
         for slot in range(self.decoder.shape.max_batch):
-            self.release(slot)
+            self.decoder.release(slot)
+            if slot not in self._free:
+                self._free.append(slot)
+        self._count_kept()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    m = min(len(a), len(b))
+    if not m or a[0] != b[0]:
+        return 0
+    diff = np.flatnonzero(np.asarray(a[:m]) != np.asarray(b[:m]))  # (k,) mismatches
+    return int(diff[0]) if diff.size else m
 
 
 @dataclass(eq=False)
@@ -98,6 +190,12 @@ class ConcatEngine:
         row = _ConcatRow()
         self._rows.add(row)
         return row
+
+    def admit(self, prompt_ids: list[int]) -> tuple[_ConcatRow, int] | None:
+        """A fresh row: the concat graph keeps no prefixes (its batch is re-padded as
+        rows come and go)."""
+        row = self.reserve()
+        return None if row is None else (row, 0)
 
     def prefill(self, handle: _ConcatRow, ids: list[int]) -> np.ndarray:
         start, n = handle.length, len(ids)
@@ -189,10 +287,12 @@ def open_engine(
     intra_op_threads: int | None = None,
     device_id: int = 0,
     provider_options: dict[str, dict[str, str]] | None = None,
+    prefix_cache: bool = True,
 ) -> Engine:
     """The engine for the graph in ``decoder_path``, per its export report (export.json).
 
-    ``max_context`` is a row's capacity in tokens (prompt plus generated).
+    ``max_context`` is a row's capacity in tokens (prompt plus generated);
+    ``prefix_cache``: finished rows keep their prefixes for later prompts (fused graph).
 
     Raises:
         ValueError: a KV cache type this runtime cannot hold (bfloat16).
@@ -216,7 +316,8 @@ def open_engine(
         return FusedEngine(
             FusedDecoder(
                 decoder_path, shape, providers, intra_op_threads, device_id, provider_options
-            )
+            ),
+            prefix_cache=prefix_cache,
         )
     decoder = OnnxDecoder(decoder_path, providers, intra_op_threads, device_id, provider_options)
     return ConcatEngine(decoder, max_rows)

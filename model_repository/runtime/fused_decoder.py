@@ -9,11 +9,17 @@ the cache in place and writes only the new positions: nothing is copied when a r
 joins or leaves the batch, and on a GPU the cache never leaves the device.
 
     prefill(slot, chunk)  rows [slot, slot+1)      mask (1, held + chunk)   writes held..
-    decode(slots, tokens) rows [0, max(slots)+1)   mask (B, T), right-padded, one new each
+    decode(slots, tokens) rows [min, max(slots)+1) mask (B, T), right-padded, one new each
 
-A decode step runs the contiguous rows up to the highest slot asked for. A row that
-is not stepping (free, or part-way through its prefill) gets a dummy token whose key and
-value land at its current length, the position its own next write overwrites.
+A decode step runs the contiguous rows from the lowest to the highest slot asked for. A
+row that is not stepping (free, part-way through its prefill, or keeping a finished
+request's prefix) gets a dummy token whose key and value land at its current length, the
+position its own next write overwrites, past everything it keeps.
+
+Each row also knows the token ids its cache holds (``tokens``), so a finished request's
+row can be reused by a later prompt that starts the same way (``truncate`` keeps the
+shared prefix in place; ``copy_prefix`` copies it into another row inside the buffers,
+on the device where they live).
 
 Imports only numpy and onnxruntime: this module runs inside the Triton container.
 """
@@ -71,6 +77,7 @@ class FusedDecoder:
         )
         self.shape = shape
         self.lengths = np.zeros(shape.max_batch, np.int64)  # tokens held by each row
+        self.tokens: list[list[int]] = [[] for _ in range(shape.max_batch)]  # their ids
         names = [i.name for i in self.session.get_inputs()]
         self.cache_names = [
             (f"past_key_values.{i}.{kind}", f"present.{i}.{kind}")
@@ -108,6 +115,7 @@ class FusedDecoder:
         mask = np.ones((1, held + n), np.int64)  # (1, held + n)
         logits = self._run(input_ids, mask, first=slot, rows=1)
         self.lengths[slot] += n
+        self.tokens[slot].extend(int(i) for i in ids)
         return logits[0]
 
     def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
@@ -116,22 +124,43 @@ class FusedDecoder:
         Raises:
             CacheFull: a row is at its capacity.
         """
-        rows = max(slots) + 1
+        first = min(slots)
+        rows = max(slots) + 1 - first
         stepping = np.asarray(slots, np.int64)
         if (self.lengths[stepping] + 1 > self.shape.capacity).any():
             raise CacheFull(f"a row is full ({self.shape.capacity} tokens)")
         input_ids = np.zeros((rows, 1), np.int64)  # (B, 1): 0 for rows not stepping
-        input_ids[stepping, 0] = tokens
-        lengths = self.lengths[:rows] + 1  # (B,) each row's tokens after this step
+        input_ids[stepping - first, 0] = tokens
+        lengths = self.lengths[first : first + rows] + 1  # (B,) tokens after this step
         total = int(lengths.max())
         mask = (np.arange(total)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
-        logits = self._run(input_ids, mask, first=0, rows=rows)  # (B, vocab)
+        logits = self._run(input_ids, mask, first=first, rows=rows)  # (B, vocab)
         self.lengths[stepping] += 1
-        return logits[stepping]
+        for slot, token in zip(slots, tokens):
+            self.tokens[slot].append(int(token))
+        return logits[stepping - first]
 
     def release(self, slot: int) -> None:
-        """Row ``slot`` is free again (its contents are simply overwritten later)."""
-        self.lengths[slot] = 0
+        """Forget row ``slot``'s contents (they are simply overwritten later)."""
+        self.truncate(slot, 0)
+
+    def truncate(self, slot: int, n: int) -> None:
+        """Keep the first ``n`` tokens of row ``slot``; the next write lands at ``n``."""
+        n = min(n, int(self.lengths[slot]))
+        self.lengths[slot] = n
+        del self.tokens[slot][n:]
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Row ``dst`` holds the first ``n`` tokens of row ``src``, copied inside the
+        buffers: numpy on the CPU, device to device on a GPU (``device_copy``)."""
+        n = min(n, int(self.lengths[src]))
+        if self.device == "cuda":
+            device_copy(self._base, self._row_bytes, self.shape, src, dst, n, self.device_id)
+        else:
+            for buffer in self._buffers:
+                buffer[dst, :, :n] = buffer[src, :, :n]  # (kv, n, hd)
+        self.lengths[dst] = n
+        self.tokens[dst] = self.tokens[src][:n]
 
     def load_rows(self, rows: dict[int, list[np.ndarray]]) -> None:
         """Set rows to given caches (each 2L arrays (kv_heads, P, head_dim)): for
@@ -173,3 +202,64 @@ class FusedDecoder:
         self.session.run_with_iobinding(binding)
         logits = binding.get_outputs()[-1].numpy()  # (B, 1, vocab): the last position only
         return logits[:, -1, :]
+
+
+def device_copy(
+    bases: list[int], row_bytes: int, shape: CacheShape, src: int, dst: int, n: int, device: int
+) -> None:
+    """Copy the first ``n`` positions of row ``src`` to row ``dst`` in every GPU buffer
+    with one strided ``cudaMemcpy2DAsync`` per buffer (device to device; the host never
+    sees the cache). A row is (kv_heads, capacity, head_dim): ``kv_heads`` blocks of
+    ``n * head_dim`` elements, ``capacity * head_dim`` apart.
+
+    Raises:
+        RuntimeError: the CUDA runtime is missing or a copy failed.
+    """
+    cuda = _cudart()
+    item = np.dtype(shape.dtype).itemsize
+    pitch = shape.capacity * shape.head_dim * item  # bytes from one head's block to the next
+    width = n * shape.head_dim * item  # bytes copied per head
+    if width == 0:
+        return
+    if cuda.cudaSetDevice(device) != 0:
+        raise RuntimeError(f"cudaSetDevice({device}) failed")
+    for base in bases:
+        status = cuda.cudaMemcpy2DAsync(
+            _ptr(base + dst * row_bytes), pitch, _ptr(base + src * row_bytes), pitch,
+            width, shape.num_kv_heads, _DEVICE_TO_DEVICE, None,
+        )  # fmt: skip
+        if status != 0:
+            raise RuntimeError(f"cudaMemcpy2DAsync failed with CUDA error {status}")
+    if cuda.cudaStreamSynchronize(None) != 0:
+        raise RuntimeError("cudaStreamSynchronize failed after a KV row copy")
+
+
+_DEVICE_TO_DEVICE = 3  # cudaMemcpyDeviceToDevice
+
+
+def _ptr(address: int) -> Any:
+    import ctypes
+
+    return ctypes.c_void_p(address)
+
+
+def _cudart() -> Any:
+    """The CUDA runtime library of the image (libcudart.so.13, the one onnxruntime-gpu
+    links), with the argument types of the three calls ``device_copy`` makes."""
+    import ctypes
+    import ctypes.util
+
+    for name in ("libcudart.so.13", "libcudart.so", ctypes.util.find_library("cudart")):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        size = ctypes.c_size_t
+        lib.cudaMemcpy2DAsync.argtypes = [ctypes.c_void_p, size, ctypes.c_void_p, size, size,
+                                          size, ctypes.c_int, ctypes.c_void_p]  # fmt: skip
+        lib.cudaSetDevice.argtypes = [ctypes.c_int]
+        lib.cudaStreamSynchronize.argtypes = [ctypes.c_void_p]
+        return lib
+    raise RuntimeError("no CUDA runtime (libcudart) to copy KV rows with")

@@ -32,6 +32,7 @@ class Output:
     finish_reason: str = ""  # "stop" or "length" on the final output; "" before
     num_input_tokens: int = 0
     num_output_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV a kept prefix gave (not prefilled)
     error: str | None = None  # set for an error response
     cancelled: bool = False  # the client went away; nothing more is sent
     # With ``logprobs``: one OpenAI entry per token since the last output (all of them
@@ -108,6 +109,7 @@ class GenerationRequest:
         self.detok = IncrementalDetokenizer(tokenizer, self.prompt_ids)
         self.stop = StopMatcher(params.stop)
         self.generated: list[int] = []
+        self.cached_tokens = 0  # set by the scheduler when it admits the request
         self.completion = ""  # text emitted so far (the completion only)
         self._emit = emit
         self._is_cancelled = is_cancelled
@@ -205,6 +207,7 @@ class GenerationRequest:
         return {
             "num_input_tokens": len(self.prompt_ids),
             "num_output_tokens": len(self.generated),
+            "cached_tokens": self.cached_tokens,
         }
 
     def _new_logprobs(self) -> list[dict[str, Any]] | None:
@@ -279,6 +282,7 @@ def coalesce(items: list[tuple[Any, Output]]) -> list[tuple[Any, Output]]:
                 finish_reason=output.finish_reason,
                 num_input_tokens=output.num_input_tokens,
                 num_output_tokens=output.num_output_tokens,
+                cached_tokens=output.cached_tokens,
                 logprobs=logprobs,
             ))  # fmt: skip
             continue

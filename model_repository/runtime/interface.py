@@ -156,6 +156,12 @@ ENTRY_OUTPUTS: tuple[EntryTensor, ...] = (
     EntryTensor("num_input_tokens", "UINT32", (-1,), "prompt tokens", False),
     EntryTensor("num_output_tokens", "UINT32", (-1,), "generated tokens so far", False),
     EntryTensor(
+        "cached_tokens",
+        "UINT32",
+        (-1,),
+        "prompt tokens not prefilled: their KV was kept from an earlier request",
+    ),
+    EntryTensor(
         "token_logprobs",
         "BYTES",
         (-1,),

@@ -29,6 +29,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "steps": ("tritonkit_decode_steps_total", "Batched decode steps"),
     "rows": ("tritonkit_decode_rows_total", "Sequences advanced by decode steps (sum)"),
     "prefill_tokens": ("tritonkit_prefill_tokens_total", "Prompt tokens prefilled in chunks"),
+    "prefix_hits": ("tritonkit_prefix_cache_hits_total", "Requests that reused a kept prefix"),
+    "prefix_misses": ("tritonkit_prefix_cache_misses_total", "Requests prefilled from nothing"),
+    "prefix_evictions": ("tritonkit_prefix_cache_evictions_total", "Kept prefixes overwritten"),
+    "cached_tokens": ("tritonkit_prefix_cached_tokens_total", "Prompt tokens not prefilled"),
 }
 GAUGES: dict[str, tuple[str, str]] = {
     "batch": ("tritonkit_running_batch_size", "Sequences in the running batch"),
@@ -36,6 +40,7 @@ GAUGES: dict[str, tuple[str, str]] = {
     # 1 once the scheduler gave up: Triton still reports the model ready, so probes
     # (`tritonkit probe`) and the gateway read this instead.
     "broken": ("tritonkit_engine_broken", "1 when the model instance cannot generate any more"),
+    "kept_rows": ("tritonkit_prefix_cache_kept_rows", "Free KV rows holding a kept prefix"),
 }
 ENGINE_BROKEN_METRIC = GAUGES["broken"][0]
 

@@ -4,8 +4,9 @@
                   (a free row)      |   first token              ^  |  next token,
                                     +----------------------------+  +- until done
 
-Each iteration of the loop: drop what was cancelled; give waiting requests free rows;
-prefill up to ``prefill_chunk`` prompt tokens (the oldest prefilling request first, so
+Each iteration of the loop: drop what was cancelled; give waiting requests free rows
+(starting each from the longest prefix of its prompt the engine still holds); prefill up
+to ``prefill_chunk`` prompt tokens (the oldest prefilling request first, so
 several short prompts share one iteration and a long one takes several); then one decode
 step for every running request. A long prompt therefore never stalls the running streams
 for longer than one chunk. Each request keeps its own row and sampling settings; the
@@ -51,6 +52,7 @@ class Schedulable(Protocol):
     """What the scheduler needs from a request (``GenerationRequest`` implements it)."""
 
     prompt_ids: list[int]
+    cached_tokens: int  # set by the scheduler: prompt tokens found in the row's cache
 
     def next_token(self, logits: np.ndarray) -> int:
         """Choose the next token from this sequence's logits (vocab,)."""
@@ -211,12 +213,14 @@ class Scheduler:
                 if not self._waiting:
                     return
                 seq = self._waiting[0]
-            handle = self.engine.reserve()
-            if handle is None:
+            admitted = self.engine.admit(seq.prompt_ids)
+            if admitted is None:
                 return  # every row is taken: it waits for one to be released
+            handle, cached = admitted  # the first `cached` prompt tokens are in the row
             with self._cv:
                 self._waiting.popleft()
-            self._prefilling.append(_Row(seq, handle))
+            seq.cached_tokens = cached
+            self._prefilling.append(_Row(seq, handle, fed=cached))
 
     def _prefill(self) -> int:
         """Up to ``prefill_chunk`` prompt tokens, oldest request first; returns how many."""

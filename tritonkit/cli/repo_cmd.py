@@ -68,6 +68,12 @@ def add_parser(sub: Any) -> None:
         "flowing while a long prompt is read (default 128)",
     )  # fmt: skip
     b.add_argument(
+        "--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
+        help="keep a finished request's KV row for later prompts that start the same way "
+        "(a chat's history, an agent's system prompt): they skip prefilling it (default on; "
+        "fused graph)",
+    )  # fmt: skip
+    b.add_argument(
         "--tensorrt-accelerator", action="store_true",
         help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
     )  # fmt: skip
@@ -109,6 +115,7 @@ def _build(args: argparse.Namespace) -> int:
         engine=args.engine,
         max_context=args.max_context,
         prefill_chunk=args.prefill_chunk,
+        prefix_cache=args.prefix_cache,
         gpu=args.gpu,
         gpu_memory_utilization=args.gpu_memory_utilization,
     )
