@@ -104,6 +104,7 @@ def build_repository(
     max_context: int | None = None,
     prefill_chunk: int = 128,
     prefix_cache: bool = True,
+    stall_factor: float = 4.5,
     gpu: str = gpus.DEFAULT_GPU,
     gpu_memory_utilization: float = gpus.DEFAULT_UTILIZATION,
 ) -> BuiltRepository:
@@ -116,6 +117,8 @@ def build_repository(
     ``prefill_chunk``: prompt tokens read per loop iteration between decode steps.
     ``prefix_cache``: a finished request's KV row is kept for later prompts that start
     the same way (recorded in the entry config; the fused graph only).
+    ``stall_factor``: while streams run, a prompt is read in chunks that keep their gap
+    near this many decode steps (larger: long prompts start sooner, streams stutter more).
 
     Raises:
         UsageError: bad arguments, a non-empty ``output`` without ``force``, or (gpu
@@ -126,6 +129,10 @@ def build_repository(
     export_dir = Path(export_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
     plan = _checked_arguments(name, target, version, max_batch_size, backend, engine)
+    if not stall_factor > 1:
+        raise UsageError(
+            f"--stall-factor must be > 1 (a stream's gap in decode steps), got {stall_factor}"
+        )
     if not export_dir.is_dir():
         raise RepositoryError(f"export folder {str(export_dir)!r} does not exist")
     report = _buildable_export(export_dir, allow_unverified)
@@ -167,6 +174,7 @@ def build_repository(
             chat_template,
             prefill_chunk,
             prefix_cache,
+            stall_factor,
         )
         _write_sync(repo, name, version, sync_instances, target)
     return BuiltRepository(
@@ -327,6 +335,7 @@ def _write_entry(
     chat_template: str | None,
     prefill_chunk: int,
     prefix_cache: bool = True,
+    stall_factor: float = 4.5,
 ) -> None:
     """Write the entry model: generation loop, runtime modules, the decoder it runs
     (``decoder.json``), the tokenizer files and its config.
@@ -357,6 +366,7 @@ def _write_entry(
             chat_template=chat_template,
             prefill_chunk=prefill_chunk,
             prefix_cache=prefix_cache,
+            stall_factor=stall_factor,
         ),
         entry_dir,
     )

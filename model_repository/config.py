@@ -99,6 +99,7 @@ def entry_config(
     prefill_chunk: int = 128,
     max_waiting: int = 256,
     prefix_cache: bool = True,
+    stall_factor: float = 4.5,
 ) -> Any:
     """The decoupled python-backend entry model's config.
 
@@ -116,6 +117,7 @@ def entry_config(
         "prefill_chunk": str(prefill_chunk),  # prompt tokens per loop iteration
         "max_waiting": str(max_waiting),  # requests waiting for a row; more: server_busy
         "prefix_cache": "true" if prefix_cache else "false",  # finished rows keep prefixes
+        "stall_factor": f"{stall_factor:g}",  # a stream's gap while a prompt is read, in steps
     }
     if chat_template is not None:
         values["chat_template"] = chat_template

@@ -44,6 +44,7 @@ from tritonkit_runtime.responder import Responder
 from tritonkit_runtime.scheduler import (
     DEFAULT_MAX_WAITING,
     DEFAULT_PREFILL_CHUNK,
+    STALL_FACTOR,
     Scheduler,
     StepStats,
 )
@@ -153,6 +154,7 @@ class TritonPythonModel:
             on_step=self._on_step,
             max_waiting=int(params.get("max_waiting") or DEFAULT_MAX_WAITING),
             on_broken=self._on_broken,
+            stall_factor=float(params.get("stall_factor") or STALL_FACTOR),
         )
         self.responder = Responder(
             self._send,

@@ -5,12 +5,19 @@
                                     +----------------------------+  +- until done
 
 Each iteration of the loop: drop what was cancelled; give waiting requests free rows
-(starting each from the longest prefix of its prompt the engine still holds); prefill up
-to ``prefill_chunk`` prompt tokens (the oldest prefilling request first, so
-several short prompts share one iteration and a long one takes several); then one decode
-step for every running request. A long prompt therefore never stalls the running streams
-for longer than one chunk. Each request keeps its own row and sampling settings; the
-engine (``engines.py``) owns the KV cache.
+(starting each from the longest prefix of its prompt the engine still holds); prefill a
+budget of prompt tokens (the oldest prefilling request first, so several short prompts
+share one iteration and a long one takes several); then one decode step for every
+running request. A long prompt therefore never stalls the running streams for longer
+than one budget.
+
+The budget is sized from measured costs (``prefill_budget``): while streams run, as many
+tokens as fit in ``stall_factor - 1`` decode steps (so a running stream's gap stays near
+``stall_factor`` times its usual step; a config parameter, ``STALL_FACTOR`` by default),
+between ``MIN_CHUNK`` and ``prefill_chunk``; with nothing running, ``IDLE_CHUNKS`` x
+``prefill_chunk`` (nobody waits on the loop, and larger runs read a prompt faster).
+Each request keeps its own row and sampling settings; the engine (``engines.py``) owns
+the KV cache.
 
 The wait queue is bounded (``max_waiting``): past it a request is refused at once with a
 ``server_busy`` error (the gateway answers 503 with Retry-After), and a request whose
@@ -46,6 +53,16 @@ DEFAULT_MAX_WAITING = 256  # requests waiting for a row; one more is refused (se
 # question is an IPC round trip (~0.5 ms), so a full queue of 256 costs a running stream
 # about 2 ms a step, never 128 ms at once; it is scanned whole every 64 steps.
 WAITING_SCAN_BATCH = 4
+# Prefill budget while streams run: a stream's gap is about STALL_FACTOR decode steps
+# (a step plus STALL_FACTOR - 1 steps' worth of prefill). The two goals pull apart: a
+# smaller factor shortens the streams' largest gap, a larger one reads a long arriving
+# prompt in fewer runs (each run also waits for a decode step); 4.5 keeps the gap under
+# 5x the median step and the long prompt's first token within about 1.2x of 128-token
+# chunks on SmolLM2 on a CPU (benchmarks/scheduler_bench.py).
+STALL_FACTOR = 4.5
+MIN_CHUNK = 16  # prompt tokens per iteration at least, however slow prefill is
+IDLE_CHUNKS = 4  # with no stream running, prefill up to this many prefill_chunks at once
+_EMA = 0.3  # weight of the newest measurement in the running cost estimates
 
 
 class Schedulable(Protocol):
@@ -106,6 +123,8 @@ class Scheduler:
         on_step: Callable[[StepStats], None] | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         on_broken: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        stall_factor: float = STALL_FACTOR,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
@@ -117,6 +136,12 @@ class Scheduler:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
+        self.clock = clock
+        if stall_factor <= 1:
+            raise ValueError(f"stall_factor must be > 1, got {stall_factor}")
+        self.stall_factor = stall_factor
+        self._decode_s: float | None = None  # a decode step's seconds (running average)
+        self._token_s: float | None = None  # a prefilled token's seconds (running average)
         self.on_step = on_step
         self._waiting: collections.deque[Schedulable] = collections.deque()
         self._prefilling: list[_Row] = []
@@ -222,15 +247,26 @@ class Scheduler:
             seq.cached_tokens = cached
             self._prefilling.append(_Row(seq, handle, fed=cached))
 
+    def prefill_budget(self) -> int:
+        """Prompt tokens to prefill in this iteration (see the module docstring)."""
+        if not self._running:
+            return self.prefill_chunk * IDLE_CHUNKS
+        if self._decode_s is None or not self._token_s:
+            return self.prefill_chunk  # nothing measured yet
+        fit = (self.stall_factor - 1) * self._decode_s / self._token_s
+        return int(min(self.prefill_chunk, max(MIN_CHUNK, fit)))
+
     def _prefill(self) -> int:
-        """Up to ``prefill_chunk`` prompt tokens, oldest request first; returns how many."""
-        budget = self.prefill_chunk
+        """A budget of prompt tokens, oldest request first; returns how many."""
+        total = budget = self.prefill_budget()
         while budget > 0 and self._prefilling:
             row = self._prefilling[0]
             prompt = row.seq.prompt_ids
             n = min(len(prompt) - row.fed, budget)
             try:
+                t0 = self.clock()
                 logits = self.engine.prefill(row.handle, prompt[row.fed : row.fed + n])
+                self._token_s = _average(self._token_s, (self.clock() - t0) / n)
                 row.fed += n
                 budget -= n
                 if row.fed < len(prompt):
@@ -244,12 +280,14 @@ class Scheduler:
                 self._running.append(row)
             except Exception as exc:  # one bad prompt must not stop the others
                 self._drop(row, f"prefill failed: {exc}")
-        return self.prefill_chunk - budget
+        return total - budget
 
     def _decode_step(self) -> None:
         rows = list(self._running)
         try:
+            t0 = self.clock()
             logits = self.engine.decode([r.handle for r in rows], [r.last for r in rows])
+            self._decode_s = _average(self._decode_s, self.clock() - t0)
         except Exception as exc:  # the engine itself failed: these rows cannot go on
             for row in rows:
                 self._drop(row, f"generation failed: {exc}")
@@ -328,6 +366,11 @@ class Scheduler:
         if self.on_broken is not None:
             with contextlib.suppress(Exception):
                 self.on_broken(self.broken)
+
+
+def _average(previous: float | None, value: float) -> float:
+    """An exponential running average (the first value stands alone)."""
+    return value if previous is None else (1 - _EMA) * previous + _EMA * value
 
 
 def _finite(logits: np.ndarray) -> np.ndarray:

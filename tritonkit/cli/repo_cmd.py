@@ -64,8 +64,14 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     b.add_argument(
         "--prefill-chunk", type=int, default=128, metavar="TOKENS",
-        help="prompt tokens read per step between decode steps, so running streams keep "
-        "flowing while a long prompt is read (default 128)",
+        help="prompt tokens read per step at most while streams run (4x that when none "
+        "does), so running streams keep flowing while a long prompt is read (default 128)",
+    )  # fmt: skip
+    b.add_argument(
+        "--stall-factor", type=float, default=4.5, metavar="X",
+        help="while streams run, read a prompt in chunks sized from measured costs so a "
+        "stream's gap stays near X decode steps; larger: long prompts start sooner, streams "
+        "stutter more (default 4.5)",
     )  # fmt: skip
     b.add_argument(
         "--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
@@ -116,6 +122,7 @@ def _build(args: argparse.Namespace) -> int:
         max_context=args.max_context,
         prefill_chunk=args.prefill_chunk,
         prefix_cache=args.prefix_cache,
+        stall_factor=args.stall_factor,
         gpu=args.gpu,
         gpu_memory_utilization=args.gpu_memory_utilization,
     )
