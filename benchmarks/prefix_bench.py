@@ -12,6 +12,9 @@ turn, gRPC streaming through tritonkit's client, greedy:
    with a different number). Goal: warm at most 0.25x cold.
 2. Nothing shared (every prompt different from its first token): tokens/s per request and
    in total at concurrency 1 and 8, cache on against off. Goal: within noise.
+3. n = 4 from one prefill against four separate requests sent together (the same seeds, a
+   ~300-token prompt, 32 tokens each): the time until every choice is done. Goal: at
+   most 0.6x.
 """
 
 from __future__ import annotations
@@ -88,6 +91,32 @@ def throughput(url: str, concurrency: int, requests: int, tokens: int) -> tuple[
     return statistics.median(n / t for t, n in runs), sum(n for _, n in runs) / wall
 
 
+def choices(url: str, tokenizer: Any, reps: int) -> list[list[Any]]:
+    """Seconds until all four choices are done: n=4 in one request, or four requests."""
+    import time
+
+    prompt = system_prompt(tokenizer, 300, 7) + "\nQuestion: what happens at dawn?\nAnswer:"
+    params = {"max_tokens": 32, "min_tokens": 32, "temperature": 0.8}
+
+    def together(seed: int) -> float:
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: LLMClient(url, model="llm").generate(
+                prompt, seed=seed + i, on_text=lambda _p: None, **params), range(4)))  # fmt: skip
+        return time.perf_counter() - t0
+
+    def forked(seed: int) -> float:
+        t0 = time.perf_counter()
+        with LLMClient(url, model="llm") as client:
+            client.generate(prompt, n=4, seed=seed, on_text=lambda _p: None, **params)
+        return time.perf_counter() - t0
+
+    sep = statistics.median(together(100 * r) for r in range(reps))
+    one = statistics.median(forked(100 * r + 50) for r in range(reps))
+    return [["4 separate requests", f"{sep * 1e3:.0f}", "1"],
+            ["n=4, one prefill", f"{one * 1e3:.0f}", f"{one / sep:.2f}"]]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--export", type=Path, help="an existing SmolLM2 export (default: export now)")
@@ -113,6 +142,7 @@ def main() -> None:
             with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
                 if cache:
                     rows = multi_turn(server.grpc_url, tokenizer, args.system_tokens, args.reps)
+                    n_rows = choices(server.grpc_url, tokenizer, args.reps)
                 speed[cache] = {c: throughput(server.grpc_url, c, args.requests, args.tokens)
                                 for c in (1, 8)}  # fmt: skip
     print(f"Multi-turn: a ~{args.system_tokens}-token system prompt, a new question "
@@ -126,6 +156,8 @@ def main() -> None:
                     f"{off[1]:.1f}", f"{on[1]:.1f}", f"{on[1] / off[1]:.2f}"])  # fmt: skip
     print(table(["concurrency", "off tok/s/req", "on tok/s/req", "on/off",
                  "off tok/s", "on tok/s", "on/off"], out))  # fmt: skip
+    print("\nn=4 against four requests (a ~300-token prompt, 32 tokens each, sampled)")
+    print(table(["how", "ms until all four are done", "vs separate (x)"], n_rows))
 
 
 if __name__ == "__main__":

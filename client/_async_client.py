@@ -150,7 +150,9 @@ class AsyncLLMClient(BaseLLMClient):
                 call.cancel()  # the server stops generating for a client that left
 
     async def _http_events(self, values: dict[str, Any]) -> AsyncGenerator[StreamChunk, None]:
-        reader = _http_wire.StreamReader(self.url, bool(values["stream"]), self.timeout)
+        reader = _http_wire.StreamReader(
+            self.url, bool(values["stream"]), self.timeout, int(values.get("n") or 1)
+        )
         client = self._http_client()
         request = client.build_request(
             "POST", _http_wire.generate_path(self.model, reader.stream),

@@ -64,6 +64,7 @@ class GenerationParams:
     guided_regex: str | None = None
     guided_choice: Sequence[str] | None = None  # exactly one of these strings
     guided_grammar: str | None = None  # Lark (llguidance's dialect) or GBNF
+    n: int | None = None  # choices from one prefill; the result's ``choices`` hold them
     exclude_input_in_output: bool = False  # non-streamed text without the prompt
     sampling_parameters: Mapping[str, Any] | None = None  # vLLM-style JSON, sent as is
 
@@ -179,6 +180,7 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -
     """
     counts = (_scalar(get("num_input_tokens")), _scalar(get("num_output_tokens")))
     cached = _scalar(get("cached_tokens"))
+    index = _scalar(get("index"))
     return StreamChunk(
         text=_scalar(get("text_output")) or "",
         is_final=is_final,
@@ -187,6 +189,7 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], is_final: bool) -
         num_output_tokens=None if counts[1] is None else int(counts[1]),
         cached_tokens=None if cached is None else int(cached),
         logprobs=_logprobs(_scalar(get("token_logprobs"))),
+        index=0 if index is None else int(index),
     )
 
 
@@ -256,6 +259,7 @@ def chunk_from_json(obj: Mapping[str, Any], url: str, is_final: bool | None = No
         num_output_tokens=None if n_out is None else int(n_out),
         cached_tokens=None if cached is None else int(cached),
         logprobs=_logprobs(obj.get("token_logprobs")),
+        index=int(obj.get("index") or 0),
     )
 
 

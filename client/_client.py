@@ -159,7 +159,9 @@ class LLMClient(BaseLLMClient):
                 call.cancel()  # the server stops generating for a client that left
 
     def _http_events(self, values: dict[str, Any]) -> Generator[StreamChunk, None, None]:
-        reader = _http_wire.StreamReader(self.url, bool(values["stream"]), self.timeout)
+        reader = _http_wire.StreamReader(
+            self.url, bool(values["stream"]), self.timeout, int(values.get("n") or 1)
+        )
         client = self._http_client()
         request = client.build_request(
             "POST", _http_wire.generate_path(self.model, reader.stream),

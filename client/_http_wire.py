@@ -8,6 +8,7 @@ events), one reading of every admin reply.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -35,8 +36,10 @@ class StreamReader:
     ``timeout`` bounds the whole stream (httpx's timeout bounds each read).
     """
 
-    def __init__(self, url: str, stream: bool, timeout: float | None) -> None:
+    def __init__(self, url: str, stream: bool, timeout: float | None, choices: int = 1) -> None:
         self.url = url
+        self.choices = choices  # n: the stream ends when every choice has finished
+        self._finished: set[int] = set()
         self.stream = stream
         self.timeout = timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -68,10 +71,12 @@ class StreamReader:
         obj = sse_data(line)
         if obj is None or self.done:
             return None
-        chunk = chunk_from_json(obj, self.url)
+        chunk = chunk_from_json(obj, self.url, is_final=False)
         self._check.saw("finish_reason" in obj)
-        self.done = chunk.is_final
-        return chunk
+        if chunk.finish_reason:
+            self._finished.add(chunk.index)
+        self.done = len(self._finished) >= self.choices
+        return dataclasses.replace(chunk, is_final=self.done) if self.done else chunk
 
     def end(self) -> StreamChunk | None:
         """After the last line: the empty final chunk when the model ended with an empty

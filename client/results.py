@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -22,6 +23,7 @@ class StreamChunk:
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens the server did not prefill (its cache)
+    index: int = 0  # the choice this chunk belongs to (n > 1)
     # With ``logprobs``: the entries of this chunk's tokens, each
     # {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}...]}.
     logprobs: tuple[dict[str, Any], ...] | None = None
@@ -43,6 +45,8 @@ class GenerationResult:
     latency_s: float
     logprobs: tuple[dict[str, Any], ...] | None = None  # one entry per token, when asked
     cached_tokens: int | None = None  # prompt tokens the server took from its prefix cache
+    index: int = 0  # which choice (n > 1)
+    choices: tuple[GenerationResult, ...] = ()  # n > 1: every choice's result, by index
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -67,24 +71,24 @@ class ModelInfo:
 
 
 class ResultBuilder:
-    """Folds chunks into a ``GenerationResult``, timing them from construction."""
+    """Folds chunks into a ``GenerationResult``, timing them from construction; with n > 1
+    each choice's chunks (``index``) into a result of its own, held in ``choices``."""
 
     def __init__(self) -> None:
         self._start = time.perf_counter()
-        self._parts: list[str] = []
-        self._first: float | None = None
-        self._last: StreamChunk | None = None
-        self._logprobs: list[dict[str, Any]] | None = None
+        self._choices: dict[int, _Choice] = {}
 
     def add(self, chunk: StreamChunk) -> StreamChunk:
-        """Record ``chunk``; returns it with the finish reason and counts seen so far filled in."""
+        """Record ``chunk``; returns it with its choice's finish reason and counts seen so
+        far filled in."""
+        one = self._choices.setdefault(chunk.index, _Choice())
         if chunk.text:
-            self._parts.append(chunk.text)
-            if self._first is None:
-                self._first = time.perf_counter() - self._start
+            one.parts.append(chunk.text)
+            if one.first is None:
+                one.first = time.perf_counter() - self._start
         if chunk.logprobs is not None:
-            self._logprobs = [*(self._logprobs or ()), *chunk.logprobs]
-        previous = self._last
+            one.logprobs = [*(one.logprobs or ()), *chunk.logprobs]
+        previous = one.last
         if previous is not None:
             chunk = StreamChunk(
                 text=chunk.text,
@@ -93,22 +97,42 @@ class ResultBuilder:
                 num_input_tokens=_pick(chunk.num_input_tokens, previous.num_input_tokens),
                 num_output_tokens=_pick(chunk.num_output_tokens, previous.num_output_tokens),
                 cached_tokens=_pick(chunk.cached_tokens, previous.cached_tokens),
+                index=chunk.index,
                 logprobs=chunk.logprobs,
             )
-        self._last = chunk
+        one.last = chunk
         return chunk
 
     def result(self) -> GenerationResult:
-        last = self._last or StreamChunk(text="")
+        """The first choice's result; with n > 1 every choice's in ``choices``."""
+        now = time.perf_counter() - self._start
+        results = [self._choices[i].result(now) for i in sorted(self._choices)] or [
+            _Choice().result(now)
+        ]
+        if len(results) == 1:
+            return results[0]
+        return dataclasses.replace(results[0], choices=tuple(results))
+
+
+@dataclass
+class _Choice:
+    parts: list[str] = field(default_factory=list)
+    first: float | None = None
+    last: StreamChunk | None = None
+    logprobs: list[dict[str, Any]] | None = None
+
+    def result(self, latency_s: float) -> GenerationResult:
+        last = self.last or StreamChunk(text="")
         return GenerationResult(
-            text="".join(self._parts),
+            text="".join(self.parts),
             finish_reason=last.finish_reason,
             num_input_tokens=last.num_input_tokens,
             num_output_tokens=last.num_output_tokens,
-            time_to_first_token_s=self._first,
-            latency_s=time.perf_counter() - self._start,
-            logprobs=None if self._logprobs is None else tuple(self._logprobs),
+            time_to_first_token_s=self.first,
+            latency_s=latency_s,
+            logprobs=None if self.logprobs is None else tuple(self.logprobs),
             cached_tokens=last.cached_tokens,
+            index=last.index,
         )
 
 

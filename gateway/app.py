@@ -46,7 +46,7 @@ from .connection import (
 )
 from .http_errors import APIError, bad_request, from_client_error, internal
 from .metrics import GatewayMetrics, MetricsMiddleware
-from .openai_format import DONE, Kind, ResponseWriter, finish, sse, usage
+from .openai_format import DONE, Choice, Kind, ResponseWriter, finish, sse, usage
 from .rendering import TemplateRenderer
 from .replicas import ReplicaPool
 from .request_context import RequestContextMiddleware, log
@@ -211,34 +211,39 @@ class _Gateway:
             params = body.generation_kwargs()
             if tools is not None and tools.grammar is not None:
                 params["guided_grammar"] = tools.grammar  # the only constraint (checked)
-            if body.stream:
-                events = self.pool.stream_events(model.triton_model, prompt, **params)
-                response = await self._stream(request, events, writer, echo, received, slot, tools)
-                handed_over = True
-                return response
             try:
+                if body.stream:
+                    events = self.pool.stream_events(model.triton_model, prompt, **params)
+                    response = await self._stream(
+                        request, events, writer, echo, received, slot, tools, body.n or 1
+                    )
+                    handed_over = True
+                    return response
                 result = await until_disconnected(
                     request.receive, self.pool.generate(model.triton_model, prompt, **params)
                 )
             except ClientDisconnected:
                 self.metrics.disconnects.inc()
                 return Response(status_code=CLIENT_CLOSED)
+            except ClientError as exc:  # named by the OpenAI parameter the client sent
+                raise _as_sent(from_client_error(exc, _request_id(request)), body) from exc
             self.metrics.ttft.labels(kind).observe(time.perf_counter() - received)
-            counts = self._count(
-                result.num_input_tokens, result.num_output_tokens, result.cached_tokens
-            )
-            if tools is None:
-                text, calls = echo + result.text, []
-            else:
-                parser = tools.parser()
-                parser.feed(result.text)
-                parser.finish()
-                text, calls = parser.content, [c.as_openai() for c in parser.calls]
-            return JSONResponse(
-                writer.complete(
-                    text, result.finish_reason, counts, calls, result.logprobs, len(echo)
+            results = result.choices or (result,)  # n choices, by index
+            generated = sum(r.num_output_tokens or 0 for r in results)
+            counts = self._count(result.num_input_tokens, generated, result.cached_tokens)
+            choices = []
+            for one in results:
+                if tools is None:
+                    text, calls = echo + one.text, []
+                else:
+                    parser = tools.parser()
+                    parser.feed(one.text)
+                    parser.finish()
+                    text, calls = parser.content, [c.as_openai() for c in parser.calls]
+                choices.append(
+                    Choice(text, one.finish_reason, calls, one.logprobs, text_offset=len(echo))
                 )
-            )
+            return JSONResponse(writer.complete(choices, counts))
         finally:
             if not handed_over:
                 slot.release()
@@ -252,6 +257,7 @@ class _Gateway:
         received: float,
         slot: Slot,
         tools: ToolPlan | None = None,
+        n: int = 1,
     ) -> Response:
         # Wait for Triton's first answer before choosing the status: a rejected request
         # still gets its 400 (or 404, 503) rather than a 200 with an error inside.
@@ -266,7 +272,7 @@ class _Gateway:
             await events.aclose()
             slot.release()
             raise
-        body = self._events(events, first, writer, echo, received, _request_id(request), tools)
+        body = self._events(events, first, writer, echo, received, _request_id(request), tools, n)
         return EventStream(body, on_close=slot.release)
 
     async def _events(
@@ -278,49 +284,45 @@ class _Gateway:
         received: float,
         request_id: str,
         tools: ToolPlan | None = None,
+        n: int = 1,
     ) -> AsyncGenerator[bytes, None]:
         done = False
         first_text = True
-        parser = tools.parser() if tools is not None else None
-        logprobs: list[dict[str, Any]] = []  # the model's entries not yet sent
-        offset = len(echo)  # completions: where the next piece starts in the text
-
-        def take() -> list[dict[str, Any]] | None:
-            taken = list(logprobs)
-            logprobs.clear()
-            return taken or None
-
+        streams = [_ChoiceStream(tools, len(echo)) for _ in range(n)]  # by choice index
         try:
-            if writer.kind == "chat":
-                yield writer.chunk(role=True)
-            if echo:
-                yield writer.chunk(echo)
+            for i in range(n):
+                if writer.kind == "chat":
+                    yield writer.chunk(role=True, index=i)
+                if echo:
+                    yield writer.chunk(echo, index=i)
             while True:
-                logprobs.extend(chunk.logprobs or ())
+                i = chunk.index if 0 <= chunk.index < n else 0
+                one = streams[i]
+                one.logprobs.extend(chunk.logprobs or ())
+                one.counts(chunk)
                 if chunk.text:
                     if first_text:
                         first_text = False
                         self.metrics.ttft.labels(writer.kind).observe(
                             time.perf_counter() - received
                         )
-                    if parser is None:
-                        yield writer.chunk(chunk.text, logprobs=take(), text_offset=offset)
-                        offset += len(chunk.text)
-                    else:
-                        for delta in parser.feed(chunk.text):
-                            yield writer.chunk(delta=delta.as_openai(), logprobs=take())
+                    for piece in one.pieces(writer, chunk.text, i):
+                        yield piece
+                if chunk.finish_reason and not one.finished:
+                    for piece in one.finish(writer, chunk.finish_reason, i):
+                        yield piece
                 if chunk.is_final:
                     break
                 chunk = await events.__anext__()
             done = True
-            for delta in parser.finish() if parser is not None else ():
-                yield writer.chunk(delta=delta.as_openai(), logprobs=take())
-            reason = chunk.finish_reason or "stop"
-            if writer.kind == "chat":
-                reason = finish(reason, bool(parser is not None and parser.calls))
-            yield writer.chunk(finish_reason=reason, logprobs=take(), text_offset=offset)
+            for i, one in enumerate(streams):  # a choice the model ended without a reason
+                if not one.finished:
+                    for piece in one.finish(writer, "stop", i):
+                        yield piece
             counts = self._count(
-                chunk.num_input_tokens, chunk.num_output_tokens, chunk.cached_tokens
+                streams[0].prompt_tokens,
+                sum(s.generated for s in streams),
+                streams[0].cached_tokens,
             )
             if writer.include_usage:
                 yield writer.usage_chunk(counts)
@@ -416,6 +418,64 @@ class _Gateway:
         self.metrics.prompt_tokens.inc(counts["prompt_tokens"])
         self.metrics.completion_tokens.inc(counts["completion_tokens"])
         return counts
+
+
+def _as_sent(error: APIError, body: ChatCompletionRequest | CompletionRequest) -> APIError:
+    """``error`` naming ``response_format`` or ``tools`` when the gateway turned them into
+    the model's ``guided_json`` or ``guided_grammar`` (the model names its own input)."""
+    if not isinstance(body, ChatCompletionRequest):
+        return error
+    if error.param == "guided_json" and body.response_format is not None:
+        error.param = "response_format"
+    elif error.param == "guided_grammar" and body.choice.forced:
+        error.param = "tools"
+        error.message = f"the tools' schemas do not make a grammar: {error.message}"
+    return error
+
+
+class _ChoiceStream:
+    """One choice of a streamed response: its tool-call parser, the logprobs not yet
+    sent, where its text stands (completions' offsets) and its token counts."""
+
+    def __init__(self, tools: ToolPlan | None, offset: int) -> None:
+        self.parser = tools.parser() if tools is not None else None
+        self.logprobs: list[dict[str, Any]] = []
+        self.offset = offset
+        self.finished = False
+        self.prompt_tokens: int | None = None
+        self.generated = 0
+        self.cached_tokens: int | None = None
+
+    def counts(self, chunk: StreamChunk) -> None:
+        self.prompt_tokens = chunk.num_input_tokens or self.prompt_tokens
+        self.generated = chunk.num_output_tokens or self.generated
+        self.cached_tokens = chunk.cached_tokens or self.cached_tokens
+
+    def take(self) -> list[dict[str, Any]] | None:
+        taken, self.logprobs = self.logprobs, []
+        return taken or None
+
+    def pieces(self, writer: ResponseWriter, text: str, index: int) -> list[bytes]:
+        if self.parser is None:
+            piece = writer.chunk(text, logprobs=self.take(), text_offset=self.offset, index=index)
+            self.offset += len(text)
+            return [piece]
+        return [
+            writer.chunk(delta=d.as_openai(), logprobs=self.take(), index=index)
+            for d in self.parser.feed(text)
+        ]
+
+    def finish(self, writer: ResponseWriter, reason: str, index: int) -> list[bytes]:
+        self.finished = True
+        out = []
+        if self.parser is not None:
+            out = [writer.chunk(delta=d.as_openai(), logprobs=self.take(), index=index)
+                   for d in self.parser.finish()]  # fmt: skip
+        if writer.kind == "chat":
+            reason = finish(reason, bool(self.parser is not None and self.parser.calls))
+        out.append(writer.chunk(finish_reason=reason, logprobs=self.take(),
+                                text_offset=self.offset, index=index))  # fmt: skip
+        return out
 
 
 # -- exception handlers: every error leaves in OpenAI's format --------------------------

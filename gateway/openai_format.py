@@ -46,6 +46,17 @@ def usage(
 
 
 @dataclass
+class Choice:
+    """One choice of a whole response."""
+
+    text: str
+    finish_reason: str | None
+    tool_calls: Sequence[dict[str, Any]] = ()
+    logprobs: Sequence[dict[str, Any]] | None = None
+    text_offset: int = 0  # completions: characters before the text (echo)
+
+
+@dataclass
 class ResponseWriter:
     """Builds the objects of one response: same id, model and creation time throughout."""
 
@@ -69,37 +80,30 @@ class ResponseWriter:
             "system_fingerprint": None,
         }
 
-    def complete(
-        self,
-        text: str,
-        finish_reason: str | None,
-        counts: dict[str, Any],
-        tool_calls: Sequence[dict[str, Any]] = (),
-        logprobs: Sequence[dict[str, Any]] | None = None,
-        text_offset: int = 0,  # completions: characters before the text (echo)
-    ) -> dict[str, Any]:
-        """The whole (non-streamed) response."""
-        if self.kind == "chat":
-            message: dict[str, Any] = {"role": "assistant", "content": text}
-            if tool_calls:
-                message = {"role": "assistant", "content": text.strip() or None,
-                           "tool_calls": list(tool_calls)}  # fmt: skip
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": message,
-                "logprobs": self.logprobs(logprobs),
-                "finish_reason": finish(finish_reason, bool(tool_calls)),
-            }
-            obj = self._head("chat.completion")
-        else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": self.logprobs(logprobs, text_offset),
-                "finish_reason": finish_reason or "stop",
-            }
-            obj = self._head("text_completion")
-        obj["choices"] = [choice]
+    def complete(self, choices: Sequence[Choice], counts: dict[str, Any]) -> dict[str, Any]:
+        """The whole (non-streamed) response: one choice per ``choices`` (n)."""
+        out = []
+        for i, c in enumerate(choices):
+            if self.kind == "chat":
+                message: dict[str, Any] = {"role": "assistant", "content": c.text}
+                if c.tool_calls:
+                    message = {"role": "assistant", "content": c.text.strip() or None,
+                               "tool_calls": list(c.tool_calls)}  # fmt: skip
+                out.append({
+                    "index": i,
+                    "message": message,
+                    "logprobs": self.logprobs(c.logprobs),
+                    "finish_reason": finish(c.finish_reason, bool(c.tool_calls)),
+                })  # fmt: skip
+            else:
+                out.append({
+                    "index": i,
+                    "text": c.text,
+                    "logprobs": self.logprobs(c.logprobs, c.text_offset),
+                    "finish_reason": c.finish_reason or "stop",
+                })  # fmt: skip
+        obj = self._head("chat.completion" if self.kind == "chat" else "text_completion")
+        obj["choices"] = out
         obj["usage"] = counts
         return obj
 
@@ -111,6 +115,7 @@ class ResponseWriter:
         delta: dict[str, Any] | None = None,  # chat: a delta of its own (tool calls)
         logprobs: Sequence[dict[str, Any]] | None = None,
         text_offset: int = 0,
+        index: int = 0,  # the choice (n > 1)
     ) -> bytes:
         """One streamed chunk: a text piece, the opening role (chat), or the finish."""
         if self.kind == "chat":
@@ -121,10 +126,10 @@ class ResponseWriter:
                 body = delta
             elif text is not None:
                 body = {"content": text}
-            choice: dict[str, Any] = {"index": 0, "delta": body}
+            choice: dict[str, Any] = {"index": index, "delta": body}
             obj = self._head("chat.completion.chunk")
         else:
-            choice = {"index": 0, "text": text or ""}
+            choice = {"index": index, "text": text or ""}
             obj = self._head("text_completion")
         choice["logprobs"] = self.logprobs(logprobs, text_offset) if logprobs else None
         choice["finish_reason"] = finish_reason

@@ -8,8 +8,9 @@ Parameters map onto the entry model's inputs (``generation_kwargs``): ``max_toke
 becomes a ``guided_grammar``); and vLLM's extras ``top_k``, ``min_p``, ``min_tokens``,
 ``repetition_penalty``, ``guided_json``, ``guided_regex``, ``guided_choice``,
 ``guided_grammar`` (``extra_body`` in the SDK). A parameter left out takes the model's
-default (greedy, 64 tokens), not OpenAI's. What the model cannot honour (``n`` > 1,
-``best_of``, ``suffix``, prompt logprobs with ``echo``, two constraints at once) is
+default (greedy, 64 tokens), not OpenAI's. ``n`` choices come from one prefill. What
+the model cannot honour (``best_of``, ``suffix``, prompt logprobs with ``echo``, two
+constraints at once) is
 refused with a 400 rather than silently ignored; unknown fields are ignored, as vLLM does.
 
 Numbers are bounded here to what the model's inputs hold, so none wraps on its way into
@@ -38,6 +39,7 @@ Float32 = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX, allow_inf_nan=
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]  # OpenAI's range
 MAX_LOGPROBS = 20  # top_logprobs, as OpenAI
+MAX_N = 64  # choices per request (the model refuses more than its KV rows)
 
 # The settings of the entry model a body sets (``generation_kwargs``), in the client's
 # names: every declared input but the prompt, ``stream`` and ``sampling_parameters``
@@ -63,7 +65,7 @@ class _GenerationBody(_Body):
     top_p: Float32 | None = None
     seed: Annotated[int, Field(ge=0, le=UINT64_MAX)] | None = None
     stop: str | list[str] | None = None
-    n: int | None = 1
+    n: Annotated[int, Field(ge=1, le=MAX_N)] | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     presence_penalty: Penalty | None = None
@@ -86,8 +88,6 @@ class _GenerationBody(_Body):
         Raises:
             APIError: 400 naming the parameter.
         """
-        if self.n not in (None, 1):
-            raise bad_request(f"n must be 1: this gateway returns one choice, got n={self.n}", "n")
         if self.stream_options is not None and not self.stream:
             raise bad_request("stream_options is only allowed with stream=true", "stream_options")
         guides = self.constraints()
@@ -145,6 +145,7 @@ class _GenerationBody(_Body):
             "min_p": self.min_p,
             "logit_bias": self.logit_bias,
             "logprobs": self.logprobs_count(),
+            "n": self.n if self.n and self.n > 1 else None,
             **{name: getattr(self, name) for name in GUIDED},
         }
         kwargs = {k: v for k, v in kwargs.items() if v is not None}

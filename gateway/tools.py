@@ -182,9 +182,23 @@ def prompt_messages(
     ``<tool_call>`` text and tool results ``<tool_response>`` user turns.
     """
     out: list[dict[str, Any]] = []
-    for message in messages:
+    for i, message in enumerate(messages):
         m = dict(message)
         calls = m.get("tool_calls")
+        if calls is not None and not (
+            isinstance(calls, list)
+            and all(
+                isinstance(c, dict)
+                and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str)
+                for c in calls
+            )
+        ):
+            raise bad_request(
+                f"messages[{i}].tool_calls must be a list of "
+                '{"id": ..., "type": "function", "function": {"name": ..., "arguments": ...}}',
+                f"messages[{i}].tool_calls",
+            )
         if native:
             if isinstance(calls, list):
                 m["tool_calls"] = [_with_object_arguments(c) for c in calls]
@@ -328,6 +342,7 @@ class ToolCallParser:
     _call_text: str = ""
     _open: ToolCall | None = None  # hermes: the call whose arguments are streaming
     _args_start: int = 0  # where the arguments begin in _call_text
+    _blank: str = ""  # whitespace after a call, sent only if text (not a call) follows
     _decided: bool = False  # llama3_json / mistral: whether the output was classified
     _calls_pending: bool = False  # ... as calls (parsed when it ends)
 
@@ -355,6 +370,7 @@ class ToolCallParser:
                     self._buffer = self._buffer[len(self._buffer) - keep :]
                     return out
                 self._content(self._buffer[:i], out)
+                self._blank = ""  # whitespace between two calls is no content
                 self._buffer = self._buffer[i + len(HERMES_OPEN) :]
                 self._in_call, self._call_text, self._open = True, "", None
                 continue
@@ -389,6 +405,8 @@ class ToolCallParser:
             _value, end = _DECODER.raw_decode(text)
         except json.JSONDecodeError:
             end = len(text)  # still inside the arguments: all of it is theirs
+        except (ValueError, RecursionError):  # JSON Python refuses: a huge number, deep nesting
+            end = len(text)
         sent = len(self._open.arguments)
         if end > sent:
             piece = text[sent:end]
@@ -406,7 +424,7 @@ class ToolCallParser:
                 self._content(f"{HERMES_OPEN}{self._call_text}{HERMES_CLOSE}", out)
                 return
             call = self._new_call(name)
-            call.arguments = args if isinstance(args, str) else json.dumps(args)
+            call.arguments = args if isinstance(args, str) else _dumps(args)
             out.append(Delta(call=call, opens=True, arguments=call.arguments))
         self._open = None
 
@@ -434,7 +452,7 @@ class ToolCallParser:
         else:
             for name, args in calls:
                 call = self._new_call(name)
-                call.arguments = args if isinstance(args, str) else json.dumps(args)
+                call.arguments = args if isinstance(args, str) else _dumps(args)
                 out.append(Delta(call=call, opens=True, arguments=call.arguments))
         self._buffer = ""
         return out
@@ -442,7 +460,11 @@ class ToolCallParser:
     # -- shared ------------------------------------------------------------------------
 
     def _content(self, text: str, out: list[Delta]) -> None:
-        if text and (text.strip() or not self.calls):  # no blank lines between calls
+        if self.calls and not text.strip():  # after a call: held until we know what follows
+            self._blank += text
+            return
+        text, self._blank = self._blank + text, ""
+        if text:
             self.content += text
             out.append(Delta(content=text))
 
@@ -450,6 +472,14 @@ class ToolCallParser:
         call = ToolCall(len(self.calls), f"call_{uuid.uuid4().hex[:24]}", name)
         self.calls.append(call)
         return call
+
+
+def _dumps(value: Any) -> str:
+    """``value`` as JSON text (``str`` of it if Python cannot write it back)."""
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):
+        return str(value)
 
 
 def _partial_suffix(text: str, marker: str) -> int:
@@ -463,14 +493,14 @@ def _partial_suffix(text: str, marker: str) -> int:
 def _json_string(escaped: str) -> str:
     try:
         return str(json.loads(f'"{escaped}"'))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return escaped
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text.strip())
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or JSON Python refuses
         return None
     return value if isinstance(value, dict) else None
 
@@ -490,7 +520,7 @@ def _parse_calls(text: str, fmt: ToolFormat) -> list[tuple[str, Any]] | None:
             items.extend(value if isinstance(value, list) else [value])
             while pos < len(text) and text[pos] in " \t\r\n;,":
                 pos += 1
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or JSON Python refuses
         return None
     calls = []
     for item in items:

@@ -89,6 +89,10 @@ def _run(seq: GenerationRequest, rng: np.random.Generator, eos_boost: float = 0.
         ({"guided_choice": ["a", ""]}, "guided_choice must hold at least one string"),
         ({"guided_regex": "a", "guided_choice": ["a"]}, "at most one of"),
         ({"sampling_parameters": '{"guided_json": 3}'}, "sampling_parameters.guided_json"),
+        ({"guided_json": "[" * 60000}, "guided_json is not usable JSON"),
+        ({"sampling_parameters": "[" * 60000}, "sampling_parameters is not usable JSON"),
+        ({"logit_bias": '{"' + "9" * 5000 + '": 1}'}, "logit_bias keys must be token ids"),
+        ({"n": 0}, "n must be in \\[1, 64\\]"),
     ],
 )
 def test_the_parser_refuses_bad_values_in_one_line(inputs: dict[str, Any], message: str) -> None:

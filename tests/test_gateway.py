@@ -263,8 +263,9 @@ def test_bad_parameters_are_400_with_tritons_message(
             )
         assert "temperature must be >= 0 (0 means greedy), got -1.0" in str(info.value)
         assert info.value.param == "temperature"
-    with pytest.raises(openai.BadRequestError, match="n must be 1"):
-        oai.completions.create(model="llm", prompt="hi", n=2)
+    with pytest.raises(openai.BadRequestError, match="n=17 needs 17 KV rows") as too_many:
+        oai.completions.create(model="llm", prompt="hi", n=17)  # the model has 16 rows
+    assert too_many.value.param == "n"
     reply = httpx.post(
         f"{gateway.url}/v1/completions",
         content=b"{not json",

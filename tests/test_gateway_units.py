@@ -229,7 +229,8 @@ def test_chat_body_prefers_max_completion_tokens_and_joins_text_parts() -> None:
 @pytest.mark.parametrize(
     ("cls", "data", "param"),
     [
-        (CompletionRequest, {"model": "llm", "prompt": "x", "n": 2}, "n"),
+        (CompletionRequest, {"model": "llm", "prompt": "x", "n": 0}, "n"),
+        (CompletionRequest, {"model": "llm", "prompt": "x", "n": 65}, "n"),
         (
             CompletionRequest,
             {"model": "llm", "prompt": "x", "presence_penalty": 2.5},

@@ -65,7 +65,7 @@ def check_agreement() -> None:
         max_tokens=4, min_tokens=1, temperature=0.5, top_k=3, top_p=0.9, seed=7, stop=["x"],
         repetition_penalty=1.1, exclude_input_in_output=True, sampling_parameters={"top_k": 2},
         presence_penalty=0.5, frequency_penalty=0.25, min_p=0.1, logit_bias={3: 1.5},
-        logprobs=2, guided_regex="[ab]+",
+        logprobs=2, guided_regex="[ab]+", n=2,
     )  # fmt: skip
     sent = {name: (dt, arr) for name, dt, arr in request_arrays(request_values("hi", True, every))}
     for guide, value in _GUIDES.items():  # the other constraints, one request each
@@ -112,6 +112,7 @@ def check_agreement() -> None:
         "temperature": 0.5, "top_p": 0.9, "seed": 7, "stop": ["x"], "top_k": 3, "min_p": 0.1,
         "min_tokens": 1, "repetition_penalty": 1.1, "presence_penalty": 0.5,
         "frequency_penalty": 0.25, "logit_bias": {"3": 1.5}, "logprobs": True, "top_logprobs": 2,
+        "n": 2,
     }  # fmt: skip
     covered: set[str] = set()
     for guide, value in _GUIDES.items():

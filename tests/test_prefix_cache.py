@@ -288,3 +288,51 @@ def test_the_gpu_row_copy_addresses_the_right_bytes(monkeypatch: pytest.MonkeyPa
     device_copy([b.ctypes.data for b in buffers], row_bytes, shape, 1, 2, 7, 0)
     for got, expected in zip(buffers, want):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_a_short_match_never_costs_a_long_kept_prefix(tiny: Runner) -> None:
+    """A prompt that shares only a few tokens (a BOS, a template header) with a kept row
+    takes an empty row; one that shares a long prefix but not the rest copies it, so the
+    kept conversation stays whole."""
+    scheduler = tiny.scheduler(rows=4)
+    engine = scheduler.engine
+    assert isinstance(engine, FusedEngine)
+    turn = _turns("When do ships arrive?")[0]
+    tiny.run(scheduler, turn)
+    kept = int(max(engine.decoder.lengths))
+    assert tiny.run(scheduler, "You are a pirate. " * 4)[1] == 0  # shares "You are a"
+    assert int(max(engine.decoder.lengths)) == kept
+    branch = _turns("Where is the office?")[0]  # the same system prompt, another question
+    _, cached = tiny.run(scheduler, branch)
+    assert cached >= MIN_COPY_TOKENS and kept in engine.decoder.lengths  # copied, kept whole
+    assert engine.stats.evictions == 0
+
+
+def test_a_failed_copy_costs_a_prefill_and_a_failed_row_is_not_kept(
+    tiny: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = tiny.scheduler(rows=4)
+    engine = scheduler.engine
+    assert isinstance(engine, FusedEngine)
+    a, b = _turns("When do ships arrive?")[0], _turns("Where is the office?")[0]
+    want_b, _ = tiny.run(tiny.scheduler(prefix_cache=False), b)
+    tiny.run(scheduler, a)
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("cudaMemcpy2DAsync failed with CUDA error 700")
+
+    monkeypatch.setattr(engine.decoder, "copy_prefix", broken)
+    got, cached = tiny.run(scheduler, b)  # wants a copy of a's system prompt: it fails
+    assert (got, cached) == (want_b, 0) and scheduler.broken is None
+    monkeypatch.undo()
+    poisoned, outputs = tiny.request(a)
+    poisoned.next_token = lambda _logits: (_ for _ in ()).throw(ValueError("bad row"))
+    scheduler.submit(poisoned)
+    drain(scheduler)
+    assert outputs[-1].error and "bad row" in outputs[-1].error
+    ids = np.asarray(tiny.tokenizer.encode(a).ids, np.int32)
+    decoder = engine.decoder
+    for slot in range(len(decoder.lengths)):  # no row holds a's prompt any more
+        held = decoder.token_ids[slot, : decoder.lengths[slot]]
+        m = min(held.size, ids.size)
+        assert m < ids.size - 1 or not np.array_equal(held[:m], ids[:m])

@@ -180,9 +180,9 @@ def test_bad_request_is_one_clear_line(inputs: dict[str, Any], fragment: str) ->
 
 def test_unknown_key_message_lists_accepted_keys() -> None:
     with pytest.raises(RequestError) as info:
-        parse_request(req(sampling_parameters=sp(temprature=1.0, n=2)))
+        parse_request(req(sampling_parameters=sp(temprature=1.0, best_of=2)))
     message = str(info.value)
-    assert "'n', 'temprature'" in message
+    assert "'best_of', 'temprature'" in message
     assert "accepted keys: max_tokens, min_tokens, temperature, top_k, top_p" in message
 
 

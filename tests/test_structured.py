@@ -389,6 +389,7 @@ def test_a_bad_schema_fails_alone_while_others_stream(smollm2_served, oai):
         assert [f.result(timeout=120) for f in running] == [("length", 48)] * 2
     message = bad.value.body["message"]  # type: ignore[index]
     assert "guided_json does not compile" in message and "\n" not in message
+    assert bad.value.body["param"] == "response_format"  # type: ignore[index]
 
 
 def test_constraints_and_logprobs_over_http_and_the_unary_twin(smollm2_served):

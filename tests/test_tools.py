@@ -261,3 +261,31 @@ def test_tool_choice() -> None:
     for bad in ("always", {"type": "function"}, {"type": "function", "function": {"name": "x"}}):
         with pytest.raises(APIError):
             parse_tool_choice(bad, tools)
+
+
+def test_hostile_tool_calls_and_outputs_are_400s_or_text_never_500s() -> None:
+    for calls in ([{"function": None}], ["x"], "x", [{"function": {"name": 3}}]):
+        bad = [{"role": "assistant", "content": None, "tool_calls": calls}]
+        with pytest.raises(APIError, match="tool_calls must be a list") as info:
+            prompt_messages(bad, [WEATHER], native=False)
+        assert info.value.status == 400 and info.value.param == "messages[0].tool_calls"
+    # The model's own output: JSON Python refuses (a 5,000-digit number, deep nesting).
+    for args in ("9" * 5000, "[" * 5000 + "]" * 5000):
+        text = f'<tool_call>{{"name": "get_weather", "arguments": {args}}}</tool_call>'
+        for fmt in ("hermes", "llama3_json", "mistral"):
+            _parse(fmt, text, 7)  # no exception: a call or text, never a crash
+    parser, _ = _parse("llama3_json", '{"name": "get_weather", "parameters": ' + "[" * 5000, 1)
+    assert parser.calls == []
+
+
+def test_streamed_text_after_calls_keeps_its_whitespace() -> None:
+    text = (
+        'Sure.<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n'
+        '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\nDone <tool'
+    )
+    whole, _ = _parse("hermes", text, 10_000)
+    for step in (1, 2, 3):
+        streamed, deltas = _parse("hermes", text, step)
+        assert streamed.content == whole.content == "Sure.\nDone <tool"
+        assert "".join(d.get("content", "") for d in deltas) == whole.content
+        assert len(streamed.calls) == 2

@@ -17,6 +17,7 @@ it, constrained requests are refused and logprobs name tokens by their decoded t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tritonkit_runtime.constraints import Grammars
 from tritonkit_runtime.engines import open_engine, tensorrt_provider_options
-from tritonkit_runtime.generation import GenerationRequest, Output
+from tritonkit_runtime.generation import ChoiceGroup, GenerationRequest, Output
 from tritonkit_runtime.layout import (
     GENERATION_FILE,
     TOKENIZER_FILE,
@@ -67,6 +68,16 @@ def _metric(labels: dict[str, str], families: list[Any]) -> Any:
         return family.Metric(labels=labels)
 
     return make
+
+
+@dataclasses.dataclass(eq=False)
+class _Choice:
+    """One choice of a request with n > 1: its responses go out through ``sender``,
+    their final flag decided by ``group``. A key of its own, so the responder merges
+    the pieces of one choice only."""
+
+    sender: Any
+    group: ChoiceGroup
 
 
 def _providers(gpu: bool, execution_provider: str) -> list[str] | None:
@@ -117,6 +128,7 @@ class TritonPythonModel:
         providers = _providers(gpu, params.get("execution_provider", "cuda"))
         threads = params.get("intra_op_threads", "auto")
         max_batch = int(params.get("max_batch_size", "16"))
+        self.max_batch = max_batch
         options = None
         if providers and "TensorrtExecutionProvider" in providers:
             cache = params.get("tensorrt_cache_dir") or os.path.join(
@@ -180,29 +192,7 @@ class TritonPythonModel:
                         inputs[name] = tensor.as_numpy()
                 params = parse_request(inputs)
                 ids = self.tokenizer.encode(params.prompt).ids
-                guide = params.guide()
-                constraint = None
-                if guide is not None:
-                    if self.grammars is None:
-                        raise RequestError(
-                            f"{guide[0]} cannot be applied: {self.no_grammars}; "
-                            "install llguidance (tritonkit/versions.py pins it) or send the "
-                            "request without it"
-                        )
-                    constraint = self.grammars.constraint(*guide)  # compiled here, cached
-                seq = GenerationRequest(
-                    params,
-                    ids,
-                    self.tokenizer,
-                    self.eos,
-                    self.max_context,
-                    emit=lambda out, s=sender: self.responder.put(s, out),
-                    is_cancelled=sender.is_cancelled,
-                    on_done=self._on_done,
-                    constraint=constraint,
-                    token_bytes=None if self.grammars is None else self.grammars.token_bytes,
-                    vocab_size=self.vocab_size,
-                )
+                seq = self._choices(params, ids, sender)
             except RequestError as exc:
                 self.metrics.add("failures")
                 self._send(sender, Output("", final=True, error=str(exc)))
@@ -216,7 +206,61 @@ class TritonPythonModel:
             self.scheduler.submit(seq)
         return None
 
-    def _send(self, sender: Any, out: Output) -> None:
+    def _choices(self, params: Any, ids: list[int], sender: Any) -> GenerationRequest:
+        """The request's first choice, the others (n > 1) attached as its forks.
+
+        Raises:
+            RequestError: n above the rows this instance has, or a constraint that
+                cannot be applied or compiled.
+        """
+        n = params.n
+        if n > self.max_batch:
+            raise RequestError(
+                f"n={n} needs {n} KV rows at once; this model instance has {self.max_batch} "
+                f"(its max_batch_size): ask for at most {self.max_batch}"
+            )
+        guide = params.guide()
+        if guide is not None and self.grammars is None:
+            raise RequestError(
+                f"{guide[0]} cannot be applied: {self.no_grammars}; install llguidance "
+                "(tritonkit/versions.py pins it) or send the request without it"
+            )
+        group = ChoiceGroup(n) if n > 1 else None
+        choices = []
+        for i in range(n):
+            own = params
+            if i and params.seed is not None:  # seed + i: each choice its own, reproducible
+                own = dataclasses.replace(params, seed=(params.seed + i) % 2**64)
+            key = sender if group is None else _Choice(sender, group)
+            constraint = None
+            if guide is not None and self.grammars is not None:
+                constraint = self.grammars.constraint(*guide)  # compiled here, cached
+            choices.append(
+                GenerationRequest(
+                    own,
+                    ids,
+                    self.tokenizer,
+                    self.eos,
+                    self.max_context,
+                    emit=lambda out, k=key: self.responder.put(k, out),
+                    is_cancelled=sender.is_cancelled,
+                    on_done=self._on_done,
+                    constraint=constraint,
+                    token_bytes=None if self.grammars is None else self.grammars.token_bytes,
+                    vocab_size=self.vocab_size,
+                    index=i,
+                )
+            )
+        choices[0].forks = choices[1:]
+        return choices[0]
+
+    def _send(self, key: Any, out: Output) -> None:
+        sender, final = key, out.final
+        if isinstance(key, _Choice):
+            sender = key.sender
+            send, final = key.group.route(out)
+            if not send:
+                return
         if out.cancelled:
             self.metrics.add("cancelled")
             sender.send(flags=FINAL)
@@ -233,13 +277,12 @@ class TritonPythonModel:
             pb_utils.Tensor("num_input_tokens", np.array([out.num_input_tokens], np.uint32)),
             pb_utils.Tensor("num_output_tokens", np.array([out.num_output_tokens], np.uint32)),
             pb_utils.Tensor("cached_tokens", np.array([out.cached_tokens], np.uint32)),
+            pb_utils.Tensor("index", np.array([out.index], np.uint32)),
         ]
         if out.logprobs is not None:  # (1,) one JSON list per response
             entries = json.dumps(out.logprobs, separators=(",", ":")).encode()
             tensors.append(pb_utils.Tensor("token_logprobs", np.array([entries], np.object_)))
-        sender.send(
-            pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if out.final else 0
-        )
+        sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if final else 0)
         if out.final:
             self.metrics.add("generated", out.num_output_tokens)
 

@@ -28,6 +28,13 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
+        n = pb_utils.get_input_tensor_by_name(request, "n")
+        if n is not None and int(n.as_numpy().reshape(-1)[0]) > 1:
+            error = pb_utils.TritonError(
+                f"n > 1 sends one response per choice, which a unary call cannot carry: ask "
+                f"{self.entry} over a gRPC stream or HTTP generate_stream"
+            )
+            return pb_utils.InferenceResponse(output_tensors=[], error=error)
         tensors = [
             t
             for name in self.inputs

@@ -43,11 +43,15 @@ class Engine(Protocol):
 
     def admit(self, prompt_ids: list[int]) -> tuple[Any, int] | None: ...
 
+    def free_rows(self) -> int: ...
+
+    def copy_row(self, src: Any, dst: Any) -> None: ...
+
     def prefill(self, handle: Any, ids: list[int]) -> np.ndarray: ...
 
     def decode(self, handles: list[Any], tokens: list[int]) -> np.ndarray: ...
 
-    def release(self, handle: Any) -> None: ...
+    def release(self, handle: Any, keep: bool = True) -> None: ...
 
     def reset(self) -> None: ...
 
@@ -98,20 +102,32 @@ class FusedEngine:
             return None
         best, shared = None, 0  # the row with the longest usable prefix, and its length
         if self.prefix_cache and len(prompt_ids) > 1:
-            for slot, held in enumerate(self.decoder.tokens):
-                n = min(_common_prefix(held, prompt_ids), len(prompt_ids) - 1)
+            prompt = np.asarray(prompt_ids, np.int32)  # (P,)
+            lengths = self.decoder.lengths
+            for slot in range(len(lengths)):
+                row = self.decoder.token_ids[slot, : lengths[slot]]  # (held,)
+                n = min(_common_prefix(row, prompt), len(prompt_ids) - 1)
                 if n > shared or (n == shared and n and slot in self._free):
                     best, shared = slot, n
-        if best is not None and best in self._free:  # in place
+        if shared < MIN_COPY_TOKENS:  # a BOS or a template header: not worth a row
+            best, shared = None, 0
+        held = 0 if best is None else int(self.decoder.lengths[best])
+        empty = any(not self.decoder.lengths[s] for s in self._free)
+        if best in self._free and (held - shared < MIN_COPY_TOKENS or not empty):
+            # In place: the same conversation grown (or no empty row to copy into); what
+            # the row held past the shared prefix is dropped.
             self._free.remove(best)
             self.decoder.truncate(best, shared)
+            self.stats.evictions += held - shared >= MIN_COPY_TOKENS
             slot = best
-        else:
+        else:  # a prefix of a running row, or of a kept row worth keeping whole: copied
             slot = self._evict()
-            if best is not None and shared >= MIN_COPY_TOKENS:  # held by a running row
-                self.decoder.copy_prefix(best, slot, shared)
-            else:
-                shared = 0
+            if best is not None:
+                try:
+                    self.decoder.copy_prefix(best, slot, shared)
+                except Exception:  # a failed copy costs a prefill, never the loop
+                    self.decoder.release(slot)
+                    shared = 0
         if prompt_ids:
             self.stats.hits += shared > 0
             self.stats.misses += shared == 0
@@ -130,6 +146,13 @@ class FusedEngine:
         self.decoder.release(slot)
         return slot
 
+    def free_rows(self) -> int:
+        return len(self._free)
+
+    def copy_row(self, src: int, dst: int) -> None:
+        """Row ``dst`` holds what row ``src`` holds (n > 1: a prompt's KV, forked)."""
+        self.decoder.copy_prefix(src, dst, int(self.decoder.lengths[src]))
+
     def _count_kept(self) -> None:
         self.stats.kept = sum(1 for s in self._free if self.decoder.lengths[s])
 
@@ -139,10 +162,12 @@ class FusedEngine:
     def decode(self, handles: list[int], tokens: list[int]) -> np.ndarray:
         return self.decoder.decode(handles, tokens)
 
-    def release(self, handle: int) -> None:
+    def release(self, handle: int, keep: bool = True) -> None:
+        """Free row ``handle``; with ``keep`` (and prefix caching) it keeps its tokens for
+        later prompts. A row whose request failed is never kept."""
         # A kept row holds at most capacity - 1 tokens (the last token generated is never
         # fed), so a decode step's dummy write at its length stays inside it.
-        if not self.prefix_cache:
+        if not (self.prefix_cache and keep):
             self.decoder.release(handle)
         self._used[handle] = next(self._clock)
         if handle not in self._free:
@@ -158,12 +183,12 @@ class FusedEngine:
         self._count_kept()
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    m = min(len(a), len(b))
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens ``a`` and ``b`` (int32 ids) share."""
+    m = min(a.size, b.size)
     if not m or a[0] != b[0]:
         return 0
-    diff = np.flatnonzero(np.asarray(a[:m]) != np.asarray(b[:m]))  # (k,) mismatches
+    diff = np.flatnonzero(a[:m] != b[:m])  # (k,) the mismatches
     return int(diff[0]) if diff.size else m
 
 
@@ -197,6 +222,16 @@ class ConcatEngine:
         row = self.reserve()
         return None if row is None else (row, 0)
 
+    def free_rows(self) -> int:
+        return self.max_rows - len(self._rows)
+
+    def copy_row(self, src: _ConcatRow, dst: _ConcatRow) -> None:
+        """``dst`` starts from ``src``'s prefilled cache (its arrays are never changed in
+        place: each step makes new ones, so sharing them is safe)."""
+        if src.joined:
+            raise ValueError("a row is forked after its prefill, before it joins the batch")
+        dst.past, dst.length = list(src.past), src.length
+
     def prefill(self, handle: _ConcatRow, ids: list[int]) -> np.ndarray:
         start, n = handle.length, len(ids)
         past = handle.past or self.decoder.empty_past(1)
@@ -224,7 +259,7 @@ class ConcatEngine:
         self._batch.advance(presents, mask)
         return logits[[index[id(row)] for row in handles]]  # (n, vocab) in the asked order
 
-    def release(self, handle: _ConcatRow) -> None:
+    def release(self, handle: _ConcatRow, keep: bool = True) -> None:
         self._rows.discard(handle)
         if handle.joined and handle in self._order:
             i = self._order.index(handle)

@@ -77,7 +77,9 @@ class FusedDecoder:
         )
         self.shape = shape
         self.lengths = np.zeros(shape.max_batch, np.int64)  # tokens held by each row
-        self.tokens: list[list[int]] = [[] for _ in range(shape.max_batch)]  # their ids
+        # The ids of the tokens each row holds (the first lengths[slot] of its line):
+        # compared with a new prompt when the engine looks for a kept prefix.
+        self.token_ids = np.full((shape.max_batch, shape.capacity), -1, np.int32)
         names = [i.name for i in self.session.get_inputs()]
         self.cache_names = [
             (f"past_key_values.{i}.{kind}", f"present.{i}.{kind}")
@@ -115,7 +117,7 @@ class FusedDecoder:
         mask = np.ones((1, held + n), np.int64)  # (1, held + n)
         logits = self._run(input_ids, mask, first=slot, rows=1)
         self.lengths[slot] += n
-        self.tokens[slot].extend(int(i) for i in ids)
+        self.token_ids[slot, held : held + n] = ids
         return logits[0]
 
     def decode(self, slots: list[int], tokens: list[int]) -> np.ndarray:
@@ -135,9 +137,8 @@ class FusedDecoder:
         total = int(lengths.max())
         mask = (np.arange(total)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
         logits = self._run(input_ids, mask, first=first, rows=rows)  # (B, vocab)
+        self.token_ids[stepping, self.lengths[stepping]] = tokens
         self.lengths[stepping] += 1
-        for slot, token in zip(slots, tokens):
-            self.tokens[slot].append(int(token))
         return logits[stepping - first]
 
     def release(self, slot: int) -> None:
@@ -146,9 +147,7 @@ class FusedDecoder:
 
     def truncate(self, slot: int, n: int) -> None:
         """Keep the first ``n`` tokens of row ``slot``; the next write lands at ``n``."""
-        n = min(n, int(self.lengths[slot]))
-        self.lengths[slot] = n
-        del self.tokens[slot][n:]
+        self.lengths[slot] = min(n, int(self.lengths[slot]))
 
     def copy_prefix(self, src: int, dst: int, n: int) -> None:
         """Row ``dst`` holds the first ``n`` tokens of row ``src``, copied inside the
@@ -160,7 +159,7 @@ class FusedDecoder:
             for buffer in self._buffers:
                 buffer[dst, :, :n] = buffer[src, :, :n]  # (kv, n, hd)
         self.lengths[dst] = n
-        self.tokens[dst] = self.tokens[src][:n]
+        self.token_ids[dst, :n] = self.token_ids[src, :n]
 
     def load_rows(self, rows: dict[int, list[np.ndarray]]) -> None:
         """Set rows to given caches (each 2L arrays (kv_heads, P, head_dim)): for
@@ -173,6 +172,7 @@ class FusedDecoder:
             for buffer, cache in zip(host, caches):
                 buffer[slot, :, :n] = cache
             self.lengths[slot] = n
+            self.token_ids[slot, :n] = -1  # a reference's cache: no prompt may match it
         if self.device == "cuda":
             for buffer, array in zip(self._buffers, host):
                 buffer.update_inplace(array)

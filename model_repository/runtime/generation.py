@@ -33,6 +33,7 @@ class Output:
     num_input_tokens: int = 0
     num_output_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV a kept prefix gave (not prefilled)
+    index: int = 0  # the choice (with n > 1)
     error: str | None = None  # set for an error response
     cancelled: bool = False  # the client went away; nothing more is sent
     # With ``logprobs``: one OpenAI entry per token since the last output (all of them
@@ -66,6 +67,7 @@ class GenerationRequest:
         constraint: Constraint | None = None,
         token_bytes: Callable[[int], bytes] | None = None,
         vocab_size: int | None = None,
+        index: int = 0,
     ) -> None:
         """``constraint``: the request's compiled guide (``constraints.Grammars``);
         ``token_bytes``: a token's raw bytes, for logprobs (default: its decoded text).
@@ -101,6 +103,10 @@ class GenerationRequest:
         )
         self.constraint = constraint
         self.vocab_size = vocab_size
+        self.index = index  # which choice of its request this is (n > 1)
+        # The other choices of the request (n > 1): forked from this one's row once its
+        # prompt is prefilled (the scheduler reserves their rows when it admits it).
+        self.forks: list[GenerationRequest] = []
         self._tokenizer = tokenizer
         self._token_bytes = token_bytes
         self.logprobs: list[dict[str, Any]] = []  # one entry per generated token
@@ -111,7 +117,7 @@ class GenerationRequest:
         self.generated: list[int] = []
         self.cached_tokens = 0  # set by the scheduler when it admits the request
         self.completion = ""  # text emitted so far (the completion only)
-        self._emit = emit
+        self._emit = emit if index == 0 else _indexed(emit, index)
         self._is_cancelled = is_cancelled
         self._on_done = on_done
         self._cancel_checked = 0.0
@@ -258,6 +264,14 @@ class GenerationRequest:
             self._on_done(self)
 
 
+def _indexed(emit: Callable[[Output], None], index: int) -> Callable[[Output], None]:
+    def send(output: Output) -> None:
+        output.index = index
+        emit(output)
+
+    return send
+
+
 def coalesce(items: list[tuple[Any, Output]]) -> list[tuple[Any, Output]]:
     """Merge each request's queued streamed pieces into one response, keeping order.
 
@@ -283,6 +297,7 @@ def coalesce(items: list[tuple[Any, Output]]) -> list[tuple[Any, Output]]:
                 num_input_tokens=output.num_input_tokens,
                 num_output_tokens=output.num_output_tokens,
                 cached_tokens=output.cached_tokens,
+                index=output.index,
                 logprobs=logprobs,
             ))  # fmt: skip
             continue
@@ -297,3 +312,30 @@ def coalesce(items: list[tuple[Any, Output]]) -> list[tuple[Any, Output]]:
 
 def _mergeable(output: Output) -> bool:
     return output.error is None and not output.cancelled
+
+
+class ChoiceGroup:
+    """The n choices of one request share its response sender: each response names its
+    choice (``index``), and the request's last response, the one Triton must see flagged
+    final, goes out when every choice has ended. An error ends the request at once (the
+    other choices' later outputs are dropped). Called on the responder thread, in order.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.open = n  # choices still running
+        self.failed = False
+
+    def route(self, output: Output) -> tuple[bool, bool]:
+        """(send ``output``?, flag it as the request's final response?)."""
+        if self.failed:
+            return False, False
+        if output.error is not None:
+            self.failed = True
+            return True, True
+        if output.cancelled:  # nothing to say but the end, once every choice has stopped
+            self.open -= 1
+            return self.open == 0, self.open == 0
+        if output.final:
+            self.open -= 1
+            return True, self.open == 0
+        return True, False

@@ -143,6 +143,13 @@ ENTRY_INPUTS: tuple[EntryTensor, ...] = (
         setting="guided_grammar",
     ),
     EntryTensor(
+        "n",
+        "INT32",
+        (1,),
+        "choices from one prefill, each sampled with its own seed (seed + i); streamed",
+        setting="n",
+    ),
+    EntryTensor(
         "sampling_parameters", "BYTES", (1,), "vLLM-style JSON object of settings"
     ),  # explicit tensors win over the same key in it
 )
@@ -155,6 +162,7 @@ ENTRY_OUTPUTS: tuple[EntryTensor, ...] = (
     EntryTensor("finish_reason", "BYTES", (-1,), '"stop" or "length" when final, else ""', False),
     EntryTensor("num_input_tokens", "UINT32", (-1,), "prompt tokens", False),
     EntryTensor("num_output_tokens", "UINT32", (-1,), "generated tokens so far", False),
+    EntryTensor("index", "UINT32", (-1,), "the choice this response belongs to (with n)"),
     EntryTensor(
         "cached_tokens",
         "UINT32",

@@ -34,6 +34,7 @@ MAX_BIAS = 100.0  # each bias lies in [-100, 100], as OpenAI's
 MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs
 MAX_GUIDE_CHARS = 65536  # characters of a schema, regex or grammar (each is compiled)
 MAX_CHOICES = 256  # strings of guided_choice
+MAX_N = 64  # choices per request (each takes a KV row; the model checks its own rows)
 
 # Keys accepted inside ``sampling_parameters``; anything else is a typo we report.
 SAMPLING_KEYS = (
@@ -50,6 +51,7 @@ SAMPLING_KEYS = (
     "min_p",
     "logit_bias",
     "logprobs",
+    "n",
     *GUIDED_INPUTS,
 )
 
@@ -83,6 +85,7 @@ class RequestSettings:
     guided_regex: str | None = None
     guided_choice: list[str] | None = None
     guided_grammar: str | None = None  # Lark (llguidance's dialect) or GBNF
+    n: int = 1  # choices from one prefill (one KV row each, forked after the prompt)
 
     def guide(self) -> tuple[str, str | list[str]] | None:
         """The request's constraint as (input name, its value), or None."""
@@ -179,6 +182,8 @@ def _sampling_parameters(array: np.ndarray) -> dict[str, tuple[str, Any]]:
             f"sampling_parameters is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}"
         ) from exc
+    except (ValueError, RecursionError) as exc:  # 5,000-digit numbers, deep nesting
+        raise RequestError(f"sampling_parameters is not usable JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise RequestError(f"sampling_parameters must be a JSON object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - set(SAMPLING_KEYS))
@@ -232,7 +237,7 @@ def _check(key: str, label: str, value: Any) -> Any:
         return list(value)
     if key in _TEXT_CHECKS:
         return _TEXT_CHECKS[key](label, value)
-    if key in ("max_tokens", "min_tokens", "top_k", "seed", "logprobs"):
+    if key in ("max_tokens", "min_tokens", "top_k", "seed", "logprobs", "n"):
         n = _int(label, value)
         if key == "max_tokens" and n <= 0:
             raise RequestError(f"{label} must be >= 1, got {n}")
@@ -242,6 +247,8 @@ def _check(key: str, label: str, value: Any) -> Any:
             raise RequestError(f"{label} must be >= 0 (0 or -1 means off), got {n}")
         if key == "seed" and not 0 <= n <= MAX_SEED:
             raise RequestError(f"{label} must be in [0, 2**64 - 1], got {n}")
+        if key == "n" and not 1 <= n <= MAX_N:
+            raise RequestError(f"{label} must be in [1, {MAX_N}], got {n}")
         if key == "logprobs" and not 0 <= n <= MAX_LOGPROBS:
             raise RequestError(f"{label} must be in [0, {MAX_LOGPROBS}] alternatives, got {n}")
         return 0 if key == "top_k" and n == -1 else n
@@ -262,10 +269,7 @@ def _check(key: str, label: str, value: Any) -> Any:
 def _logit_bias(label: str, value: Any) -> dict[int, float]:
     """``{"token id": bias}`` (JSON text from a tensor, an object from the JSON)."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RequestError(f"{label} is not valid JSON: {exc.msg}") from exc
+        value = _json(label, value)
     if not isinstance(value, dict):
         raise RequestError(f'{label} must be a JSON object {{"token id": bias}}')
     if len(value) > MAX_LOGIT_BIAS:
@@ -273,13 +277,30 @@ def _logit_bias(label: str, value: Any) -> dict[int, float]:
     bias: dict[int, float] = {}
     for key, b in value.items():
         token = str(key)
-        if not (token.isascii() and token.isdigit()):
+        if not (token.isascii() and token.isdigit() and len(token) <= 10):
             raise RequestError(f"{label} keys must be token ids (integers >= 0), got {key!r}")
         x = _float(f"{label}[{token}]", b)
         if not -MAX_BIAS <= x <= MAX_BIAS:
             raise RequestError(f"{label}[{token}] must be in [-100, 100], got {x}")
         bias[int(token)] = x
     return bias
+
+
+def _json(label: str, text: str) -> Any:
+    """``text`` parsed as JSON.
+
+    Raises:
+        RequestError: not JSON, or JSON Python refuses (a 5,000-digit number, nesting
+            deeper than its recursion limit).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            f"{label} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"{label} is not usable JSON: {str(exc)[:120]}") from exc
 
 
 def _guide_text(label: str, value: Any) -> str:
@@ -297,12 +318,7 @@ def _guided_json(label: str, value: Any) -> str:
     """A JSON schema as compact JSON text (an object from the JSON, text from a tensor)."""
     if isinstance(value, str):
         _guide_text(label, value)
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise RequestError(
-                f"{label} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            ) from exc
+        value = _json(label, value)
     if not isinstance(value, dict | bool):
         raise RequestError(f"{label} must be a JSON schema (an object), got {type(value).__name__}")
     return _guide_text(label, json.dumps(value, separators=(",", ":")))

@@ -38,7 +38,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -70,6 +70,7 @@ class Schedulable(Protocol):
 
     prompt_ids: list[int]
     cached_tokens: int  # set by the scheduler: prompt tokens found in the row's cache
+    forks: list[Any]  # the request's other choices (n > 1), forked after its prefill
 
     def next_token(self, logits: np.ndarray) -> int:
         """Choose the next token from this sequence's logits (vocab,)."""
@@ -110,6 +111,7 @@ class _Row:
     handle: Any
     fed: int = 0  # prompt tokens prefilled so far
     last: int = -1  # the last token generated
+    forks: list[tuple[Any, Any]] = field(default_factory=list)  # (choice, its row) to fork
 
 
 class Scheduler:
@@ -169,8 +171,12 @@ class Scheduler:
         if self._thread:
             self._thread.join(timeout=5)
         message = "the model is being unloaded; retry the request"
-        for seq in [*self._waiting, *(r.seq for r in [*self._prefilling, *self._running])]:
+        rows = [*self._prefilling, *self._running]
+        forks = [seq for r in rows for seq, _handle in r.forks]
+        for seq in [*self._waiting, *(r.seq for r in rows), *forks]:
             _fail(seq, message)
+        for seq in self._waiting:  # their other choices never got a row
+            _fail_forks(seq, message)
         self._waiting.clear()
         self._prefilling.clear()
         self._running.clear()
@@ -188,6 +194,7 @@ class Scheduler:
                 f"{len(self._waiting)} requests are already waiting for this model; retry shortly",
             )
         _fail(seq, why)
+        _fail_forks(seq, why)
 
     @property
     def pending(self) -> int:
@@ -238,6 +245,13 @@ class Scheduler:
                 if not self._waiting:
                     return
                 seq = self._waiting[0]
+            forks = list(getattr(seq, "forks", ()))  # n > 1: a row for every choice at once
+            busy = len(self._prefilling) + len(self._running)
+            if forks and (
+                self.engine.free_rows() < 1 + len(forks)
+                or busy + 1 + len(forks) > self.max_batch_size
+            ):
+                return  # it waits until its n rows are free
             admitted = self.engine.admit(seq.prompt_ids)
             if admitted is None:
                 return  # every row is taken: it waits for one to be released
@@ -245,7 +259,11 @@ class Scheduler:
             with self._cv:
                 self._waiting.popleft()
             seq.cached_tokens = cached
-            self._prefilling.append(_Row(seq, handle, fed=cached))
+            row = _Row(seq, handle, fed=cached)
+            for fork in forks:
+                fork.cached_tokens = cached
+                row.forks.append((fork, self.engine.reserve()))
+            self._prefilling.append(row)
 
     def prefill_budget(self) -> int:
         """Prompt tokens to prefill in this iteration (see the module docstring)."""
@@ -272,7 +290,9 @@ class Scheduler:
                 if row.fed < len(prompt):
                     continue  # the rest in the next iteration, after a decode step
                 self._prefilling.pop(0)
-                token = row.seq.next_token(_finite(logits))
+                logits = _finite(logits)
+                self._fork(row, logits)
+                token = row.seq.next_token(logits)
                 if row.seq.accept(token):
                     self.engine.release(row.handle)  # finished on its first token
                     continue
@@ -281,6 +301,23 @@ class Scheduler:
             except Exception as exc:  # one bad prompt must not stop the others
                 self._drop(row, f"prefill failed: {exc}")
         return total - budget
+
+    def _fork(self, row: _Row, logits: np.ndarray) -> None:
+        """The other choices of ``row``'s request start from its prefilled row: each gets
+        a copy of the KV and samples its first token from the same logits."""
+        forks, row.forks = row.forks, []
+        for seq, handle in forks:
+            fork = _Row(seq, handle, fed=row.fed)
+            try:
+                self.engine.copy_row(row.handle, handle)
+                token = seq.next_token(logits)
+                fork.last = token
+                if seq.accept(token):
+                    self.engine.release(handle)
+                    continue
+                self._running.append(fork)
+            except Exception as exc:  # this choice's fault: it fails alone
+                self._drop(fork, f"generation failed: {exc}")
 
     def _decode_step(self) -> None:
         rows = list(self._running)
@@ -325,9 +362,11 @@ class Scheduler:
                 for seq, error in gone:
                     if error is not None:
                         _fail(seq, error)
+                        _fail_forks(seq, error)
                         continue
-                    with contextlib.suppress(Exception):
-                        seq.finish_cancelled()
+                    for choice in [seq, *getattr(seq, "forks", ())]:
+                        with contextlib.suppress(Exception):
+                            choice.finish_cancelled()
         for row in [*self._prefilling, *self._running]:
             try:
                 if row.seq.cancelled():
@@ -337,18 +376,30 @@ class Scheduler:
                 self._drop(row, f"generation failed: {exc}")
 
     def _drop(self, row: _Row, error: str | None) -> None:
-        """Take ``row`` out of the batch and free its engine row; fail it with ``error``."""
+        """Take ``row`` out of the batch and free its engine row; fail it with ``error``
+        (None: cancelled). Choices not yet forked from it end the same way."""
         for rows in (self._prefilling, self._running):
             if row in rows:
                 rows.remove(row)
-        with contextlib.suppress(Exception):
-            self.engine.release(row.handle)
+        with contextlib.suppress(Exception):  # a failed row's cache is not trusted again
+            self.engine.release(row.handle, keep=error is None)
         if error is not None:
             _fail(row.seq, error)
+        forks, row.forks = row.forks, []
+        for seq, handle in forks:
+            with contextlib.suppress(Exception):
+                self.engine.release(handle)
+            if error is not None:
+                _fail(seq, error)
+            else:
+                with contextlib.suppress(Exception):
+                    seq.finish_cancelled()
 
     def _fail_rows(self, message: str) -> None:
         for row in [*self._prefilling, *self._running]:
             _fail(row.seq, message)
+            for seq, _handle in row.forks:
+                _fail(seq, message)
         self._prefilling, self._running = [], []
         with contextlib.suppress(Exception):
             self.engine.reset()
@@ -363,6 +414,7 @@ class Scheduler:
             waiting, self._waiting = list(self._waiting), collections.deque()
         for seq in waiting:
             _fail(seq, self.broken)
+            _fail_forks(seq, self.broken)
         if self.on_broken is not None:
             with contextlib.suppress(Exception):
                 self.on_broken(self.broken)
@@ -388,3 +440,9 @@ def _fail(seq: Schedulable, message: str) -> None:
     """Close ``seq`` with an error; a failure to send it is that request's alone."""
     with contextlib.suppress(Exception):
         seq.fail(message)
+
+
+def _fail_forks(seq: Schedulable, message: str) -> None:
+    """Close the other choices of a request that never got its rows."""
+    for fork in getattr(seq, "forks", ()):
+        _fail(fork, message)

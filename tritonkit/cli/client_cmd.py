@@ -191,7 +191,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print("" if args.stream else result.text)
+    if result.choices and not args.stream:  # n > 1: every choice, numbered
+        for choice in result.choices:
+            print(f"[{choice.index}] {choice.text}")
+    else:
+        print("" if args.stream else result.text)
     if result.logprobs is not None:
         print(_logprob_table(result.logprobs), file=sys.stderr)
     print(_stats(result), file=sys.stderr)
