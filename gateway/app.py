@@ -409,7 +409,8 @@ class _Gateway:
                     "or a named function",
                     "tools",
                 )
-        return prompt, ToolPlan(fmt, frozenset(t.name for t in tools), grammar)
+        parallel = body.parallel_tool_calls is not False
+        return prompt, ToolPlan(fmt, frozenset(t.name for t in tools), grammar, parallel)
 
     def _count(
         self, prompt_tokens: int | None, completion_tokens: int | None, cached: int | None = None

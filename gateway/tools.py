@@ -335,6 +335,7 @@ class ToolCallParser:
 
     fmt: ToolFormat
     tool_names: frozenset[str]
+    max_calls: int | None = None  # calls past this many are dropped (neither call nor text)
     content: str = ""
     calls: list[ToolCall] = field(default_factory=list)
     _buffer: str = ""
@@ -395,12 +396,14 @@ class ToolCallParser:
             if head is None or head.end() == len(self._call_text):
                 return  # the arguments' first character is still to come
             name = _json_string(head.group(1))
-            if name not in self.tool_names:
-                return  # not an offered function: it ends up as content
+            if name not in self.tool_names or self._full:
+                return  # not an offered function (content), or one call too many
             self._open = self._new_call(name)
             self._args_start = head.end()
             out.append(Delta(call=self._open, opens=True))
         text = self._call_text[self._args_start :]
+        if not text.startswith("{"):  # a JSON string or null: sent whole when it closes
+            return
         try:
             _value, end = _DECODER.raw_decode(text)
         except json.JSONDecodeError:
@@ -417,9 +420,15 @@ class ToolCallParser:
         self._stream_arguments(out)
         call = self._open
         obj = _json_object(self._call_text)
+        if call is not None and not call.arguments:  # arguments that were not an object
+            args = obj.get("arguments") if obj else None
+            call.arguments = args if isinstance(args, str) else _dumps(args or {})
+            out.append(Delta(call=call, arguments=call.arguments))
         if call is None:  # no head matched while streaming: parse it whole
             name = obj.get("name") if obj else None
             args = obj.get("arguments", obj.get("parameters")) if obj else None
+            if isinstance(name, str) and name in self.tool_names and self._full:
+                return  # a call past parallel_tool_calls: false is dropped
             if not isinstance(name, str) or name not in self.tool_names or args is None:
                 self._content(f"{HERMES_OPEN}{self._call_text}{HERMES_CLOSE}", out)
                 return
@@ -450,7 +459,7 @@ class ToolCallParser:
         if calls is None or any(name not in self.tool_names for name, _ in calls):
             self._content(self._buffer, out)
         else:
-            for name, args in calls:
+            for name, args in calls[: self.max_calls]:
                 call = self._new_call(name)
                 call.arguments = args if isinstance(args, str) else _dumps(args)
                 out.append(Delta(call=call, opens=True, arguments=call.arguments))
@@ -467,6 +476,10 @@ class ToolCallParser:
         if text:
             self.content += text
             out.append(Delta(content=text))
+
+    @property
+    def _full(self) -> bool:
+        return self.max_calls is not None and len(self.calls) >= self.max_calls
 
     def _new_call(self, name: str) -> ToolCall:
         call = ToolCall(len(self.calls), f"call_{uuid.uuid4().hex[:24]}", name)
@@ -541,6 +554,7 @@ class ToolPlan:
     fmt: ToolFormat
     names: frozenset[str]
     grammar: str | None = None
+    parallel: bool = True  # False: the first call only (``parallel_tool_calls: false``)
 
     def parser(self) -> ToolCallParser:
-        return ToolCallParser(self.fmt, self.names)
+        return ToolCallParser(self.fmt, self.names, max_calls=None if self.parallel else 1)

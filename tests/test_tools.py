@@ -289,3 +289,30 @@ def test_streamed_text_after_calls_keeps_its_whitespace() -> None:
         assert streamed.content == whole.content == "Sure.\nDone <tool"
         assert "".join(d.get("content", "") for d in deltas) == whole.content
         assert len(streamed.calls) == 2
+
+
+def test_arguments_written_as_a_json_string_or_null_arrive_as_openai_sends_them() -> None:
+    for args, want in (('"{\\"city\\": \\"Oslo\\"}"', '{"city": "Oslo"}'), ("null", "{}")):
+        text = f'<tool_call>{{"name": "get_weather", "arguments": {args}}}</tool_call>'
+        for step in (1, 4, 1000):
+            parser, deltas = _parse("hermes", text, step)
+            assert [c.arguments for c in parser.calls] == [want], (args, step)
+            pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas]
+            assert "".join(pieces) == want
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
+    from tritonkit.gateway.tools import ToolPlan
+
+    for fmt in ("hermes", "llama3_json", "mistral"):
+        text = _assistant_text(fmt)  # two calls
+        plan = ToolPlan(fmt, frozenset({"get_weather", "get_time"}), parallel=False)  # type: ignore[arg-type]
+        for step in (1, 1000):
+            parser = plan.parser()
+            deltas = []
+            for i in range(0, len(text), step):
+                deltas += parser.feed(text[i : i + step])
+            deltas += parser.finish()
+            assert [c.name for c in parser.calls] == ["get_weather"], (fmt, step)
+            assert parser.content.strip() == ""
+            assert {d.call.index for d in deltas if d.call is not None} == {0}
