@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _table import table
+from _table import smollm2_export, table
 
 from tritonkit.client import LLMClient
 from tritonkit.gateway.tools import Tool, ToolChoice, forcing_grammar
@@ -242,11 +242,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        export = args.export
-        if export is None:
-            from tritonkit.export import main_export
-
-            export = main_export("smollm2", work / "export").output
+        export = smollm2_export(args.export, work)
         report = read_export_report(export)
         tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
         eos = json.loads((export / "generation.json").read_text())["eos_token_ids"]

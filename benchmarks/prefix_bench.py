@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _table import table
+from _table import smollm2_export, table
 
 from tritonkit.client import LLMClient
 from tritonkit.model_repository import build_repository
@@ -128,11 +128,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        export = args.export
-        if export is None:
-            from tritonkit.export import main_export
-
-            export = main_export("smollm2", work / "export").output
+        export = smollm2_export(args.export, work)
         tokenizer = Tokenizer.from_file(str(export / "tokenizer.json"))
         speed: dict[bool, dict[int, tuple[float, float]]] = {}
         n_times: dict[bool, tuple[float, float]] = {}

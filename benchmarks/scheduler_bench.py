@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _table import table
+from _table import smollm2_export, table
 from tokenizers import Tokenizer
 
 from tritonkit.model_repository.runtime import scheduler as sched
@@ -77,11 +77,7 @@ def main() -> None:
     ap.add_argument("--factors", default="", help="more STALL_FACTORs to try, e.g. 6,8")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        export = args.export
-        if export is None:
-            from tritonkit.export import main_export
-
-            export = main_export("smollm2", Path(tmp) / "export").output
+        export = smollm2_export(args.export, Path(tmp))
         default = sched.STALL_FACTOR
         factors = {"fixed 128-token chunks": 1e9}  # 128 whenever streams run
         factors[f"budget, stall factor {default:g} (the default)"] = default
