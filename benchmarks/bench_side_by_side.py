@@ -72,8 +72,8 @@ def main() -> None:
         # 2-core machine torch's second thread spins and runs 10x slower, not faster.
         torch.set_num_threads(1)
 
-        report = read_export_report(export)
-        engine = open_engine(str(export / report.model_file), report, 1, len(ids) + n + 8)
+        graph = read_export_report(export)
+        engine = open_engine(str(export / graph.model_file), graph, 1, len(ids) + n + 8)
         ort_runs = [engine_loop(engine, ids, n) for _ in range(23)][3:]
         hf_runs = [transformers_generate(loaded.model, ids, n) for _ in range(5)]
 
@@ -97,7 +97,7 @@ def main() -> None:
     ort_ttft, ort_itl, ort_tps = per_request(ort_runs)
     hf_ttft, hf_itl, hf_tps = per_request(hf_runs)
     rows = [
-        [f"in-process loop ({report.graph} graph)", 1, ort_ttft, ort_itl, ort_tps, ort_tps, 1.0],
+        [f"in-process loop ({graph.graph} graph)", 1, ort_ttft, ort_itl, ort_tps, ort_tps, 1.0],
         ["transformers generate", 1, hf_ttft, hf_itl, hf_tps, hf_tps, hf_tps / ort_tps],
     ]
     for level in report.levels:

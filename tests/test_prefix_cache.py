@@ -336,3 +336,28 @@ def test_a_failed_copy_costs_a_prefill_and_a_failed_row_is_not_kept(
         held = decoder.token_ids[slot, : decoder.lengths[slot]]
         m = min(held.size, ids.size)
         assert m < ids.size - 1 or not np.array_equal(held[:m], ids[:m])
+
+
+def test_reused_bindings_give_each_step_its_own_logits(tiny: Runner) -> None:
+    """The decoder binds each (first row, rows) window once and reuses it; its logits
+    equal a decoder that binds everything anew each run, and a later step never
+    overwrites the logits an earlier one returned."""
+    fresh = open_engine(tiny.path, tiny.report, 4, tiny.context, prefix_cache=False)
+    reused = open_engine(tiny.path, tiny.report, 4, tiny.context, prefix_cache=False)
+    fresh.decoder._logits = None  # the per-run path: onnxruntime allocates the logits
+    assert reused.decoder._logits is not None
+    prompts = [tiny.tokenizer.encode(p).ids for p in ("a harbour", "ships at dawn", "the fee")]
+    kept = []
+    for engine in (fresh, reused):
+        for slot, ids in enumerate(prompts):
+            last = engine.decoder.prefill(slot, ids)  # (vocab,)
+            kept.append((last, last.copy()))
+    steps = [([0, 1, 2], [5, 6, 7]), ([1], [8]), ([0, 2], [9, 10]), ([2], [11]), ([0], [12])]
+    for slots, tokens in steps:
+        want = fresh.decoder.decode(slots, tokens)  # (len(slots), vocab)
+        got = reused.decoder.decode(slots, tokens)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        kept.append((got, got.copy()))
+    for returned, snapshot in kept:  # no later step wrote into an earlier result
+        np.testing.assert_array_equal(returned, snapshot)
+    assert len(reused.decoder._bindings) == 4  # (0, 3), (1, 1), (2, 1), (0, 1)

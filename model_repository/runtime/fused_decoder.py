@@ -54,6 +54,9 @@ class CacheShape:
         return 2 * self.num_layers * self.max_batch * per_row
 
 
+_LOGIT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
 class CacheFull(RuntimeError):
     """A row would hold more tokens than its capacity."""
 
@@ -101,6 +104,19 @@ class FusedDecoder:
             self._buffers = [np.zeros(dims, shape.dtype) for _ in self.cache_names]
             self._base = [b.ctypes.data for b in self._buffers]
         self._row_bytes = int(np.prod(dims[1:])) * np.dtype(shape.dtype).itemsize
+        # An IOBinding per (first row, rows) with the KV bound once, and one host buffer
+        # the logits land in: a step then binds only its two small inputs. Binding 2L
+        # caches anew each step cost about 8 us a layer in Python (a tenth of a 0.3 ms
+        # step on tiny-llama; 1 ms of a 30-layer model's step, which a GPU would feel).
+        out = next(o for o in self.session.get_outputs() if o.name == "logits")
+        vocab = out.shape[-1]
+        dtype = _LOGIT_TYPES.get(out.type)
+        self._logits = (
+            np.empty((shape.max_batch, 1, vocab), dtype)
+            if isinstance(vocab, int) and dtype is not None
+            else None  # otherwise onnxruntime allocates the logits each run
+        )  # (max_batch, 1, vocab)
+        self._bindings: dict[tuple[int, int], Any] = {}
 
     # ---- the two kinds of run ------------------------------------------------------------
 
@@ -188,9 +204,23 @@ class FusedDecoder:
     # ---- binding -------------------------------------------------------------------------
 
     def _run(self, input_ids: np.ndarray, mask: np.ndarray, first: int, rows: int) -> np.ndarray:
+        """Logits (rows, vocab) of the last position of rows ``first``..``first+rows-1``."""
+        binding = self._bindings.get((first, rows))
+        if binding is None:
+            binding = self._bind(first, rows)
+            if self._logits is not None:
+                self._bindings[(first, rows)] = binding
+        binding.bind_cpu_input("input_ids", input_ids)  # (B, S)
+        binding.bind_cpu_input("attention_mask", mask)  # (B, T)
+        self.session.run_with_iobinding(binding)
+        if self._logits is None:
+            logits = binding.get_outputs()[-1].numpy()  # (B, 1, vocab)
+            return logits[:, -1, :]
+        return self._logits[:rows, -1, :].astype(np.float32)  # (B, vocab), a copy
+
+    def _bind(self, first: int, rows: int) -> Any:
+        """An IOBinding of rows ``first``..``first+rows-1``' caches (in place) and logits."""
         binding = self.session.io_binding()
-        binding.bind_cpu_input("input_ids", input_ids)
-        binding.bind_cpu_input("attention_mask", mask)
         s = self.shape
         dims = [rows, s.num_kv_heads, s.capacity, s.head_dim]
         offset = first * self._row_bytes
@@ -198,10 +228,13 @@ class FusedDecoder:
             # The same memory in and out: GroupQueryAttention updates it in place.
             binding.bind_input(past, self.device, self.device_id, s.dtype, dims, base + offset)
             binding.bind_output(present, self.device, self.device_id, s.dtype, dims, base + offset)
-        binding.bind_output("logits", "cpu")
-        self.session.run_with_iobinding(binding)
-        logits = binding.get_outputs()[-1].numpy()  # (B, 1, vocab): the last position only
-        return logits[:, -1, :]
+        if self._logits is None:
+            binding.bind_output("logits", "cpu")
+        else:  # the first ``rows`` rows of the buffer: contiguous, at its start
+            logits = self._logits
+            shape = [rows, 1, logits.shape[-1]]
+            binding.bind_output("logits", "cpu", 0, logits.dtype.type, shape, logits.ctypes.data)
+        return binding
 
 
 def device_copy(

@@ -91,12 +91,27 @@ class Sampler:
         """
         if logits.ndim != 1:
             raise ValueError(f"logits must have shape (vocab,), got {logits.shape}")
+        if allowed is None and self._plain_greedy():  # 6 us, not 36 (49k vocab)
+            token = int(np.argmax(logits))
+            if len(generated) >= self.min_tokens or token not in self.eos:
+                return token  # masking EOS (min_tokens) would not change this argmax
         if allowed is None:
             x = logits.astype(np.float32)  # (vocab,) a copy this request may change
         else:  # one pass: 2.6x faster than masked assignment on a 49k vocabulary
             x = np.where(allowed, logits, -np.inf).astype(np.float32, copy=False)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught below, per request
             return self._choose(x, generated, prompt_ids)
+
+    def _plain_greedy(self) -> bool:
+        """Whether the choice is the argmax of the logits: greedy, and no setting but
+        min_tokens changes them."""
+        return (
+            self.temperature == 0
+            and not self.bias.size
+            and self.repetition_penalty == 1.0
+            and not self.presence_penalty
+            and not self.frequency_penalty
+        )
 
     def _choose(self, x: np.ndarray, generated: Sequence[int], prompt_ids: Sequence[int]) -> int:
         """``next_token`` on ``x`` (vocab,), a float32 copy of the logits it may change."""
