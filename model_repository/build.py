@@ -100,7 +100,7 @@ def build_repository(
     tensorrt_accelerator: bool = False,
     sync_instances: int = 4,
     backend: str = "onnxruntime",
-    engine: str | Path | None = None,
+    plan: str | Path | None = None,
     max_context: int | None = None,
     prefill_chunk: int = 128,
     prefix_cache: bool = True,
@@ -128,7 +128,7 @@ def build_repository(
     """
     export_dir = Path(export_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
-    plan = _checked_arguments(name, target, version, max_batch_size, backend, engine)
+    plan_file = _checked_arguments(name, target, version, max_batch_size, backend, plan)
     if not stall_factor > 1:
         raise UsageError(
             f"--stall-factor must be > 1 (a stream's gap in decode steps), got {stall_factor}"
@@ -159,7 +159,15 @@ def build_repository(
     decoder = layout.decoder_model_name(name)
     with staged_output(output, RepositoryError) as repo:
         _write_decoder(
-            repo, decoder, version, export_dir, report, target, plan, tensorrt_accelerator, backend
+            repo,
+            decoder,
+            version,
+            export_dir,
+            report,
+            target,
+            plan_file,
+            tensorrt_accelerator,
+            backend,
         )
         _write_entry(
             repo,
@@ -213,37 +221,37 @@ def _checked_arguments(
     version: int,
     max_batch_size: int,
     backend: str,
-    engine: str | Path | None,
+    plan: str | Path | None,
 ) -> Path | None:
     """Check the arguments that need no export folder; returns the TensorRT engine's
     ``model.plan`` (None for the onnxruntime backend).
 
     Raises:
         UsageError: an unknown target or backend, a TensorRT backend without a GPU target or
-            an engine folder holding model.plan, a bad version, name or max batch size.
+            a ``plan`` folder holding model.plan, a bad version, name or max batch size.
     """
     if target not in TARGETS:
         raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
     if backend not in ("onnxruntime", "tensorrt"):
         raise UsageError(f"unknown backend {backend!r}; choose onnxruntime or tensorrt")
-    plan = None
+    plan_file = None
     if backend == "tensorrt":
         if target != "gpu":
-            raise UsageError("--backend tensorrt needs --target gpu (engines run on a GPU)")
-        plan = Path(engine or "").expanduser().resolve() / "model.plan"
-        if engine is None or not plan.is_file():
+            raise UsageError("--engine tensorrt needs --target gpu (engines run on a GPU)")
+        plan_file = Path(plan or "").expanduser().resolve() / "model.plan"
+        if plan is None or not plan_file.is_file():
             raise UsageError(
-                "--backend tensorrt needs --engine DIR holding model.plan "
+                "--engine tensorrt needs --plan DIR holding model.plan "
                 "(build it on the GPU with `tritonkit export tensorrt`)"
             )
-        _check_engine_profiles(plan.parent)
+        _check_engine_profiles(plan_file.parent)
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UsageError(f"model name {name!r} may hold letters, digits, '-' and '_' only")
     if not 1 <= max_batch_size <= 256:
         raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
-    return plan
+    return plan_file
 
 
 def _check_engine_profiles(engine_dir: Path) -> None:

@@ -135,6 +135,46 @@ def entry_config(
     return config
 
 
+def vllm_entry_config(
+    name: str,
+    target: str,
+    max_batch_size: int,
+    max_context: int,
+    versions: Iterable[int] = (),
+    chat_template: str | None = None,
+    prefix_cache: bool = True,
+    dtype: str = "auto",
+    cpu_kv_cache_gib: float = 1.0,
+    gpu_memory_utilization: float = 0.9,
+) -> Any:
+    """The entry model's config when vLLM is its engine: the same inputs, outputs and
+    transaction policy as ``entry_config``, with vLLM's settings as parameters."""
+    values = {
+        "engine": "vllm",
+        "max_batch_size": str(max_batch_size),  # vLLM's max_num_seqs
+        "max_context": str(max_context),  # vLLM's max_model_len
+        "prefix_cache": "true" if prefix_cache else "false",  # enable_prefix_caching
+        "dtype": dtype,
+        "cpu_kv_cache_gib": f"{cpu_kv_cache_gib:g}",  # VLLM_CPU_KVCACHE_SPACE (cpu target)
+        "gpu_memory_utilization": f"{gpu_memory_utilization:g}",
+        "enforce_eager": "true" if target == "cpu" else "false",  # CUDA graphs on a GPU
+    }
+    if chat_template is not None:
+        values["chat_template"] = chat_template
+    config = mc.ModelConfig(
+        name=name,
+        backend="python",
+        max_batch_size=0,
+        input=_inputs(entry_inputs()),
+        output=_outputs(entry_outputs()),
+        model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
+        instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
+        parameters=_params(values),
+    )
+    set_versions(config, versions)
+    return config
+
+
 def sync_config(name: str, entry_model: str, instances: int, target: str) -> Any:
     """The non-decoupled twin of the entry model, for unary HTTP /infer and gRPC ModelInfer."""
     return mc.ModelConfig(

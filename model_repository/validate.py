@@ -70,7 +70,21 @@ def _served_versions(config: Any, present: list[int]) -> list[int]:
 
 
 def _is_entry(config: Any) -> bool:
-    return "decoder_model" in config.parameters
+    return "decoder_model" in config.parameters or _is_vllm(config)
+
+
+def _is_vllm(config: Any) -> bool:
+    engine = config.parameters.get("engine")
+    return engine is not None and engine.string_value == "vllm"
+
+
+def _check_vllm_files(report: ValidationReport, name: str, vdir: Path) -> None:
+    hf = vdir / layout.HF_DIR
+    for rel in (f"{layout.HF_DIR}/config.json", f"{layout.HF_DIR}/tokenizer.json"):
+        report.add(name, f"has {rel}", (vdir / rel).is_file(), f"{vdir.name}/{rel}")
+    report.add(name, f"has {layout.HF_DIR}/*.safetensors", any(hf.glob("*.safetensors")))
+    rel = layout.RUNTIME_PACKAGE
+    report.add(name, f"has {rel}", (vdir / rel).is_dir(), f"{vdir.name}/{rel}")
 
 
 def _check_sync(report: ValidationReport, repo: Path, config: Any) -> None:
@@ -114,6 +128,9 @@ def _check_entry(report: ValidationReport, repo: Path, config: Any, vdir: Path) 
         config.model_transaction_policy.decoupled,
         "" if config.model_transaction_policy.decoupled else "entry model must be decoupled",
     )
+    if _is_vllm(config):  # vLLM loads the Hugging Face folder itself: no decoder model
+        _check_vllm_files(report, name, vdir)
+        return
     try:
         onnx_path = layout.read_decoder_ref(vdir).graph_path(repo)
     except layout.LayoutError as exc:

@@ -124,21 +124,24 @@ def backend_directory(dist: TritonDistribution, cache: Path | None = None) -> Pa
 
 
 def server_environment(
-    dist: TritonDistribution, base: dict[str, str] | None = None
+    dist: TritonDistribution,
+    base: dict[str, str] | None = None,
+    python_env: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     """The environment for ``tritonserver`` and the python models it runs.
 
     ``LD_LIBRARY_PATH`` starts with this interpreter's LIBDIR: the stub links
     ``libpython3.X.so`` and would otherwise find the system's copy, whose symbols differ
     from this interpreter's extension modules (``ssl`` fails with ``_PyModule_Add``).
-    The wheel's bundled libraries come next (the stub needs its ``libcudart``). This
-    environment's ``bin`` goes first on ``PATH`` so python models import its packages.
+    The wheel's bundled libraries come next (the stub needs its ``libcudart``). The
+    ``bin`` of ``python_env`` (a virtual environment of the same Python, such as vLLM's;
+    default: this one) goes first on ``PATH`` so python models import its packages.
     """
     env = dict(os.environ if base is None else base)
     libdir = sysconfig.get_config_var("LIBDIR")
     ld_path = [p for p in (libdir, str(dist.libs), env.get("LD_LIBRARY_PATH")) if p]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(ld_path)
-    bin_dir = str(Path(sys.prefix) / "bin")
+    bin_dir = str(Path(python_env or sys.prefix) / "bin")
     env["PATH"] = os.pathsep.join(
         [bin_dir, *(p for p in env.get("PATH", "").split(os.pathsep) if p)]
     )

@@ -27,6 +27,7 @@ from tritonkit.errors import ServerError, UsageError
 from .binary import backend_directory, find_distribution, server_environment
 from .log import LogSink, ServerLog
 from .ports import free_ports, port_in_use
+from .python_env import python_environment
 
 ModelControlMode = Literal["none", "explicit", "poll"]
 
@@ -71,6 +72,9 @@ class TritonServer:
         log_file: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,  # added to the environment (cloud credentials)
+        # The virtual environment python models import from; "auto": vLLM's for a local
+        # repository with a vLLM entry model (serve/python_env.py), else this one.
+        python_env: str | os.PathLike[str] | None = "auto",
     ) -> None:
         if model_control_mode not in ("none", "explicit", "poll"):
             raise UsageError(
@@ -90,6 +94,7 @@ class TritonServer:
         self._forward = forward_log
         self._log_file = log_file
         self._env = dict(env or {})
+        self._python_env = python_env
         self._process: subprocess.Popen[bytes] | None = None
         self._log: ServerLog | None = None
 
@@ -217,7 +222,11 @@ class TritonServer:
             raise ServerError(f"the server is already running (pid {self.pid})")
         self._check_before_start()
         dist = find_distribution()
-        env = server_environment(dist)
+        python_env = self._python_env
+        if python_env == "auto":
+            local = not is_remote_repository(self.repository)
+            python_env = python_environment(self.repository) if local else None
+        env = server_environment(dist, python_env=python_env)
         env.update(self._env)
         argv = [str(dist.binary), *self.command(backend_directory(dist))]
         try:

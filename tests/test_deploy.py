@@ -327,9 +327,7 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / "model.plan").write_bytes(b"placeholder")
-    trt = build_repository(
-        export, tmp_path / "trt", target="gpu", backend="tensorrt", engine=engine
-    )
+    trt = build_repository(export, tmp_path / "trt", target="gpu", backend="tensorrt", plan=engine)
     dec = text_format.Parse(
         (trt.path / "llm_decoder" / "config.pbtxt").read_text(), mc.ModelConfig()
     )
@@ -337,7 +335,7 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     assert (trt.path / "llm_decoder" / "1" / "model.onnx").is_file()  # the entry model's graph
     ref = json.loads((trt.path / "llm" / "1" / "decoder.json").read_text())
     assert ref == {"model": "llm_decoder", "version": 1}
-    with pytest.raises(UsageError, match="--engine"):
+    with pytest.raises(UsageError, match="--plan DIR"):
         build_repository(export, tmp_path / "x", target="gpu", backend="tensorrt")
 
 

@@ -388,15 +388,13 @@ def test_the_tensorrt_plan_config_lists_both_profiles(tmp_path, tiny_model_folde
     engine.mkdir()
     (engine / "model.plan").write_bytes(b"placeholder: engines need a GPU")
     (engine / "tensorrt.json").write_text(json.dumps({"profiles": ["prefill", "decode"]}))
-    built = build_repository(
-        export, tmp_path / "r", target="gpu", backend="tensorrt", engine=engine
-    )
+    built = build_repository(export, tmp_path / "r", target="gpu", backend="tensorrt", plan=engine)
     decoder = cfg.read(built.path / "llm_decoder")
     assert decoder.platform == "tensorrt_plan"
     assert list(decoder.instance_group[0].profile) == ["0", "1"]
     (engine / "tensorrt.json").write_text(json.dumps({"profiles": ["only"]}))
     with pytest.raises(UsageError, match="optimization profiles"):
-        build_repository(export, tmp_path / "r2", target="gpu", backend="tensorrt", engine=engine)
+        build_repository(export, tmp_path / "r2", target="gpu", backend="tensorrt", plan=engine)
 
 
 # ---- what a GPU repository may hold, and its KV cache ------------------------------------

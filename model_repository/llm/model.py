@@ -24,7 +24,6 @@ import sys
 import tempfile
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,35 +48,7 @@ from tritonkit_runtime.scheduler import (
     Scheduler,
     StepStats,
 )
-
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-
-
-def _metric(labels: dict[str, str], families: list[Any]) -> Any:
-    """A ``BufferedMetrics`` factory over Triton's custom metrics API."""
-
-    def make(name: str, description: str, kind: str) -> Any:
-        family = pb_utils.MetricFamily(
-            name=name,
-            description=description,
-            kind=pb_utils.MetricFamily.COUNTER
-            if kind == "counter"
-            else pb_utils.MetricFamily.GAUGE,
-        )
-        families.append(family)  # a family must outlive its metrics
-        return family.Metric(labels=labels)
-
-    return make
-
-
-@dataclasses.dataclass(eq=False)
-class _Choice:
-    """One choice of a request with n > 1: its responses go out through ``sender``,
-    their final flag decided by ``group``. A key of its own, so the responder merges
-    the pieces of one choice only."""
-
-    sender: Any
-    group: ChoiceGroup
+from tritonkit_runtime.triton_io import ChoiceKey, metric_factory, send_output
 
 
 def _providers(gpu: bool, execution_provider: str) -> list[str] | None:
@@ -157,7 +128,7 @@ class TritonPythonModel:
         self._prefix_seen = {"hits": 0, "misses": 0, "evictions": 0, "cached_tokens": 0}
         labels = {"model": args["model_name"], "version": args["model_version"]}
         self._families: list[Any] = []
-        self.metrics = BufferedMetrics(_metric(labels, self._families))
+        self.metrics = BufferedMetrics(metric_factory(pb_utils, labels, self._families))
         self.metrics.set("broken", 0)
         self.scheduler = Scheduler(
             engine,
@@ -231,7 +202,7 @@ class TritonPythonModel:
             own = params
             if i and params.seed is not None:  # seed + i: each choice its own, reproducible
                 own = dataclasses.replace(params, seed=(params.seed + i) % 2**64)
-            key = sender if group is None else _Choice(sender, group)
+            key = sender if group is None else ChoiceKey(sender, group)
             constraint = None
             if guide is not None and self.grammars is not None:
                 constraint = self.grammars.constraint(*guide)  # compiled here, cached
@@ -255,35 +226,10 @@ class TritonPythonModel:
         return choices[0]
 
     def _send(self, key: Any, out: Output) -> None:
-        sender, final = key, out.final
-        if isinstance(key, _Choice):
-            sender = key.sender
-            send, final = key.group.route(out)
-            if not send:
-                return
-        if out.cancelled:
+        what = send_output(pb_utils, key, out)
+        if what == "cancelled":
             self.metrics.add("cancelled")
-            sender.send(flags=FINAL)
-            return
-        if out.error is not None:
-            error = pb_utils.TritonError(out.error)
-            sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL)
-            return
-        tensors = [
-            pb_utils.Tensor("text_output", np.array([out.text.encode("utf-8")], dtype=np.object_)),
-            pb_utils.Tensor(
-                "finish_reason", np.array([out.finish_reason.encode()], dtype=np.object_)
-            ),
-            pb_utils.Tensor("num_input_tokens", np.array([out.num_input_tokens], np.uint32)),
-            pb_utils.Tensor("num_output_tokens", np.array([out.num_output_tokens], np.uint32)),
-            pb_utils.Tensor("cached_tokens", np.array([out.cached_tokens], np.uint32)),
-            pb_utils.Tensor("index", np.array([out.index], np.uint32)),
-        ]
-        if out.logprobs is not None:  # (1,) one JSON list per response
-            entries = json.dumps(out.logprobs, separators=(",", ":")).encode()
-            tensors.append(pb_utils.Tensor("token_logprobs", np.array([entries], np.object_)))
-        sender.send(pb_utils.InferenceResponse(output_tensors=tensors), flags=FINAL if final else 0)
-        if out.final:
+        elif what == "final":
             self.metrics.add("generated", out.num_output_tokens)
 
     def _on_broken(self, why: str) -> None:

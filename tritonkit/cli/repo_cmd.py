@@ -21,8 +21,14 @@ the GPU's memory (--gpu, --gpu-memory-utilization) after the weights, like vLLM'
 gpu_memory_utilization, and the build refuses a graph the GPU image cannot load (a fused
 graph exported for the CPU, or one newer than the image's onnxruntime).
 
+With --engine vllm the entry model serves the same interface over vLLM's engine, from a
+`tritonkit export hf` folder (no decoder model; vLLM runs the weights itself), and
+`tritonkit serve` runs it in vLLM's own environment (.venv-vllm, made by make setup).
+
 examples:
   tritonkit repo build --export out/tiny-llama --output out/repo
+  tritonkit export hf --model smollm2 --output out/smollm2-hf
+  tritonkit repo build --engine vllm --export out/smollm2-hf --output out/repo-vllm
   tritonkit repo build --export out/qwen --output out/repo-gpu --target gpu --name qwen
   tritonkit repo build --export out/qwen --output out/repo-a100 --target gpu --gpu a100 \
       --max-batch-size 32
@@ -39,7 +45,10 @@ def add_parser(sub: Any) -> None:
         description=BUILD_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("--export", required=True, metavar="DIR", help="a `tritonkit export` folder")
+    b.add_argument(
+        "--export", required=True, metavar="DIR",
+        help="a `tritonkit export onnx` folder (`export hf` for --engine vllm)",
+    )  # fmt: skip
     b.add_argument("--output", required=True, metavar="REPO", help="repository folder to write")
     b.add_argument("--name", default="llm", help="entry model name (default llm)")
     b.add_argument("--target", default="cpu", choices=["cpu", "gpu"], help="default cpu")
@@ -84,10 +93,23 @@ def add_parser(sub: Any) -> None:
         help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
     )  # fmt: skip
     b.add_argument(
-        "--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
-        help="gpu target: the decoder model's runtime (tensorrt needs --engine)",
+        "--engine", default="onnxruntime", type=_engine, metavar="ENGINE",
+        help="what generates: onnxruntime (tritonkit's engine over an `export onnx` folder; "
+        "default), tensorrt (gpu target: the decoder as a TensorRT plan, needs --plan) or "
+        "vllm (vLLM over an `export hf` folder)",
     )  # fmt: skip
-    b.add_argument("--engine", metavar="DIR", help="a `tritonkit export tensorrt` folder")
+    b.add_argument(
+        "--plan", metavar="DIR", help="--engine tensorrt: a `tritonkit export tensorrt` folder"
+    )
+    b.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help=argparse.SUPPRESS)
+    b.add_argument(
+        "--cpu-kv-cache-gib", type=float, default=1.0, metavar="GIB",
+        help="--engine vllm on the CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE; default 1)",
+    )  # fmt: skip
+    b.add_argument(
+        "--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+        help="--engine vllm: the weights' dtype (default float32 on cpu, the model's on gpu)",
+    )  # fmt: skip
     b.add_argument("--force", action="store_true", help="replace a non-empty REPO")
     b.add_argument(
         "--allow-unverified", action="store_true", help="accept an export that failed verification"
@@ -104,33 +126,64 @@ def add_parser(sub: Any) -> None:
     v.set_defaults(handler=_validate)
 
 
+ENGINES = ("onnxruntime", "tensorrt", "vllm")
+
+
+def _engine(value: str) -> str:
+    """``--engine``'s value: an engine name (a folder is the old spelling of ``--plan``)."""
+    if value in ENGINES:
+        return value
+    hint = ": the TensorRT folder now goes in --plan DIR" if "/" in value else ""
+    raise argparse.ArgumentTypeError(f"unknown engine {value!r}; choose {', '.join(ENGINES)}{hint}")
+
+
 def _build(args: argparse.Namespace) -> int:
     from tritonkit.model_repository import build_repository, validate_repository
+    from tritonkit.model_repository.vllm_build import build_vllm_repository
 
-    built = build_repository(
-        args.export,
-        args.output,
-        name=args.name,
-        target=args.target,
-        version=args.version,
-        max_batch_size=args.max_batch_size,
-        force=args.force,
-        allow_unverified=args.allow_unverified,
-        tensorrt_accelerator=args.tensorrt_accelerator,
-        backend=args.backend,
-        engine=args.engine,
-        max_context=args.max_context,
-        prefill_chunk=args.prefill_chunk,
-        prefix_cache=args.prefix_cache,
-        stall_factor=args.stall_factor,
-        gpu=args.gpu,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-    )
+    engine = "tensorrt" if args.backend == "tensorrt" else args.engine
+    if engine == "vllm":
+        built = build_vllm_repository(
+            args.export,
+            args.output,
+            name=args.name,
+            target=args.target,
+            version=args.version,
+            max_batch_size=args.max_batch_size,
+            force=args.force,
+            allow_unverified=args.allow_unverified,
+            max_context=args.max_context,
+            prefix_cache=args.prefix_cache,
+            dtype=args.dtype,
+            cpu_kv_cache_gib=args.cpu_kv_cache_gib,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
+    else:
+        built = build_repository(
+            args.export,
+            args.output,
+            name=args.name,
+            target=args.target,
+            version=args.version,
+            max_batch_size=args.max_batch_size,
+            force=args.force,
+            allow_unverified=args.allow_unverified,
+            tensorrt_accelerator=args.tensorrt_accelerator,
+            backend="tensorrt" if engine == "tensorrt" else "onnxruntime",
+            plan=args.plan,
+            max_context=args.max_context,
+            prefill_chunk=args.prefill_chunk,
+            prefix_cache=args.prefix_cache,
+            stall_factor=args.stall_factor,
+            gpu=args.gpu,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
     report = validate_repository(built.path)
     print(report.table())
+    decoder = f"decoder {built.decoder_model!r}" if built.decoder_model else "engine vllm"
     print(
         f"\nbuilt {built.path} ({built.target}): entry model {built.entry_model!r}, "
-        f"decoder {built.decoder_model!r}, version {built.version}"
+        f"{decoder}, version {built.version}"
     )
     if built.kv_plan is not None:
         print(f"GPU budget: {built.kv_plan.describe()}")
