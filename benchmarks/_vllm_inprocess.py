@@ -1,13 +1,14 @@
 """vLLM in-process, for serving_bench.py: run with vLLM's own interpreter.
 
-    .venv-vllm/bin/python benchmarks/_vllm_inprocess.py HF_DIR IDS_JSON TOKENS REQUESTS
+    .venv-vllm/bin/python benchmarks/_vllm_inprocess.py HF_DIR IDS_JSON TOKENS CACHE REQUESTS
 
 Streams greedy generations of exactly ``TOKENS`` tokens of the prompt ids through
 ``AsyncLLM`` (vLLM's serving engine, eager mode, float32 on the CPU) from 1 and from 8
 workers, each sending ``REQUESTS`` one after another (as serving_bench's client
 threads), and prints one JSON object per concurrency: the median time to first token
 and per-request tokens/s, and the total tokens/s. vLLM starts its engine
-core with ``spawn``, so everything runs under ``__main__``.
+core with ``spawn``, so everything runs under ``__main__``. CACHE: 1 or 0, vLLM's prefix
+cache on or off.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ async def main() -> None:
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    hf, ids, n, requests = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    hf, ids, n = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    cache, requests = sys.argv[4] == "1", int(sys.argv[5])
     engine = AsyncLLM.from_engine_args(
         AsyncEngineArgs(model=hf, dtype="float32", max_model_len=2048, enforce_eager=True,
-                        disable_log_stats=True)
+                        disable_log_stats=True, enable_prefix_caching=cache)
     )  # fmt: skip
     try:
         await one(engine, ids, 4)  # warm up

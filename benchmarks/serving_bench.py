@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -127,7 +128,14 @@ def triton_requests(url: str, prompt: str, n: int, requests: int, concurrency: i
 
 
 def vllm_rows(
-    hf_dir: Path, prompt: str, ids: list[int], n: int, requests: int, work: Path, base: float
+    hf_dir: Path,
+    prompt: str,
+    ids: list[int],
+    n: int,
+    requests: int,
+    work: Path,
+    base: float,
+    prefix_cache: bool,
 ) -> list[list[Any]]:
     """vLLM in-process (its AsyncLLM, in its own environment) and Triton with tritonkit's
     vLLM engine, at concurrency 1 and 8; none when vLLM's environment is missing."""
@@ -143,8 +151,12 @@ def vllm_rows(
     rows: list[list[Any]] = []
     script = Path(__file__).parent / "_vllm_inprocess.py"
     per_worker = max(2, requests // 2)
-    cmd = [str(env / "bin" / "python"), str(script), str(hf_dir), json.dumps(ids), str(n)]
-    proc = subprocess.run([*cmd, str(per_worker)], capture_output=True, text=True)
+    cmd = [str(env / "bin" / "python"), str(script), str(hf_dir), json.dumps(ids), str(n),
+           "1" if prefix_cache else "0"]  # fmt: skip
+    # 1 GiB of KV cache, as the vLLM repository's default: left to size itself from the
+    # memory free, vLLM's CPU worker fails to start while this process holds the others.
+    child_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.run([*cmd, str(per_worker)], capture_output=True, text=True, env=child_env)
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
             r = json.loads(line)
@@ -155,7 +167,8 @@ def vllm_rows(
         print(f"vLLM in-process failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
     # The same folder save_pretrained wrote above (the bench's own, so not `export hf`'s).
     repo = build_vllm_repository(hf_dir, work / "repo-vllm", sync_instances=1,
-                                 allow_unverified=True, max_context=2048).path  # fmt: skip
+                                 allow_unverified=True, max_context=2048,
+                                 prefix_cache=prefix_cache).path  # fmt: skip
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
         for concurrency, count in ((1, requests), (8, per_worker)):
             r = triton_requests(server.grpc_url, prompt, n, count, concurrency)
@@ -177,14 +190,14 @@ def row(path: str, batch: int, runs: list[Run], n: int, base: float) -> list[Any
     return [path, batch, ttft, per_request, per_request * batch, per_request * batch / base]
 
 
-def bench_model(model: str, n: int, requests: int, work: Path) -> None:
+def bench_model(model: str, n: int, requests: int, work: Path, prefix_cache: bool) -> None:
     from tritonkit.export.loading import load
 
     t0 = time.perf_counter()
     export = main_export(model, work / "export").output
     report = read_export_report(export)
     export_s = time.perf_counter() - t0
-    repo = build_repository(export, work / "repo", sync_instances=1).path
+    repo = build_repository(export, work / "repo", sync_instances=1, prefix_cache=prefix_cache).path
     loaded = load(model, progress=False)
     template = ChatTemplate.from_dir(export)
     prompt = template.render([{"role": "user", "content": QUESTION}])
@@ -222,7 +235,7 @@ def bench_model(model: str, n: int, requests: int, work: Path) -> None:
             rows.append(["Triton, gRPC stream", concurrency, r["ttft_ms"],
                          r["per_request_tps"], total, total / base])  # fmt: skip
     if model == "smollm2":
-        rows += vllm_rows(hf_dir, prompt, ids, n, requests, work, base)
+        rows += vllm_rows(hf_dir, prompt, ids, n, requests, work, base, prefix_cache)
 
     t = report.raw["timings_s"]
     print(
@@ -248,11 +261,16 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(REQUESTS), help="default: both")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--requests", type=int, help="requests per worker (default per model)")
+    parser.add_argument(
+        "--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
+        help="the served engines' prefix caches (on by default in both; every request here "
+        "sends the same prompt, so with them on, repeated prompts are not prefilled again)",
+    )  # fmt: skip
     args = parser.parse_args()
     for model in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             requests = args.requests or REQUESTS.get(model, 4)
-            bench_model(model, args.tokens, requests, Path(tmp))
+            bench_model(model, args.tokens, requests, Path(tmp), args.prefix_cache)
 
 
 if __name__ == "__main__":

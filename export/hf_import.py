@@ -11,7 +11,6 @@ and refuses a folder without it unless told otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import Any
 from tritonkit.errors import ExportError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
 from tritonkit.model_repository.runtime.layout import IMPORT_REPORT
+
+from .from_gguf import sha256_file
 
 PROBE = "The capital of France is"
 GREEDY_TOKENS = 16
@@ -96,7 +97,7 @@ def import_hf(
                 "max_abs_logit_error": error,
                 "limit": LOGIT_TOLERANCE,
             },
-            "files": {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
+            "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
             "seconds": round(time.perf_counter() - start, 1),
         }
         (folder / IMPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
@@ -119,11 +120,3 @@ def read_import_report(folder: str | Path) -> dict[str, Any] | None:
     if not isinstance(report, dict):
         raise ExportError(f"{path} is not a JSON object")
     return report
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -245,13 +245,24 @@ def _checked_arguments(
                 "(build it on the GPU with `tritonkit export tensorrt`)"
             )
         _check_engine_profiles(plan_file.parent)
+    check_common(name, target, version, max_batch_size)
+    return plan_file
+
+
+def check_common(name: str, target: str, version: int, max_batch_size: int) -> None:
+    """The arguments every engine's builder checks alike.
+
+    Raises:
+        UsageError: an unknown target, a bad version, model name or max batch size.
+    """
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
     if version < 1:
         raise UsageError(f"version must be >= 1, got {version}")
     if not name.replace("_", "").replace("-", "").isalnum():
         raise UsageError(f"model name {name!r} may hold letters, digits, '-' and '_' only")
     if not 1 <= max_batch_size <= 256:
         raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
-    return plan_file
 
 
 def _check_engine_profiles(engine_dir: Path) -> None:

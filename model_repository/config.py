@@ -119,6 +119,18 @@ def entry_config(
         "prefix_cache": "true" if prefix_cache else "false",  # finished rows keep prefixes
         "stall_factor": f"{stall_factor:g}",  # a stream's gap while a prompt is read, in steps
     }
+    return _entry_model(name, target, values, versions, chat_template)
+
+
+def _entry_model(
+    name: str,
+    target: str,
+    values: dict[str, str],
+    versions: Iterable[int],
+    chat_template: str | None,
+) -> Any:
+    """A decoupled python-backend model with the request interface and ``values`` as its
+    parameters: what both engines' entry models share."""
     if chat_template is not None:
         values["chat_template"] = chat_template
     config = mc.ModelConfig(
@@ -159,20 +171,7 @@ def vllm_entry_config(
         "gpu_memory_utilization": f"{gpu_memory_utilization:g}",
         "enforce_eager": "true" if target == "cpu" else "false",  # CUDA graphs on a GPU
     }
-    if chat_template is not None:
-        values["chat_template"] = chat_template
-    config = mc.ModelConfig(
-        name=name,
-        backend="python",
-        max_batch_size=0,
-        input=_inputs(entry_inputs()),
-        output=_outputs(entry_outputs()),
-        model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
-        instance_group=[mc.ModelInstanceGroup(count=1, kind=_kind(target))],
-        parameters=_params(values),
-    )
-    set_versions(config, versions)
-    return config
+    return _entry_model(name, target, values, versions, chat_template)
 
 
 def sync_config(name: str, entry_model: str, instances: int, target: str) -> Any:

@@ -23,7 +23,14 @@ from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.fsutil import check_output_dir, link_or_copy, staged_output
 
 from . import config as cfg
-from .build import HERE, TARGETS, BuiltRepository, _chat_template, _write_sync, copy_runtime
+from .build import (
+    HERE,
+    BuiltRepository,
+    _chat_template,
+    _write_sync,
+    check_common,
+    copy_runtime,
+)
 from .runtime import layout
 
 HF_DIR, IMPORT_REPORT = layout.HF_DIR, layout.IMPORT_REPORT
@@ -61,14 +68,7 @@ def build_vllm_repository(
     """
     hf = Path(hf_dir).expanduser().resolve()
     output = Path(output).expanduser().resolve()
-    if target not in TARGETS:
-        raise UsageError(f"unknown target {target!r}; choose cpu or gpu")
-    if version < 1:
-        raise UsageError(f"version must be >= 1, got {version}")
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise UsageError(f"model name {name!r} may hold letters, digits, '-' and '_' only")
-    if not 1 <= max_batch_size <= 256:
-        raise UsageError(f"max batch size must be in 1..256, got {max_batch_size}")
+    check_common(name, target, version, max_batch_size)
     if not cpu_kv_cache_gib > 0 or not 0 < gpu_memory_utilization <= 1:
         raise UsageError("--cpu-kv-cache-gib must be > 0 and --gpu-memory-utilization in (0, 1]")
     model_context = _checked_folder(hf, allow_unverified)

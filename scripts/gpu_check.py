@@ -153,6 +153,7 @@ def run_gpu_checks(work: Path) -> bool:
     ok &= step("entry model's engine on cuda: greedy, decode step", lambda: engine(state))
     ok &= step("transformers generate on cuda vs the engine", lambda: generate_speed(state))
     ok &= step("TensorRT engine from the float32 concat export", lambda: tensorrt(state, work))
+    ok &= step("vLLM on cuda: greedy equal to transformers'", lambda: vllm_engine(work))
     return ok
 
 
@@ -234,6 +235,28 @@ def tensorrt(state: dict[str, Any], work: Path) -> str:
     report = build_engine(state["float32"], work / "trt", precision="fp16", force=True)
     worst = max(c["max_abs_diff"] for c in report["checks"])
     return f"TensorRT {report['tensorrt']}, built in {report['build_s']} s, worst diff {worst:.3g}"
+
+
+def vllm_engine(work: Path) -> str:
+    """The second engine: tiny-llama imported as `export hf` does, then vLLM's own greedy
+    continuation of the import's probe against transformers' (in its report)."""
+    try:
+        import vllm
+    except ImportError:
+        raise Skip("no vllm package here (NGC's -vllm-python-py3 image has it)") from None
+    from tritonkit.export.hf_import import import_hf
+
+    imported = import_hf("tiny-llama", work / "hf", force=True, progress=False)
+    check = imported.report["verification"]
+    llm = vllm.LLM(model=str(imported.output), dtype="float32", max_model_len=256,
+                   gpu_memory_utilization=0.3)  # fmt: skip
+    params = vllm.SamplingParams(temperature=0, max_tokens=len(check["greedy_ids"]),
+                                 ignore_eos=True)  # fmt: skip
+    prompt = vllm.inputs.TokensPrompt(prompt_token_ids=check["probe_ids"])
+    got = list(llm.generate([prompt], params)[0].outputs[0].token_ids)
+    if got != check["greedy_ids"]:
+        raise RuntimeError(f"vLLM {got} != transformers {check['greedy_ids']}")
+    return f"vLLM {vllm.__version__}: {len(got)} greedy tokens equal"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 # graph) and float32 (auto -> concat), each verified against PyTorch there; a GPU
 # repository built from the float16 export; the engine opened as the entry model opens
 # it (no CPU fallback), greedy equal to the export's, a decode step timed at positions
-# 16 and 1024; transformers' speed beside it; TensorRT where the package is present.
+# 16 and 1024; transformers' speed beside it; TensorRT where the package is present;
+# vLLM's greedy against transformers' where vllm is installed (the second engine).
 # Every row says ok, FAIL (with the reason) or skipped; exit 1 when any failed.
 #
 #   bash scripts/gpu_check.sh                    # with .venv-gpu when present, else python3

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import queue
 import time
 import urllib.request
 
@@ -12,7 +11,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from triton_raw import grpc_inputs, grpc_stream, http_generate, http_generate_stream, metrics
+from triton_raw import (
+    cancel_mid_stream,
+    grpc_stream,
+    http_generate,
+    http_generate_stream,
+    metrics,
+)
 
 PROMPT = "The quick brown fox jumps over"
 
@@ -188,23 +193,7 @@ def test_concurrent_requests_share_decode_steps(served):
 
 
 def test_grpc_cancel_mid_stream_stops_generation(served):
-    before = metrics(served.metrics_url)["tritonkit_cancelled_requests_total"]
-    responses: queue.Queue = queue.Queue()
-    client = grpcclient.InferenceServerClient(served.grpc_url)
-    client.start_stream(callback=lambda result, error: responses.put((result, error)))
-    fields = {"text_input": PROMPT, "max_tokens": 1500, "min_tokens": 1500, "stream": True}
-    client.async_stream_infer("llm", grpc_inputs(fields))
-    for _ in range(3):
-        _, error = responses.get(timeout=60)
-        assert error is None
-    client.stop_stream(cancel_requests=True)
-    client.close()
-    deadline = time.monotonic() + 30
-    while metrics(served.metrics_url)["tritonkit_cancelled_requests_total"] <= before:
-        assert time.monotonic() < deadline, "the cancelled request kept generating"
-        time.sleep(0.1)
-    ok = grpc_stream(served.grpc_url, "llm", {"text_input": "next", "max_tokens": 4})
-    assert "error" not in ok
+    cancel_mid_stream(served, "llm", PROMPT)
 
 
 def test_http_disconnect_stops_generation(served):

@@ -11,8 +11,7 @@ setup, or a machine that is not x86_64).
 
 from __future__ import annotations
 
-import queue
-import time
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from triton_raw import grpc_inputs, grpc_stream, metrics
+from triton_raw import cancel_mid_stream, grpc_inputs, grpc_stream, metrics
+from twins import TWIN_IDS, TWINS, open_twin
 
+from tritonkit.blob import publish_repository, pull_repository
 from tritonkit.client import LLMClient
 from tritonkit.errors import InvalidRequest, RepositoryError, ServerError
 from tritonkit.export.hf_import import PROBE, import_hf, read_import_report
@@ -33,6 +34,8 @@ from tritonkit.serve import TritonServer
 from tritonkit.serve.python_env import vllm_environment
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+pytest_plugins = ["azurite"]
 
 
 def _vllm_or_skip() -> Path:
@@ -172,23 +175,7 @@ def test_a_malformed_request_fails_alone_with_the_same_message(served: Any) -> N
 
 
 def test_a_cancelled_stream_stops_and_the_server_keeps_serving(served: Any) -> None:
-    before = metrics(served.metrics_url)["tritonkit_cancelled_requests_total"]
-    responses: queue.Queue = queue.Queue()
-    client = grpcclient.InferenceServerClient(served.grpc_url)
-    client.start_stream(callback=lambda result, error: responses.put((result, error)))
-    fields = {"text_input": PROBE, "max_tokens": 1500, "min_tokens": 1500, "stream": True}
-    client.async_stream_infer("llm", grpc_inputs(fields))
-    for _ in range(3):
-        _, error = responses.get(timeout=120)
-        assert error is None
-    client.stop_stream(cancel_requests=True)
-    client.close()
-    deadline = time.monotonic() + 30
-    while metrics(served.metrics_url)["tritonkit_cancelled_requests_total"] <= before:
-        assert time.monotonic() < deadline, "the cancelled request kept generating"
-        time.sleep(0.1)
-    ok = grpc_stream(served.grpc_url, "llm", {"text_input": "next", "max_tokens": 4})
-    assert "error" not in ok
+    cancel_mid_stream(served, "llm", PROBE)
     counts = metrics(served.metrics_url)
     assert (
         counts["tritonkit_requests_total"] >= 1 and counts["tritonkit_generated_tokens_total"] > 0
@@ -199,3 +186,47 @@ def test_serve_refuses_a_vllm_repository_without_vllm(served: Any, monkeypatch, 
     monkeypatch.setenv("TRITONKIT_VLLM_ENV", str(tmp_path / "nothing-here"))
     with pytest.raises(ServerError, match=r"install_vllm\.sh"):
         TritonServer(served.repository, http_port=0, grpc_port=0, metrics_port=0).start()
+
+
+def test_a_vllm_repository_is_published_and_pulled_as_verified_versions(
+    served: Any, azurite: Any, tmp_path: Path
+) -> None:
+    """A vLLM version is its Hugging Face folder: Blob stores and checks it like any other."""
+    store = azurite.store(azurite.new_container(), "team/smollm2-vllm")
+    published = publish_repository(served.repository, store)
+    assert {m.model: m.version for m in published.models} == {"llm": 1, "llm_sync": 1}
+    pulled = pull_repository(store, tmp_path / "pulled")
+    assert pulled.versions == {"llm": [1], "llm_sync": [1]}
+
+    def tree(folder: Path) -> dict[str, str]:
+        return {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.name != "manifest.json"
+        }
+
+    assert tree(tmp_path / "pulled" / "llm" / "1") == tree(Path(served.repository) / "llm" / "1")
+    assert validate_repository(tmp_path / "pulled").ok
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=TWIN_IDS)
+def test_both_engines_answer_alike_through_every_client(
+    served: Any, smollm2_served: Any, twin: tuple[str, str]
+) -> None:
+    """The same requests to tritonkit's engine (ONNX export, ``smol``) and to vLLM (the same
+    weights, ``llm``) through each client twin: the same greedy text, counts and errors."""
+    kind, protocol = twin
+    results = {}
+    for engine, server, model in (("onnxruntime", smollm2_served, "smol"), ("vllm", served, "llm")):
+        url = server.grpc_url if protocol == "grpc" else server.http_url
+        with open_twin(kind, url, protocol, model=model) as client:
+            pieces: list[str] = []
+            result = client.chat(QUESTION, on_text=pieces.append, max_tokens=12, min_tokens=12)
+            assert "".join(pieces) == result.text
+            with pytest.raises(InvalidRequest) as refused:
+                client.generate(PROBE, max_tokens=4, top_p=1.5)
+            results[engine] = (result.text, result.num_output_tokens, str(refused.value))
+    assert results["onnxruntime"][:2] == results["vllm"][:2], results
+    assert results["vllm"][1] == 12
+    assert "top_p" in results["vllm"][2]
+    assert results["onnxruntime"][2].split(": ", 1)[-1] == results["vllm"][2].split(": ", 1)[-1]

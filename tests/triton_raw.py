@@ -115,3 +115,33 @@ def metrics(url: str) -> dict[str, float]:
             key = name.split("{")[0]
             values[key] = values.get(key, 0.0) + float(value)
     return values
+
+
+def cancel_mid_stream(server: Any, model: str, prompt: str, timeout: float = 120) -> None:
+    """Start a long gRPC stream, read three responses, cancel it, and wait until the
+    model counts it cancelled (``tritonkit_cancelled_requests_total``); then one more
+    request must be served.
+
+    Raises:
+        AssertionError: an error before the cancel, the count never moved within 30 s,
+            or the next request failed.
+    """
+    import time
+
+    before = metrics(server.metrics_url)["tritonkit_cancelled_requests_total"]
+    responses: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    fields = {"text_input": prompt, "max_tokens": 1500, "min_tokens": 1500, "stream": True}
+    client.async_stream_infer(model, grpc_inputs(fields))
+    for _ in range(3):
+        _, error = responses.get(timeout=timeout)
+        assert error is None
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    deadline = time.monotonic() + 30
+    while metrics(server.metrics_url)["tritonkit_cancelled_requests_total"] <= before:
+        assert time.monotonic() < deadline, "the cancelled request kept generating"
+        time.sleep(0.1)
+    ok = grpc_stream(server.grpc_url, model, {"text_input": "next", "max_tokens": 4})
+    assert "error" not in ok

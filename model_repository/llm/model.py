@@ -48,7 +48,12 @@ from tritonkit_runtime.scheduler import (
     Scheduler,
     StepStats,
 )
-from tritonkit_runtime.triton_io import ChoiceKey, metric_factory, send_output
+from tritonkit_runtime.triton_io import (
+    ChoiceKey,
+    metric_factory,
+    request_inputs,
+    send_output,
+)
 
 
 def _providers(gpu: bool, execution_provider: str) -> list[str] | None:
@@ -156,12 +161,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                inputs = {}
-                for name in self.inputs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    if tensor is not None:
-                        inputs[name] = tensor.as_numpy()
-                params = parse_request(inputs)
+                params = parse_request(request_inputs(pb_utils, request, self.inputs))
                 ids = self.tokenizer.encode(params.prompt).ids
                 seq = self._choices(params, ids, sender)
             except RequestError as exc:

@@ -28,6 +28,16 @@ class ChoiceKey:
     group: ChoiceGroup
 
 
+def request_inputs(pb: Any, request: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """The request's tensors among ``names`` (those it sent) as numpy arrays."""
+    inputs = {}
+    for name in names:
+        tensor = pb.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            inputs[name] = tensor.as_numpy()
+    return inputs
+
+
 def metric_factory(pb: Any, labels: dict[str, str], families: list[Any]) -> MetricFactory:
     """A ``BufferedMetrics`` factory over Triton's custom metrics API."""
 

@@ -37,7 +37,12 @@ from tritonkit_runtime.layout import HF_DIR
 from tritonkit_runtime.metrics import BufferedMetrics
 from tritonkit_runtime.params import RequestError, parse_request, resolve_max_new_tokens
 from tritonkit_runtime.responder import Responder
-from tritonkit_runtime.triton_io import ChoiceKey, metric_factory, send_output
+from tritonkit_runtime.triton_io import (
+    ChoiceKey,
+    metric_factory,
+    request_inputs,
+    send_output,
+)
 from tritonkit_runtime.vllm_params import (
     FINISH_REASONS,
     logprob_entries,
@@ -123,12 +128,7 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             try:
-                inputs = {}
-                for name in self.inputs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    if tensor is not None:
-                        inputs[name] = tensor.as_numpy()
-                params = parse_request(inputs)
+                params = parse_request(request_inputs(pb_utils, request, self.inputs))
                 ids = self.tokenizer.encode(params.prompt).ids
                 max_new = resolve_max_new_tokens(params, len(ids), self.max_context)
                 if params.n > self.max_batch:

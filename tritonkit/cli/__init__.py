@@ -20,7 +20,7 @@ from tritonkit.errors import TritonkitError
 COMMAND_MODULES = (
     "export_cmd", "repo_cmd", "serve_cmd", "client_cmd", "demo_cmd",
     "publish_cmd", "versions_cmd", "release_cmd", "perf_cmd", "gateway_cmd", "deploy_cmd",
-    "probe_cmd",
+    "probe_cmd", "up_cmd",
 )  # fmt: skip
 
 EPILOG = """\
@@ -32,7 +32,7 @@ the path from a Hugging Face model to an API:
   tritonkit generate "Hello" --url 127.0.0.1:8001 --stream          # call it from anywhere
   tritonkit perf --url 127.0.0.1:8001 --model llm --repository out/repo   # profile it
   tritonkit gateway --triton-url 127.0.0.1:8001                     # OpenAI-compatible API
-or everything at once on this machine: tritonkit demo
+or everything at once on this machine: tritonkit demo (ask once), tritonkit up MODEL (an API)
 """
 
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonkit import __version__
-
+from ._prepare import ENGINES, prepare
 from ._progress import stages
 
 HELP = """\
@@ -68,41 +67,12 @@ def add_parser(sub: Any) -> None:
         "--no-gateway", action="store_true", help="skip the OpenAI-compatible gateway path"
     )
     p.add_argument(
-        "--engine", default="onnxruntime", choices=["onnxruntime", "vllm"],
+        "--engine", default="onnxruntime", choices=ENGINES,
         help="onnxruntime: tritonkit's engine over the ONNX export (default); vllm: vLLM "
         "inside the same entry model interface, over a verified Hugging Face folder "
         "(`export hf`; needs .venv-vllm, which make setup installs)",
     )  # fmt: skip
     p.set_defaults(handler=_run)
-
-
-def _reusable(export_dir: Path, model: str) -> bool:
-    from tritonkit.model_repository.runtime.layout import LayoutError, read_export_report
-
-    try:
-        report = read_export_report(export_dir)
-    except LayoutError:
-        return False
-    return (
-        report.passed
-        and report.source.get("model") == model
-        and report.versions.get("tritonkit") == __version__
-    )
-
-
-def _import_for_vllm(model: str, folder: Path, say: Any) -> None:
-    """``folder`` holds ``model`` as a verified Hugging Face folder (reused when it does)."""
-    from tritonkit.export.hf_import import import_hf, read_import_report
-
-    try:
-        report = read_import_report(folder)
-    except Exception:  # an unreadable report: import again
-        report = None
-    if report is not None and report.get("source", {}).get("model") == model:
-        say(f"reusing the verified Hugging Face folder in {folder}")
-        return
-    say(f"importing {model} as a Hugging Face folder for vLLM")
-    import_hf(model, folder, force=True, progress=False)
 
 
 @dataclass
@@ -179,9 +149,6 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from tritonkit.client import LLMClient
-    from tritonkit.export import main_export
-    from tritonkit.model_repository import build_repository
-    from tritonkit.model_repository.vllm_build import build_vllm_repository
     from tritonkit.serve import TritonServer
 
     for name in ("httpx", "httpx2", "openai"):  # one log line per request otherwise
@@ -189,25 +156,11 @@ def _run(args: argparse.Namespace) -> int:
 
     work = Path(args.workdir).resolve()
     vllm = args.engine == "vllm"
-    export_dir = work / ("hf" if vllm else "export")
-    repo_dir = work / ("repository-vllm" if vllm else "repository")
     with stages(3, "demo") as say:
-        if vllm:
-            _import_for_vllm(args.model, export_dir, say)
-            say("building the model repository (engine: vLLM)")
-            build_vllm_repository(
-                export_dir, repo_dir, name=args.name, force=True, sync_instances=1
-            )
-        else:
-            if _reusable(export_dir, args.model):
-                say(f"reusing the verified export in {export_dir}")
-            else:
-                main_export(args.model, export_dir, force=True, progress=say)
-            say("building the model repository")
-            build_repository(export_dir, repo_dir, name=args.name, force=True, sync_instances=1)
+        prepared = prepare(args.model, args.engine, work, args.name, say)
         say("starting Triton" + (" (vLLM loads in about 30 s)" if vllm else ""))
-    checked = "tritonkit-import.json" if vllm else "export.json"
-    print(f"export:     {export_dir}  (verified against PyTorch, see {checked})")
+    export_dir, repo_dir = prepared.export_dir, prepared.repository
+    print(f"export:     {export_dir}  (verified against PyTorch, see {prepared.report})")
     print(f"repository: {repo_dir}")
 
     messages = [{"role": "user", "content": args.prompt}]
