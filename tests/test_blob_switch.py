@@ -8,13 +8,13 @@ each response must be wholly one version's text.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tritonclient.grpc as grpcclient
+from stream_load import Load
 
 from tritonkit.blob import (
     promote_on_server,
@@ -33,54 +33,6 @@ pytestmark = pytest.mark.slow
 PROMPT = "the quick brown fox jumps"
 PARAMS = {"max_tokens": 16, "min_tokens": 16}  # greedy (temperature 0), fixed length
 THREADS = 4
-
-
-class Load:
-    """Threads streaming the same request in a loop; every outcome is kept with its times."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.results: list[tuple[float, float, str | BaseException]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop) for _ in range(THREADS)]
-
-    def _loop(self) -> None:
-        with LLMClient(self.url, timeout=60) as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                outcome: str | BaseException
-                try:
-                    pieces: list[str] = []
-                    client.generate(PROMPT, on_text=pieces.append, **PARAMS)
-                    outcome = "".join(pieces)
-                except Exception as exc:
-                    outcome = exc
-                with self._lock:
-                    self.results.append((started, time.monotonic(), outcome))
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=120)
-
-    def wait_for(
-        self, text: str, started_after: float, count: int = 4, timeout: float = 60
-    ) -> None:
-        """Until ``count`` responses that started after ``started_after`` read ``text``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                n = sum(1 for s, _, o in self.results if s > started_after and o == text)
-            if n >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {count} responses of the expected version within {timeout}s")
 
 
 def test_publish_promote_rollback_under_streaming_load_fails_nothing(
@@ -105,7 +57,7 @@ def test_publish_promote_rollback_under_streaming_load_fails_nothing(
     )  # fmt: skip
     with server:
         url = server.grpc_url
-        with Load(url) as load:
+        with Load(url, PROMPT, PARAMS, THREADS) as load:
             load.wait_for(text[1], 0)
             result = publish_repository(blob_repos["b"], store)
             assert {m.model: m.version for m in result.models}["llm"] == 2
@@ -128,7 +80,7 @@ def test_publish_promote_rollback_under_streaming_load_fails_nothing(
         assert "\n" not in str(err.value)
         assert [r.version for r in server_versions(url, "llm") if r.state == "READY"] == [1]
         # Control: a naive switch (unload, then load) drops requests, and the check sees it.
-        with Load(url) as naive:
+        with Load(url, PROMPT, PARAMS, THREADS) as naive:
             naive.wait_for(text[1], 0)
             with grpcclient.InferenceServerClient(url) as admin:
                 admin.unload_model("llm")

@@ -12,6 +12,7 @@ setup, or a machine that is not x86_64).
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,17 @@ import openai
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from stream_load import Load
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from triton_raw import cancel_mid_stream, grpc_inputs, grpc_stream, metrics
 from twins import TWIN_IDS, TWINS, open_twin
 
-from tritonkit.blob import publish_repository, pull_repository
+from tritonkit.blob import (
+    promote_on_server,
+    publish_repository,
+    pull_repository,
+    rollback_on_server,
+)
 from tritonkit.client import LLMClient
 from tritonkit.errors import InvalidRequest, RepositoryError, ServerError
 from tritonkit.export.hf_import import PROBE, import_hf, read_import_report
@@ -230,3 +237,54 @@ def test_both_engines_answer_alike_through_every_client(
     assert results["vllm"][1] == 12
     assert "top_p" in results["vllm"][2]
     assert results["onnxruntime"][2].split(": ", 1)[-1] == results["vllm"][2].split(": ", 1)[-1]
+
+
+def test_perf_and_the_gateway_find_a_vllm_versions_tokenizer(served: Any) -> None:
+    """`tritonkit perf --repository` and the gateway's ``repository`` read the tokenizer
+    from the version's Hugging Face folder when it has no tokenizer/ folder."""
+    from tritonkit.model_repository.runtime.layout import tokenizer_dir
+    from tritonkit.perf.inputs import locate
+
+    files = locate(served.repository, "llm")
+    assert (
+        files.tokenizer_dir == served_folder(served) == tokenizer_dir(served_folder(served).parent)
+    )
+    assert (files.tokenizer_dir / "tokenizer.json").is_file()
+
+
+def test_a_version_switch_under_load_fails_nothing(
+    served: Any, azurite: Any, tmp_path: Path
+) -> None:
+    """Version 1 (SmolLM2 on vLLM) streams under load; version 2 (tiny-llama, imported and
+    built the same way: other text) is published, pulled, promoted, then rolled back. No
+    request fails and every answer is wholly one version's."""
+    store = azurite.store(azurite.new_container(), "prod/vllm")
+    publish_repository(served.repository, store)
+    tiny = import_hf("tiny-llama", tmp_path / "tiny-hf", progress=False).output
+    second = build_vllm_repository(tiny, tmp_path / "second", sync_instances=1, max_context=512)
+    repository = tmp_path / "repository"
+    pull_repository(store, repository)
+    params = {"max_tokens": 8, "min_tokens": 8}
+    server = TritonServer(
+        repository, http_port=0, grpc_port=0, metrics_port=0, model_control_mode="explicit",
+        load_models=["llm"], exit_timeout_s=5, log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    with server:
+        url = server.grpc_url
+        with Load(url, PROBE, params, threads=2) as load:
+            first = load.first_text(0)
+            published = publish_repository(second.path, store)
+            assert {m.model: m.version for m in published.models}["llm"] == 2
+            pull_repository(store, repository, force=True)
+            switch = promote_on_server(url, "llm", 2)
+            promoted_at = time.monotonic()
+            assert (switch.before, switch.after) == ([1], [2])
+            other = load.first_text(promoted_at)
+            assert other != first
+            back = rollback_on_server(url, "llm")
+            rolled_back_at = time.monotonic()
+            assert (back.before, back.after) == ([2], [1])
+            assert load.first_text(rolled_back_at) == first
+    outcomes = [o for _, _, o in load.results]
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert set(outcomes) == {first, other} and len(outcomes) >= 6

@@ -86,8 +86,14 @@ def version_numbers(model_dir: str | os.PathLike[str]) -> list[int]:
 
 
 def tokenizer_dir(version_dir: str | os.PathLike[str]) -> Path:
-    """``REPO/NAME/V/tokenizer``: the tokenizer files and reports of an entry version."""
-    return Path(version_dir) / TOKENIZER_DIR
+    """``REPO/NAME/V/tokenizer``: the tokenizer files and reports of an entry version; for
+    a vLLM version, its Hugging Face folder ``REPO/NAME/V/hf``, which holds the same
+    tokenizer files (``tokenizer.json``, the chat template)."""
+    version = Path(version_dir)
+    hf = version / HF_DIR
+    if not (version / TOKENIZER_DIR).exists() and hf.is_dir():
+        return hf
+    return version / TOKENIZER_DIR
 
 
 # ---- decoder.json ----------------------------------------------------------------------
