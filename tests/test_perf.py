@@ -297,6 +297,7 @@ def test_perf_inputs_drive_perf_analyzer_on_both_models(served: Any, tmp_path: P
         export = tmp_path / f"export-{len(list(tmp_path.glob('export-*')))}.json"
         line = f"{command} --request-count 4 --profile-export-file {export}"
         for attempt in range(3):
+            export.unlink(missing_ok=True)  # perf_analyzer refuses an export path that exists
             done = subprocess.run(
                 ["bash", "-c", line], env=env, capture_output=True, text=True, timeout=180
             )
