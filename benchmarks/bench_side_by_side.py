@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import table
 from serving_bench import engine_loop, transformers_generate
 
+from tritonkit.core.layout import read_export_report
 from tritonkit.export import main_export
-from tritonkit.model_repository import build_repository
+from tritonkit.model_repository import RepositorySpec, build_repository
 from tritonkit.model_repository.runtime.engines import open_engine
-from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.perf import run_bench
 from tritonkit.perf.inputs import load_tokenizer, make_prompts
 from tritonkit.serve import TritonServer
@@ -64,7 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.output) if args.output else Path(tmp) / "bench"
         export = main_export("tiny-llama", Path(tmp) / "export").output
-        repo = build_repository(export, Path(tmp) / "repo", sync_instances=1).path
+        repo = build_repository(
+            export, Path(tmp) / "repo", spec=RepositorySpec(sync_instances=1)
+        ).path
         tokenizer = load_tokenizer(repo / "llm" / "1" / "tokenizer")
         ids = tokenizer.encode(make_prompts(tokenizer, PROMPT_TOKENS, 1)[0]).ids
         loaded = load("tiny-llama")

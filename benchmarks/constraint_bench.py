@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import smollm2_export, table
 
 from tritonkit.client import LLMClient
+from tritonkit.core.layout import read_export_report
 from tritonkit.gateway.tools import Tool, ToolChoice, forcing_grammar
-from tritonkit.model_repository import build_repository
+from tritonkit.model_repository import RepositorySpec, build_repository
 from tritonkit.model_repository.runtime.constraints import JSON_OPTIONS, Grammars
-from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.serve import TritonServer
 
 TOOLS = [
@@ -262,7 +262,7 @@ def main() -> None:
         print(table(["library", "tokens", "mask", "mask + apply to the logits"],
                     per_token_table(grammars, tokenizer, vocab)))  # fmt: skip
 
-        repo = build_repository(export, work / "repo", sync_instances=1).path
+        repo = build_repository(export, work / "repo", spec=RepositorySpec(sync_instances=1)).path
         with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
             rows = []
             for c in (1, 8):

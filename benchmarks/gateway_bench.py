@@ -174,10 +174,11 @@ def start_gateway(triton_url: str) -> tuple[subprocess.Popen, str]:
 
 def build_repository(root: Path) -> Path:
     from tritonkit.export import main_export
+    from tritonkit.model_repository import RepositorySpec
     from tritonkit.model_repository import build_repository as build
 
     export = main_export("tiny-llama", root / "export").output
-    return build(export, root / "repo", sync_instances=1).path
+    return build(export, root / "repo", spec=RepositorySpec(sync_instances=1)).path
 
 
 def main() -> None:

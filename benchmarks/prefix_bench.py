@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import smollm2_export, table
 
 from tritonkit.client import LLMClient
-from tritonkit.model_repository import build_repository
+from tritonkit.model_repository import RepositorySpec, build_repository
 from tritonkit.serve import TritonServer
 
 RULES = (
@@ -133,8 +133,8 @@ def main() -> None:
         speed: dict[bool, dict[int, tuple[float, float]]] = {}
         n_times: dict[bool, tuple[float, float]] = {}
         for cache in (True, False):
-            repo = build_repository(export, work / f"repo-{cache}", sync_instances=1,
-                                    prefix_cache=cache, max_batch_size=8).path  # fmt: skip
+            spec = RepositorySpec(sync_instances=1, prefix_cache=cache, max_batch_size=8)
+            repo = build_repository(export, work / f"repo-{cache}", spec=spec).path
             with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
                 if cache:
                     rows = multi_turn(server.grpc_url, tokenizer, args.system_tokens, args.reps)

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _table import smollm2_export, table
 from tokenizers import Tokenizer
 
+from tritonkit.core.layout import read_export_report
+from tritonkit.core.params import parse_request
 from tritonkit.model_repository.runtime import scheduler as sched
 from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.model_repository.runtime.generation import GenerationRequest
-from tritonkit.model_repository.runtime.layout import read_export_report
-from tritonkit.model_repository.runtime.params import parse_request
 
 TEXT = (
     "the harbour office opens at dawn and every captain files a manifest before the "

@@ -29,10 +29,10 @@ from _table import table
 from serving_bench import engine_loop
 
 from tritonkit.client import LLMClient
+from tritonkit.core.layout import read_export_report
 from tritonkit.export import main_export
 from tritonkit.model_repository import build_repository
 from tritonkit.model_repository.runtime.engines import open_engine
-from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.serve import TritonServer
 
 PROMPT = "What is the capital of France? Answer with a short paragraph."

@@ -42,10 +42,10 @@ from _table import table
 
 from tritonkit.client import LLMClient
 from tritonkit.client.chat import ChatTemplate
+from tritonkit.core.layout import read_export_report
 from tritonkit.export import main_export
-from tritonkit.model_repository import build_repository
+from tritonkit.model_repository import RepositorySpec, Vllm, build_repository
 from tritonkit.model_repository.runtime.engines import open_engine
-from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.serve import TritonServer
 
 QUESTION = "What is the capital of France? Answer with a short paragraph."
@@ -140,7 +140,7 @@ def vllm_rows(
     """vLLM in-process (its AsyncLLM, in its own environment) and Triton with tritonkit's
     vLLM engine, at concurrency 1 and 8; none when vLLM's environment is missing."""
     from tritonkit.errors import ServerError
-    from tritonkit.model_repository.vllm_build import build_vllm_repository
+    from tritonkit.model_repository import build_repository
     from tritonkit.serve.python_env import vllm_environment
 
     try:
@@ -166,9 +166,10 @@ def vllm_rows(
     if not rows:
         print(f"vLLM in-process failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
     # The same folder save_pretrained wrote above (the bench's own, so not `export hf`'s).
-    repo = build_vllm_repository(hf_dir, work / "repo-vllm", sync_instances=1,
-                                 allow_unverified=True, max_context=2048,
-                                 prefix_cache=prefix_cache).path  # fmt: skip
+    spec = RepositorySpec(
+        sync_instances=1, allow_unverified=True, max_context=2048, prefix_cache=prefix_cache
+    )
+    repo = build_repository(hf_dir, work / "repo-vllm", Vllm(), spec).path
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
         for concurrency, count in ((1, requests), (8, per_worker)):
             r = triton_requests(server.grpc_url, prompt, n, count, concurrency)
@@ -197,7 +198,9 @@ def bench_model(model: str, n: int, requests: int, work: Path, prefix_cache: boo
     export = main_export(model, work / "export").output
     report = read_export_report(export)
     export_s = time.perf_counter() - t0
-    repo = build_repository(export, work / "repo", sync_instances=1, prefix_cache=prefix_cache).path
+    repo = build_repository(
+        export, work / "repo", spec=RepositorySpec(sync_instances=1, prefix_cache=prefix_cache)
+    ).path
     loaded = load(model, progress=False)
     template = ChatTemplate.from_dir(export)
     prompt = template.render([{"role": "user", "content": QUESTION}])

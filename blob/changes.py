@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tritonkit.model_repository.runtime.layout import DECODER_REF
+from tritonkit.core.layout import DECODER_REF
 
 from .manifest import Manifest, hash_file
 from .remote import RemoteModel

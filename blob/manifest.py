@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tritonkit.core import layout
+from tritonkit.core.layout import CONFIG_FILE as CONFIG
+from tritonkit.core.layout import DECODER_REF
 from tritonkit.errors import BlobError, RepositoryError
-from tritonkit.model_repository.runtime import layout
-from tritonkit.model_repository.runtime.layout import CONFIG_FILE as CONFIG
-from tritonkit.model_repository.runtime.layout import DECODER_REF
 
 MANIFEST = "manifest.json"
 RELEASES = "releases"  # PREFIX/releases/: reserved for release.py, never a model

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit import __version__
+from tritonkit.core import layout
 from tritonkit.errors import RepositoryError, UsageError
-from tritonkit.model_repository.runtime import layout
 
 from ._parallel import run_all
 from .changes import Latest, hash_if_comparable, latest, same_content

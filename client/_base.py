@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tritonkit.errors import UsageError
-from tritonkit.model_repository.runtime.interface import (  # the model's declared inputs
+from tritonkit.core.interface import (  # the model's declared inputs
     ENTRY_INPUTS,
     SCALAR_INPUTS,
 )
+from tritonkit.errors import UsageError
 
 from .chat import ChatTemplate
 from .errors import InvalidRequest, ServerStreamError, from_triton

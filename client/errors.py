@@ -23,6 +23,11 @@ from typing import Any
 
 import httpx
 
+from tritonkit.core.interface import (
+    ERROR_ENGINE_FAILED,
+    ERROR_SERVER_BUSY,
+    error_code,
+)
 from tritonkit.errors import (
     APIRestricted,
     ClientError,
@@ -33,11 +38,6 @@ from tritonkit.errors import (
     ServerBusy,
     ServerStreamError,
     Timeout,
-)
-from tritonkit.model_repository.runtime.interface import (
-    ERROR_ENGINE_FAILED,
-    ERROR_SERVER_BUSY,
-    error_code,
 )
 
 __all__ = [

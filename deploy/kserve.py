@@ -33,8 +33,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritonkit.core.layout import decoder_model_name
 from tritonkit.errors import ManifestError
-from tritonkit.model_repository.runtime.layout import decoder_model_name
 
 from .release_ref import (
     DEMO_ENTRY_MODELS,

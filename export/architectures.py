@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritonkit.core.layout import ModelDims
 from tritonkit.errors import UnsupportedModelError
-from tritonkit.model_repository.runtime.layout import ModelDims
 
 __all__ = ["ModelDims", "check_architecture", "dims_of", "supported_architectures"]
 

@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tritonkit.core.layout import ONNX_FILE
 from tritonkit.errors import ExportError, UsageError
-from tritonkit.model_repository.runtime.layout import ONNX_FILE
 
 FUSED = "fused"
 CONCAT = "concat"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonkit.core.layout import IMPORT_REPORT
 from tritonkit.errors import ExportError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
-from tritonkit.model_repository.runtime.layout import IMPORT_REPORT
 
 from .from_gguf import sha256_file
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tritonkit import __version__
+from tritonkit.core.layout import EXPORT_REPORT, GENERATION_FILE, ONNX_FILE
 from tritonkit.errors import ExportError, UsageError, VerificationError
 from tritonkit.fsutil import check_output_dir, staged_output
-from tritonkit.model_repository.runtime.layout import EXPORT_REPORT, GENERATION_FILE, ONNX_FILE
 
 from .architectures import BATCH, PAST_SEQUENCE, SEQUENCE, TOTAL_SEQUENCE, ModelDims, dims_of
 from .compat import graph_min_onnxruntime, onnxruntime_conflict, onnxruntime_distributions

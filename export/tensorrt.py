@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from tritonkit.errors import ExportError, UsageError, VerificationError
-from tritonkit.fsutil import check_output_dir, staged_output
-from tritonkit.model_repository.runtime.layout import (
+from tritonkit.core.layout import (
     TENSORRT_PROFILES,
     TENSORRT_REPORT,
     ExportReport,
     LayoutError,
     read_export_report,
 )
+from tritonkit.errors import ExportError, UsageError, VerificationError
+from tritonkit.fsutil import check_output_dir, staged_output
 
 from .verify import CHECK_POINTS, CheckPoint, _mask_and_positions
 

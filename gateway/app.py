@@ -29,8 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tritonkit.client import AsyncLLMClient, ClientError, StreamChunk
+from tritonkit.core.params import MAX_GUIDE_CHARS
 from tritonkit.errors import ChatTemplateError, UsageError
-from tritonkit.model_repository.runtime.params import MAX_GUIDE_CHARS
 
 from . import json_body
 from .auth import KeyChecker, presented_key

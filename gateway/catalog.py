@@ -26,7 +26,7 @@ from typing import Any
 
 from tritonkit.client import AsyncLLMClient, ModelNotFound
 from tritonkit.client.chat import ChatTemplate
-from tritonkit.model_repository.runtime.layout import tokenizer_dir
+from tritonkit.core.layout import tokenizer_dir
 
 from .http_errors import unknown_model
 from .replicas import ReplicaPool

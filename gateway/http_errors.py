@@ -34,11 +34,11 @@ from tritonkit.client.errors import (
     ServerBusy,
     Timeout,
 )
-from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
+from tritonkit.core.interface import ENTRY_INPUTS
 
 # Triton input names -> the OpenAI parameter a client set to fill them.
 # The model's messages about a request start with the input they are about
-# (model_repository/runtime/params.py): every declared input, with the OpenAI parameter
+# (core/params.py): every declared input, with the OpenAI parameter
 # it comes from where the names differ (None: an input with no OpenAI parameter).
 _RENAMED: dict[str, str | None] = {
     "stop_words": "stop", "text_input": "prompt", "min_length": "min_tokens",

@@ -14,10 +14,9 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonkit.core import interface
+from tritonkit.core.layout import CONFIG_FILE, TENSORRT_PROFILES, ReportTensor
 from tritonkit.errors import RepositoryError
-
-from .runtime import interface
-from .runtime.layout import CONFIG_FILE, TENSORRT_PROFILES, ReportTensor
 
 
 @dataclass(frozen=True)
@@ -31,12 +30,12 @@ class TensorSpec:
 
 
 def entry_inputs() -> list[TensorSpec]:
-    """The entry model's inputs, as ``runtime/interface.py`` declares them."""
+    """The entry model's inputs, as ``core/interface.py`` declares them."""
     return [_spec(t) for t in interface.ENTRY_INPUTS]
 
 
 def entry_outputs() -> list[TensorSpec]:
-    """The entry model's outputs, as ``runtime/interface.py`` declares them."""
+    """The entry model's outputs, as ``core/interface.py`` declares them."""
     return [_spec(t) for t in interface.ENTRY_OUTPUTS]
 
 

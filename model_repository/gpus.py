@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonkit.core.layout import ExportReport
 from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.versions import ONNXRUNTIME, TRITON_ONNXRUNTIME, TRITON_TAG, at_least
-
-from .runtime.layout import ExportReport
 
 GIB = 1 << 30
 RESERVED = 1 * GIB  # CUDA context, onnxruntime's arena and workspaces, logits

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonkit.core import layout
 from tritonkit.errors import RepositoryError
 from tritonkit.table import render
 
 from . import config as cfg
-from .runtime import layout
 
 
 @dataclass

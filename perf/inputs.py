@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from tritonkit.core import layout
 from tritonkit.errors import RepositoryError, UsageError
-from tritonkit.model_repository.runtime import layout
 
 # Prompts are drawn from these words (in a seeded random order, so each prompt differs).
 _TEXT = (
@@ -161,7 +161,7 @@ RUN_INPUTS = ("text_input", "max_tokens", "min_tokens", "stream", "exclude_input
 
 def request_inputs(pairs: Sequence[str]) -> dict[str, list[Any]]:
     """``NAME=VALUE`` pairs (``--request-input``) as perf_analyzer input data values,
-    typed by the entry model's declaration (``runtime/interface.py``). A BYTES input
+    typed by the entry model's declaration (``core/interface.py``). A BYTES input
     declared with many values (``guided_choice``, ``stop_words``) takes a JSON list;
     ``@FILE`` reads a value from a file.
 
@@ -169,7 +169,7 @@ def request_inputs(pairs: Sequence[str]) -> dict[str, list[Any]]:
         UsageError: no ``=``, an input the model does not declare or the run sets
             itself, a value of the wrong type, or a file that cannot be read.
     """
-    from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
+    from tritonkit.core.interface import ENTRY_INPUTS
 
     declared = {t.name: t for t in ENTRY_INPUTS}
     values: dict[str, list[Any]] = {}

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tritonkit.core import layout
 from tritonkit.errors import BenchError, ToolFailed, UsageError
-from tritonkit.model_repository.runtime import layout
 
 from . import tools
 from .inputs import entry_input_data, load_tokenizer, locate, make_prompts

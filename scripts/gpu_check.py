@@ -140,9 +140,11 @@ def run_gpu_checks(work: Path) -> bool:
     def repo() -> str:
         if "float16" not in state:
             raise Skip("the float16 export failed")
-        from tritonkit.model_repository import build_repository, validate_repository
+        from tritonkit.model_repository import RepositorySpec, build_repository, validate_repository
 
-        built = build_repository(state["float16"], work / "repo", target="gpu", force=True)
+        built = build_repository(
+            state["float16"], work / "repo", spec=RepositorySpec(target="gpu"), force=True
+        )
         report = validate_repository(built.path)
         if not report.ok:
             raise RuntimeError(report.failures[0])
@@ -161,8 +163,8 @@ def engine(state: dict[str, Any]) -> str:
     """The engine exactly as the entry model opens it on a GPU instance."""
     import numpy as np
 
+    from tritonkit.core.layout import read_export_report
     from tritonkit.model_repository.runtime.engines import open_engine
-    from tritonkit.model_repository.runtime.layout import read_export_report
 
     if "float16" not in state:
         raise Skip("the float16 export failed")

@@ -117,7 +117,7 @@ def blob_repos(served: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     ``a``: tiny-llama (what ``served`` serves as ``llm``); ``b``: the tiny Llama of seed 0
     (what ``served`` serves as ``llama``), renamed ``llm``; so their greedy texts differ.
     """
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import RepositorySpec, build_repository
 
     exports = served.repository.parent / "exports"
     root = tmp_path_factory.mktemp("blob-repos")
@@ -125,6 +125,6 @@ def blob_repos(served: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     for key, export in (("a", "llm"), ("b", "llama")):
         assert (exports / export / "export.json").is_file(), exports
         repos[key] = build_repository(
-            exports / export, root / key, name="llm", sync_instances=1
+            exports / export, root / key, spec=RepositorySpec(name="llm", sync_instances=1)
         ).path
     return repos

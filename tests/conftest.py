@@ -114,7 +114,7 @@ class Served:
 def build_served_repository(root: Path, models: dict[str, str]) -> tuple[Path, dict[str, Path]]:
     """Export each ``name -> arch`` (``tiny-llama`` for the embedded one) into one repository."""
     from tritonkit.export import main_export, tiny
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import RepositorySpec, build_repository
 
     repository = root / "repository"
     repository.mkdir()
@@ -127,7 +127,9 @@ def build_served_repository(root: Path, models: dict[str, str]) -> tuple[Path, d
         sources[name] = src
         main_export(str(src), root / "exports" / name)
         built = build_repository(
-            root / "exports" / name, root / "repos" / name, name=name, sync_instances=2
+            root / "exports" / name,
+            root / "repos" / name,
+            spec=RepositorySpec(name=name, sync_instances=2),
         )
         for model_dir in built.path.iterdir():
             shutil.move(str(model_dir), repository / model_dir.name)
@@ -188,11 +190,13 @@ def smollm2_reference() -> Any:
 @pytest.fixture(scope="session")
 def smollm2_served(smollm2_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Triton serving SmolLM2 as ``smol`` (entry), ``smol_decoder`` and ``smol_sync``."""
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import RepositorySpec, build_repository
     from tritonkit.serve import TritonServer
 
     root = tmp_path_factory.mktemp("smollm2")
-    built = build_repository(smollm2_export, root / "repository", name="smol", sync_instances=1)
+    built = build_repository(
+        smollm2_export, root / "repository", spec=RepositorySpec(name="smol", sync_instances=1)
+    )
     server = TritonServer(
         built.path,
         http_port=0,

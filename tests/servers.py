@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritonkit.model_repository import config as cfg
-from tritonkit.model_repository.runtime.interface import (
+from tritonkit.core.interface import (
     ERROR_ENGINE_FAILED,
     ERROR_SERVER_BUSY,
     coded_error,
 )
+from tritonkit.model_repository import config as cfg
 from tritonkit.serve import TritonServer
 
 # The toy model's source: a decoupled python-backend "llm" that echoes the prompt's
@@ -25,7 +25,7 @@ TOY_PIECE_DELAY_S = "0.002"  # the toy's pause between pieces (config parameter)
 
 def toy_config() -> Any:
     """The toy model's config: the real entry model's (inputs and outputs from
-    ``runtime/interface.py``), with only the toy's own parameter."""
+    ``core/interface.py``), with only the toy's own parameter."""
     config = cfg.entry_config("llm", "none", "cpu", max_batch_size=16, max_context=256)
     config.ClearField("parameters")
     config.parameters["piece_delay_s"].string_value = TOY_PIECE_DELAY_S

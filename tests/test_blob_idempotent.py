@@ -20,7 +20,7 @@ from tritonkit.blob import (
     server_versions,
 )
 from tritonkit.client import LLMClient
-from tritonkit.model_repository import build_repository, validate_repository
+from tritonkit.model_repository import RepositorySpec, build_repository, validate_repository
 from tritonkit.model_repository import config as cfg
 from tritonkit.serve import TritonServer
 
@@ -96,7 +96,7 @@ def rebuilt(served: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         shutil.copytree(served.repository.parent / "exports" / "llm", root / "export")
         change(root / "export")
         repos[name] = build_repository(
-            root / "export", root / "repo", name="llm", sync_instances=1
+            root / "export", root / "repo", spec=RepositorySpec(name="llm", sync_instances=1)
         ).path
     return repos
 
@@ -301,7 +301,7 @@ def test_the_published_decoder_json_keeps_the_graph_file(tmp_path: Path, graph: 
     # decoder.json to name the published decoder version, and must keep the file.
     from tritonkit.blob.manifest import LocalModel
     from tritonkit.blob.publish import _decoder_item
-    from tritonkit.model_repository.runtime import layout
+    from tritonkit.core import layout
 
     version_dir = tmp_path / "llm" / "1"
     version_dir.mkdir(parents=True)

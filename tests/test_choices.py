@@ -12,10 +12,10 @@ import pytest
 from test_prefix_cache import Runner, drain
 
 from tritonkit.client import InvalidRequest, LLMClient
+from tritonkit.core.params import parse_request
 from tritonkit.export import main_export
 from tritonkit.gateway import GatewayConfig, GatewayServer
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
-from tritonkit.model_repository.runtime.params import parse_request
 
 PROMPT = "The harbour office opens at dawn and"
 

@@ -13,9 +13,9 @@ import jsonschema
 import numpy as np
 import pytest
 
+from tritonkit.core.params import RequestError, parse_request
 from tritonkit.model_repository.runtime.constraints import Grammars
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output, coalesce
-from tritonkit.model_repository.runtime.params import RequestError, parse_request
 from tritonkit.model_repository.runtime.sampling import Sampler, log_softmax, top_logprobs
 
 EOS = 2

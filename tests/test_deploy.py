@@ -308,11 +308,22 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     from tritonclient.grpc import model_config_pb2 as mc
 
     from tritonkit.export import main_export
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import (
+        OnnxRuntime,
+        RepositorySpec,
+        TensorRTPlan,
+        build_repository,
+        engine_spec,
+    )
 
     # concat: a fused graph exported on the CPU is refused for a GPU (test_gpu_path.py)
     export = main_export(str(tiny_model_folder("llama")), tmp_path / "e", graph="concat").output
-    gpu = build_repository(export, tmp_path / "gpu", target="gpu", tensorrt_accelerator=True)
+    gpu = build_repository(
+        export,
+        tmp_path / "gpu",
+        OnnxRuntime(tensorrt_accelerator=True),
+        RepositorySpec(target="gpu"),
+    )
     dec = text_format.Parse(
         (gpu.path / "llm_decoder" / "config.pbtxt").read_text(), mc.ModelConfig()
     )
@@ -327,7 +338,9 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / "model.plan").write_bytes(b"placeholder")
-    trt = build_repository(export, tmp_path / "trt", target="gpu", backend="tensorrt", plan=engine)
+    trt = build_repository(
+        export, tmp_path / "trt", TensorRTPlan(plan=engine), RepositorySpec(target="gpu")
+    )
     dec = text_format.Parse(
         (trt.path / "llm_decoder" / "config.pbtxt").read_text(), mc.ModelConfig()
     )
@@ -335,8 +348,15 @@ def test_gpu_target_configs(tmp_path, tiny_model_folder):
     assert (trt.path / "llm_decoder" / "1" / "model.onnx").is_file()  # the entry model's graph
     ref = json.loads((trt.path / "llm" / "1" / "decoder.json").read_text())
     assert ref == {"model": "llm_decoder", "version": 1}
-    with pytest.raises(UsageError, match="--plan DIR"):
-        build_repository(export, tmp_path / "x", target="gpu", backend="tensorrt")
+    with pytest.raises(UsageError, match=r"--plan DIR holding model\.plan"):
+        build_repository(
+            export, tmp_path / "x", TensorRTPlan(plan=tmp_path), RepositorySpec(target="gpu")
+        )
+    with pytest.raises(UsageError, match="--engine tensorrt needs --plan"):
+        engine_spec("tensorrt", tensorrt_accelerator=True)  # what the CLI builds from flags
+    with pytest.raises(UsageError, match="--engine tensorrt needs --target gpu"):
+        build_repository(export, tmp_path / "x", TensorRTPlan(plan=engine))
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_tag_that_is_not_a_tag_is_refused_before_any_shell_sees_it(project, tmp_path):

@@ -223,8 +223,8 @@ def graph_kinds(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.slow
 def test_the_gpu_images_onnxruntime_loads_every_graph_kind(graph_kinds):
+    from tritonkit.core.layout import read_export_report
     from tritonkit.export.compat import graph_min_onnxruntime
-    from tritonkit.model_repository.runtime.layout import read_export_report
 
     graphs = {kind: folder / "model.onnx" for kind, folder in graph_kinds.items()}
     minimums = {kind: graph_min_onnxruntime(path) for kind, path in graphs.items()}
@@ -325,9 +325,9 @@ def test_a_gpu_session_that_would_run_on_the_cpu_fails_to_load(tmp_path, monkeyp
 
 
 def test_tensorrt_provider_options_cover_every_input(tmp_path, tiny_model_folder):
+    from tritonkit.core.layout import read_export_report
     from tritonkit.export import main_export
     from tritonkit.model_repository.runtime.engines import tensorrt_provider_options
-    from tritonkit.model_repository.runtime.layout import read_export_report
 
     for graph in ("concat", "fused"):
         folder = main_export(str(tiny_model_folder("llama")), tmp_path / graph, graph=graph)
@@ -380,7 +380,11 @@ def test_tensorrt_engines_are_judged_by_their_build_precision():
 
 def test_the_tensorrt_plan_config_lists_both_profiles(tmp_path, tiny_model_folder):
     from tritonkit.export import main_export
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import (
+        RepositorySpec,
+        TensorRTPlan,
+        build_repository,
+    )
     from tritonkit.model_repository import config as cfg
 
     export = main_export(str(tiny_model_folder("llama")), tmp_path / "e", graph="concat").output
@@ -388,13 +392,17 @@ def test_the_tensorrt_plan_config_lists_both_profiles(tmp_path, tiny_model_folde
     engine.mkdir()
     (engine / "model.plan").write_bytes(b"placeholder: engines need a GPU")
     (engine / "tensorrt.json").write_text(json.dumps({"profiles": ["prefill", "decode"]}))
-    built = build_repository(export, tmp_path / "r", target="gpu", backend="tensorrt", plan=engine)
+    built = build_repository(
+        export, tmp_path / "r", TensorRTPlan(plan=engine), RepositorySpec(target="gpu")
+    )
     decoder = cfg.read(built.path / "llm_decoder")
     assert decoder.platform == "tensorrt_plan"
     assert list(decoder.instance_group[0].profile) == ["0", "1"]
     (engine / "tensorrt.json").write_text(json.dumps({"profiles": ["only"]}))
     with pytest.raises(UsageError, match="optimization profiles"):
-        build_repository(export, tmp_path / "r2", target="gpu", backend="tensorrt", plan=engine)
+        build_repository(
+            export, tmp_path / "r2", TensorRTPlan(plan=engine), RepositorySpec(target="gpu")
+        )
 
 
 # ---- what a GPU repository may hold, and its KV cache ------------------------------------
@@ -402,36 +410,48 @@ def test_the_tensorrt_plan_config_lists_both_profiles(tmp_path, tiny_model_folde
 
 def test_a_gpu_repository_refuses_graphs_the_image_cannot_serve(tmp_path, tiny_model_folder):
     from tritonkit.export import main_export
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import OnnxRuntime, RepositorySpec, build_repository
 
     src = str(tiny_model_folder("llama"))
     fused = main_export(src, tmp_path / "fused", graph="fused").output
     with pytest.raises(RepositoryError, match=r"exported for the CPU.*--device cuda"):
-        build_repository(fused, tmp_path / "r1", target="gpu")
-    build_repository(fused, tmp_path / "r-cpu", target="cpu")  # fine where it was made for
+        build_repository(fused, tmp_path / "r1", spec=RepositorySpec(target="gpu"))
+    build_repository(
+        fused, tmp_path / "r-cpu", spec=RepositorySpec(target="cpu")
+    )  # fine where it was made for
 
     report = json.loads((fused / "export.json").read_text())
     report["device"] = "cuda"  # as if exported on a GPU: TensorRT still cannot take it
     (fused / "export.json").write_text(json.dumps(report))
     with pytest.raises(RepositoryError, match="--tensorrt-accelerator cannot take the fused"):
-        build_repository(fused, tmp_path / "r1b", target="gpu", tensorrt_accelerator=True)
+        build_repository(
+            fused,
+            tmp_path / "r1b",
+            OnnxRuntime(tensorrt_accelerator=True),
+            RepositorySpec(target="gpu"),
+        )
 
     concat = main_export(src, tmp_path / "concat", graph="concat").output
-    build_repository(concat, tmp_path / "r2", target="gpu", tensorrt_accelerator=True)
+    build_repository(
+        concat,
+        tmp_path / "r2",
+        OnnxRuntime(tensorrt_accelerator=True),
+        RepositorySpec(target="gpu"),
+    )
     report = json.loads((concat / "export.json").read_text())
     report["min_onnxruntime"] = "1.99"
     (concat / "export.json").write_text(json.dumps(report))
     with pytest.raises(
         RepositoryError, match=rf"needs onnxruntime >= 1.99.*{versions.ONNXRUNTIME}"
     ):
-        build_repository(concat, tmp_path / "r3", target="gpu")
+        build_repository(concat, tmp_path / "r3", spec=RepositorySpec(target="gpu"))
     del report["min_onnxruntime"]  # an export made before the field: read from the graph
     (concat / "export.json").write_text(json.dumps(report))
-    build_repository(concat, tmp_path / "r4", target="gpu")
+    build_repository(concat, tmp_path / "r4", spec=RepositorySpec(target="gpu"))
 
 
 def _report(layers: int, kv: int, hd: int, context: int, dtype: str = "float16") -> object:
-    from tritonkit.model_repository.runtime.layout import ExportReport
+    from tritonkit.core.layout import ExportReport
 
     dims = dict(num_layers=layers, num_attention_heads=4 * kv, num_kv_heads=kv, head_dim=hd,
                 hidden_size=4 * kv * hd, vocab_size=128256, max_positions=context)  # fmt: skip

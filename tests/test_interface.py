@@ -1,4 +1,4 @@
-"""The entry model's request interface is declared once (``runtime/interface.py``): the
+"""The entry model's request interface is declared once (``core/interface.py``): the
 client, the request parser, the config writer, the gateway's request bodies, the CLI's
 flags, perf's request inputs and the toy model's config must agree with that
 declaration. Pure: no server."""
@@ -17,12 +17,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonkit.cli.client_cmd import request_flags
 from tritonkit.client._base import SCALAR_INPUTS, GenerationParams, request_arrays, request_values
+from tritonkit.core import interface
+from tritonkit.core.interface import EntryTensor
+from tritonkit.core.params import RequestSettings, parse_request
 from tritonkit.errors import UsageError
 from tritonkit.gateway.schemas import ChatCompletionRequest, CompletionRequest, parse_body
 from tritonkit.model_repository import config as cfg
-from tritonkit.model_repository.runtime import interface
-from tritonkit.model_repository.runtime.interface import EntryTensor
-from tritonkit.model_repository.runtime.params import RequestSettings, parse_request
 from tritonkit.perf import inputs as perf_inputs
 
 _NUMPY = {"BOOL": np.bool_, "INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32}

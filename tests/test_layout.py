@@ -1,4 +1,4 @@
-"""The repository layout, declared once (``runtime/layout.py``): the decoder reference,
+"""The repository layout, declared once (``core/layout.py``): the decoder reference,
 the typed export report, version folders. Pure: no export, no server."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tritonkit.model_repository.runtime import layout
-from tritonkit.model_repository.runtime.layout import DecoderRef, ExportReport, LayoutError
+from tritonkit.core import layout
+from tritonkit.core.layout import DecoderRef, ExportReport, LayoutError
 
 DIMS = dict(
     num_layers=2, num_attention_heads=4, num_kv_heads=2, head_dim=16,

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from tritonkit.core.layout import read_export_report
+from tritonkit.core.params import parse_request
 from tritonkit.export import main_export
 from tritonkit.model_repository.runtime.engines import MIN_COPY_TOKENS, FusedEngine, open_engine
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
-from tritonkit.model_repository.runtime.layout import read_export_report
-from tritonkit.model_repository.runtime.params import parse_request
 from tritonkit.model_repository.runtime.scheduler import Scheduler
 
 SYSTEM = (

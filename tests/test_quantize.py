@@ -167,10 +167,12 @@ def test_smollm2_int4_with_one_layer_scaled_falls_far_below_the_bar(
 
 
 def test_smollm2_int4_served_by_triton_answers_the_chat(smollm2_int4_export: Path, tmp_path):
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import RepositorySpec, build_repository
     from tritonkit.serve import TritonServer
 
-    built = build_repository(smollm2_int4_export, tmp_path / "repo", name="smol4")
+    built = build_repository(
+        smollm2_int4_export, tmp_path / "repo", spec=RepositorySpec(name="smol4")
+    )
     with (
         TritonServer(built.path, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=3) as s,
         LLMClient(s.grpc_url, model="smol4") as client,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -11,7 +12,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonkit.cli import run
 from tritonkit.errors import RepositoryError, UsageError
 from tritonkit.export import main_export
-from tritonkit.model_repository import build_repository, config, validate_repository
+from tritonkit.model_repository import (
+    OnnxRuntime,
+    RepositorySpec,
+    build_repository,
+    config,
+    validate_repository,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,9 @@ def test_config_round_trips_through_the_protobuf_schema():
 
 
 def test_build_writes_a_valid_repository(export_dir, tmp_path):
-    built = build_repository(export_dir, tmp_path / "repo", name="chat", sync_instances=1)
+    built = build_repository(
+        export_dir, tmp_path / "repo", spec=RepositorySpec(name="chat", sync_instances=1)
+    )
     report = validate_repository(built.path)
     assert report.ok, report.table()
     assert {p.name for p in built.path.iterdir()} == {"chat", "chat_decoder", "chat_sync"}
@@ -64,7 +73,9 @@ def test_build_writes_a_valid_repository(export_dir, tmp_path):
 
 
 def test_validate_finds_what_is_broken(export_dir, tmp_path):
-    repo = build_repository(export_dir, tmp_path / "repo", sync_instances=1).path
+    repo = build_repository(
+        export_dir, tmp_path / "repo", spec=RepositorySpec(sync_instances=1)
+    ).path
     (repo / "llm" / "1" / "tokenizer" / "tokenizer.json").unlink()
     shutil.rmtree(repo / "llm_decoder" / "1")
     text = (repo / "llm_sync" / "config.pbtxt").read_text()
@@ -80,7 +91,9 @@ def test_validate_finds_what_is_broken(export_dir, tmp_path):
 
 
 def test_decoder_config_must_match_its_graph(export_dir, tmp_path):
-    repo = build_repository(export_dir, tmp_path / "repo", sync_instances=1).path
+    repo = build_repository(
+        export_dir, tmp_path / "repo", spec=RepositorySpec(sync_instances=1)
+    ).path
     dec = config.read(repo / "llm_decoder")
     del dec.input[-1]  # forget one past_key_values input
     config.write(dec, repo / "llm_decoder")
@@ -92,7 +105,7 @@ def test_build_refuses_bad_input(export_dir, tmp_path):
     with pytest.raises(RepositoryError, match=r"no export\.json"):
         build_repository(tmp_path, tmp_path / "out")
     with pytest.raises(UsageError, match="unknown target"):
-        build_repository(export_dir, tmp_path / "out", target="tpu")
+        build_repository(export_dir, tmp_path / "out", spec=RepositorySpec(target="tpu"))
     out = tmp_path / "busy"
     out.mkdir()
     (out / "keep").write_text("mine")
@@ -105,12 +118,17 @@ def test_build_refuses_bad_input(export_dir, tmp_path):
     (unverified / "export.json").write_text(json.dumps({**report, "passed": False}))
     with pytest.raises(RepositoryError, match="failed verification"):
         build_repository(unverified, tmp_path / "o2")
-    assert build_repository(unverified, tmp_path / "o3", allow_unverified=True).path.is_dir()
+    assert build_repository(
+        unverified, tmp_path / "o3", spec=RepositorySpec(allow_unverified=True)
+    ).path.is_dir()
 
 
 def test_context_and_prefill_chunk_reach_the_entry_config(export_dir, tmp_path):
     built = build_repository(
-        export_dir, tmp_path / "repo", max_context=128, prefill_chunk=32, max_batch_size=4
+        export_dir,
+        tmp_path / "repo",
+        OnnxRuntime(prefill_chunk=32),
+        RepositorySpec(max_context=128, max_batch_size=4),
     )
     params = config.read(built.path / "llm").parameters
     assert params["max_context"].string_value == "128"
@@ -120,7 +138,101 @@ def test_context_and_prefill_chunk_reach_the_entry_config(export_dir, tmp_path):
     rows = 2 * dims["num_layers"] * 4 * dims["num_kv_heads"] * 128 * dims["head_dim"] * 4
     assert built.kv_cache_bytes == rows
     with pytest.raises(UsageError, match="--max-context"):
-        build_repository(export_dir, tmp_path / "r2", max_context=dims["max_positions"] + 1)
+        build_repository(
+            export_dir, tmp_path / "r2", spec=RepositorySpec(max_context=dims["max_positions"] + 1)
+        )
     with pytest.raises(UsageError, match="--prefill-chunk"):
-        build_repository(export_dir, tmp_path / "r3", prefill_chunk=0)
+        build_repository(export_dir, tmp_path / "r3", OnnxRuntime(prefill_chunk=0))
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+# ---- the slot for engines, and the runtime each repository carries ----------------------
+
+
+def test_the_runtime_copy_imports_without_tritonkit(export_dir, tmp_path):
+    """Inside Triton (the GPU image, vLLM's environment) tritonkit is not installed: the
+    repository's tritonkit_runtime must import with tritonkit unimportable."""
+    import subprocess
+    import sys
+
+    from tritonkit.core import layout
+    from tritonkit.model_repository.builders.common import copy_runtime
+
+    built = build_repository(export_dir, tmp_path / "repo", spec=RepositorySpec(sync_instances=1))
+    runtime = built.path / "llm" / "1" / layout.RUNTIME_PACKAGE
+    modules = sorted(p.stem for p in runtime.glob("*.py"))
+    assert {"interface", "layout", "params", "scheduler", "vllm_params"} <= set(modules)
+    for path in runtime.glob("*.py"):
+        assert not re.search(r"^\s*(from|import) tritonkit\b", path.read_text(), re.M), path
+    probe = (
+        "import sys; sys.modules['tritonkit'] = None\n"  # any `import tritonkit...` now fails
+        f"sys.path.insert(0, {str(runtime.parent)!r})\n"
+        "import importlib\n"
+        f"for m in {modules!r}: importlib.import_module('tritonkit_runtime.' + m)\n"
+        "from tritonkit_runtime.params import parse_request\n"
+        "from tritonkit_runtime.interface import ENTRY_INPUTS\n"
+        "print(len(ENTRY_INPUTS))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The probe can fail: an absolute core import the copy did not rewrite is caught.
+    broken = tmp_path / "broken"
+    import tritonkit.model_repository.builders.common as common
+
+    original = common.SOURCES
+    try:
+        common.SOURCES = tmp_path / "bad"
+        (tmp_path / "bad" / "runtime").mkdir(parents=True)
+        (tmp_path / "bad" / "runtime" / "x.py").write_text("from tritonkit.errors import E\n")
+        with pytest.raises(RepositoryError, match=r"imports tritonkit outside tritonkit\.core"):
+            copy_runtime(broken)
+    finally:
+        common.SOURCES = original
+
+
+def test_an_engine_is_one_spec_and_one_builder(export_dir, tmp_path, monkeypatch):
+    """A further engine plugs in through the slot alone: its spec names its builder module,
+    ``build_repository`` checks the shared settings and the engine's, then calls it."""
+    import dataclasses
+    import sys
+    import types
+    from typing import ClassVar
+
+    from tritonkit.model_repository import EngineSpec, engine_spec
+    from tritonkit.model_repository.spec import ENGINES, BuiltRepository
+
+    calls = []
+
+    def build(source, output, spec, engine, force):
+        calls.append((source, output, spec, engine, force))
+        output.mkdir()
+        return BuiltRepository(output, spec.name, "", spec.version, spec.target, engine.kind)
+
+    monkeypatch.setitem(sys.modules, "toy_builder", types.SimpleNamespace(build=build))
+
+    @dataclasses.dataclass(frozen=True)
+    class Toy(EngineSpec):
+        kind: ClassVar[str] = "toy"
+        builder: ClassVar[str] = "toy_builder"
+        source: ClassVar[str] = "any folder"
+        width: int = 1
+
+        def check(self, spec: RepositorySpec) -> None:
+            if self.width < 1:
+                raise UsageError("--width must be >= 1")
+
+    built = build_repository(export_dir, tmp_path / "t", Toy(width=2), RepositorySpec(name="t"))
+    assert (built.engine, built.entry_model) == ("toy", "t")
+    assert calls[0][0] == export_dir.resolve() and calls[0][3] == Toy(width=2)
+    with pytest.raises(UsageError, match="--width"):
+        build_repository(export_dir, tmp_path / "t2", Toy(width=0))
+    with pytest.raises(UsageError, match="model name"):
+        build_repository(export_dir, tmp_path / "t3", Toy(), RepositorySpec(name="a b"))
+    assert len(calls) == 1  # checks run before the builder is called
+    # The CLI's engines: each spec comes from flags, other engines' flags ignored.
+    assert set(ENGINES) == {"onnxruntime", "tensorrt", "vllm"}
+    flags = {"prefill_chunk": 64, "dtype": "bfloat16", "cpu_kv_cache_gib": None, "plan": None}
+    assert engine_spec("onnxruntime", **flags) == OnnxRuntime(prefill_chunk=64)
+    assert engine_spec("vllm", **flags).dtype == "bfloat16"  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="unknown engine 'trtllm'"):
+        engine_spec("trtllm")

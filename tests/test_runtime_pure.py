@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tritonkit.model_repository.runtime.detok import IncrementalDetokenizer
-from tritonkit.model_repository.runtime.params import (
+from tritonkit.core.params import (
     DEFAULT_MAX_TOKENS,
     MAX_STOP_CHARS,
     MAX_STOP_WORDS,
@@ -27,6 +26,7 @@ from tritonkit.model_repository.runtime.params import (
     parse_request,
     resolve_max_new_tokens,
 )
+from tritonkit.model_repository.runtime.detok import IncrementalDetokenizer
 from tritonkit.model_repository.runtime.sampling import Sampler, _top_p
 from tritonkit.model_repository.runtime.stop import StopMatcher
 
@@ -669,9 +669,9 @@ def _graph_with_past(path: Any, elem_type: int) -> None:
 def test_a_bfloat16_kv_cache_is_refused_by_name(tmp_path: Any) -> None:
     from onnx import TensorProto
 
+    from tritonkit.core.layout import ExportReport
     from tritonkit.model_repository.runtime.decoder import OnnxDecoder
     from tritonkit.model_repository.runtime.engines import open_engine
-    from tritonkit.model_repository.runtime.layout import ExportReport
 
     _graph_with_past(tmp_path / "f32.onnx", TensorProto.FLOAT)
     assert OnnxDecoder(str(tmp_path / "f32.onnx")).spec.kv_dtype is np.float32

@@ -20,11 +20,11 @@ import pytest
 from onnx import numpy_helper
 from tokenizers import Tokenizer
 
+from tritonkit.core.layout import read_export_report
+from tritonkit.core.params import parse_request
 from tritonkit.export import main_export
 from tritonkit.model_repository.runtime.engines import open_engine
 from tritonkit.model_repository.runtime.generation import GenerationRequest, Output
-from tritonkit.model_repository.runtime.layout import read_export_report
-from tritonkit.model_repository.runtime.params import parse_request
 from tritonkit.model_repository.runtime.scheduler import MAX_LOOP_FAILURES, Scheduler
 
 PROMPTS = (
@@ -301,7 +301,7 @@ def test_requests_wait_for_a_free_row_and_never_fit_is_refused(engine, alone):
     assert len(scheduler._waiting) == 2  # waiting for a row, not failed
     drain(scheduler)
     assert [final(o).text for o in outs] == [alone[PROMPTS[2]]] * 10
-    from tritonkit.model_repository.runtime.params import RequestError
+    from tritonkit.core.params import RequestError
 
     with pytest.raises(RequestError, match="context"):  # a prompt longer than a row
         engine.request(" ".join([PROMPTS[1]] * 40))
@@ -314,7 +314,7 @@ def test_requests_wait_for_a_free_row_and_never_fit_is_refused(engine, alone):
 
 
 def test_a_full_wait_queue_refuses_at_once_with_server_busy(engine, alone):
-    from tritonkit.model_repository.runtime.interface import ERROR_SERVER_BUSY, error_code
+    from tritonkit.core.interface import ERROR_SERVER_BUSY, error_code
 
     scheduler = engine.scheduler(max_waiting=3)
     outs = []
@@ -354,7 +354,7 @@ def test_cancelled_requests_leave_the_wait_queue_before_taking_a_row(engine, mon
 
 
 def test_a_scheduler_that_gave_up_says_engine_failed(engine, monkeypatch):
-    from tritonkit.model_repository.runtime.interface import ERROR_ENGINE_FAILED, error_code
+    from tritonkit.core.interface import ERROR_ENGINE_FAILED, error_code
 
     told: list[str] = []
     scheduler = engine.scheduler(on_broken=told.append)

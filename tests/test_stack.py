@@ -111,11 +111,13 @@ def repos(
     smollm2_export: Path, smollm2_int4_export: Path, tmp_path_factory: Any
 ) -> dict[str, Path]:
     """SmolLM2's repositories as ``llm``: float32 (version 1) and int4 (version 2)."""
-    from tritonkit.model_repository import build_repository
+    from tritonkit.model_repository import RepositorySpec, build_repository
 
     root = tmp_path_factory.mktemp("smol-repos")
     return {
-        kind: build_repository(export, root / kind, name="llm", sync_instances=1).path
+        kind: build_repository(
+            export, root / kind, spec=RepositorySpec(name="llm", sync_instances=1)
+        ).path
         for kind, export in (("float32", smollm2_export), ("int4", smollm2_int4_export))
     }
 

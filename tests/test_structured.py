@@ -22,10 +22,10 @@ import pydantic
 import pytest
 
 from tritonkit.client import InvalidRequest, LLMClient
+from tritonkit.core.layout import read_export_report
 from tritonkit.gateway import GatewayConfig, GatewayServer
 from tritonkit.model_repository.runtime.constraints import Grammars
 from tritonkit.model_repository.runtime.engines import open_engine
-from tritonkit.model_repository.runtime.layout import read_export_report
 from tritonkit.model_repository.runtime.sampling import log_softmax
 
 pytestmark = pytest.mark.slow

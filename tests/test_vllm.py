@@ -35,8 +35,7 @@ from tritonkit.client import LLMClient
 from tritonkit.errors import InvalidRequest, RepositoryError, ServerError
 from tritonkit.export.hf_import import PROBE, import_hf, read_import_report
 from tritonkit.gateway import GatewayConfig, GatewayServer
-from tritonkit.model_repository import validate_repository
-from tritonkit.model_repository.vllm_build import build_vllm_repository
+from tritonkit.model_repository import RepositorySpec, Vllm, build_repository, validate_repository
 from tritonkit.serve import TritonServer
 from tritonkit.serve.python_env import vllm_environment
 
@@ -61,7 +60,9 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("vllm-repo")
-    built = build_vllm_repository(hf_folder, root / "repo", sync_instances=1, max_context=2048)
+    built = build_repository(
+        hf_folder, root / "repo", Vllm(), RepositorySpec(sync_instances=1, max_context=2048)
+    )
     server = TritonServer(
         built.path, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5,
         log_file=root / "server.log",
@@ -94,11 +95,11 @@ def test_the_import_is_verified_and_refused_when_unverified(hf_folder: Path, tmp
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         (bare / name).symlink_to(hf_folder / name)
     with pytest.raises(RepositoryError, match="export hf"):
-        build_vllm_repository(bare, tmp_path / "r")
+        build_repository(bare, tmp_path / "r", Vllm())
     (bare / "model.safetensors").unlink()
     with pytest.raises(RepositoryError, match=r"missing \*\.safetensors"):
-        build_vllm_repository(bare, tmp_path / "r2", allow_unverified=True)
-    built = build_vllm_repository(hf_folder, tmp_path / "r3")
+        build_repository(bare, tmp_path / "r2", Vllm(), RepositorySpec(allow_unverified=True))
+    built = build_repository(hf_folder, tmp_path / "r3", Vllm())
     assert validate_repository(built.path).ok
     config = (built.path / "llm" / "config.pbtxt").read_text()
     assert '"engine"' in config and '"vllm"' in config and "decoupled: true" in config
@@ -242,7 +243,7 @@ def test_both_engines_answer_alike_through_every_client(
 def test_perf_and_the_gateway_find_a_vllm_versions_tokenizer(served: Any) -> None:
     """`tritonkit perf --repository` and the gateway's ``repository`` read the tokenizer
     from the version's Hugging Face folder when it has no tokenizer/ folder."""
-    from tritonkit.model_repository.runtime.layout import tokenizer_dir
+    from tritonkit.core.layout import tokenizer_dir
     from tritonkit.perf.inputs import locate
 
     files = locate(served.repository, "llm")
@@ -261,7 +262,9 @@ def test_a_version_switch_under_load_fails_nothing(
     store = azurite.store(azurite.new_container(), "prod/vllm")
     publish_repository(served.repository, store)
     tiny = import_hf("tiny-llama", tmp_path / "tiny-hf", progress=False).output
-    second = build_vllm_repository(tiny, tmp_path / "second", sync_instances=1, max_context=512)
+    second = build_repository(
+        tiny, tmp_path / "second", Vllm(), RepositorySpec(sync_instances=1, max_context=512)
+    )
     repository = tmp_path / "repository"
     pull_repository(store, repository)
     params = {"max_tokens": 8, "min_tokens": 8}

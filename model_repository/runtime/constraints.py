@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .params import RequestError
+from tritonkit.core.params import RequestError
 
 # JSON as Python's json.dumps writes it: ", " and ": ", no other whitespace. llguidance's
 # default lets any run of whitespace sit between tokens, and small models then loop on

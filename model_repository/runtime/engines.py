@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tritonkit.core.layout import ExportReport
+
 from .decoder import OnnxDecoder
 from .fused_decoder import CacheShape, FusedDecoder
 from .kvbatch import KVBatch
-from .layout import ExportReport
 
 _FUSED_KV_DTYPES: dict[str, Any] = {"float32": np.float32, "float16": np.float16}
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from tritonkit.core.params import RequestError, RequestSettings, resolve_max_new_tokens
+
 from .constraints import Constraint
 from .detok import IncrementalDetokenizer
-from .params import RequestError, RequestSettings, resolve_max_new_tokens
 from .sampling import Sampler, log_softmax, top_logprobs
 from .stop import StopMatcher
 

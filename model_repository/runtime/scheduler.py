@@ -43,8 +43,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tritonkit.core.interface import ERROR_ENGINE_FAILED, ERROR_SERVER_BUSY, coded_error
+
 from .engines import Engine
-from .interface import ERROR_ENGINE_FAILED, ERROR_SERVER_BUSY, coded_error
 
 MAX_LOOP_FAILURES = 3  # consecutive unexpected loop failures before the scheduler gives up
 DEFAULT_PREFILL_CHUNK = 128  # prompt tokens per iteration (a config parameter)

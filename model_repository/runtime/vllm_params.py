@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .params import RequestSettings
+from tritonkit.core.params import RequestSettings
 
 # vLLM's finish reasons in the interface's words: a stop string or EOS is "stop".
 FINISH_REASONS = {"stop": "stop", "length": "length"}

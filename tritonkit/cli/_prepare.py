@@ -28,14 +28,15 @@ def prepare(model: str, engine: str, work: Path, name: str, say: Callable[[str],
     Raises:
         TritonkitError: from the export, the import or the build (each names the cause).
     """
-    from tritonkit.model_repository import build_repository
-    from tritonkit.model_repository.vllm_build import build_vllm_repository
+    from tritonkit.model_repository import OnnxRuntime, RepositorySpec, Vllm, build_repository
+
+    spec = RepositorySpec(name=name, sync_instances=1)
 
     if engine == "vllm":
         folder, repo = work / "hf", work / "repository-vllm"
         _import_for_vllm(model, folder, say)
         say("building the model repository (engine: vLLM)")
-        build_vllm_repository(folder, repo, name=name, force=True, sync_instances=1)
+        build_repository(folder, repo, Vllm(), spec, force=True)
         return Prepared(folder, repo, "tritonkit-import.json")
     from tritonkit.export import main_export
 
@@ -45,12 +46,12 @@ def prepare(model: str, engine: str, work: Path, name: str, say: Callable[[str],
     else:
         main_export(model, folder, force=True, progress=say)
     say("building the model repository")
-    build_repository(folder, repo, name=name, force=True, sync_instances=1)
+    build_repository(folder, repo, OnnxRuntime(), spec, force=True)
     return Prepared(folder, repo, "export.json")
 
 
 def _reusable(export_dir: Path, model: str) -> bool:
-    from tritonkit.model_repository.runtime.layout import LayoutError, read_export_report
+    from tritonkit.core.layout import LayoutError, read_export_report
 
     try:
         report = read_export_report(export_dir)

@@ -122,7 +122,7 @@ def add_parser(sub: Any) -> None:
 def request_flags() -> dict[str, Any]:
     """{argparse dest: the declared input it sets}, for every input the CLI takes
     (``stop_words`` is ``--stop``; aliases are left out)."""
-    from tritonkit.model_repository.runtime.interface import ENTRY_INPUTS
+    from tritonkit.core.interface import ENTRY_INPUTS
 
     return {
         ("stop" if t.name == "stop_words" else t.name): t

@@ -126,11 +126,10 @@ def add_parser(sub: Any) -> None:
     v.set_defaults(handler=_validate)
 
 
-ENGINES = ("onnxruntime", "tensorrt", "vllm")
-
-
 def _engine(value: str) -> str:
     """``--engine``'s value: an engine name (a folder is the old spelling of ``--plan``)."""
+    from tritonkit.model_repository.spec import ENGINES
+
     if value in ENGINES:
         return value
     hint = ": the TensorRT folder now goes in --plan DIR" if "/" in value else ""
@@ -138,52 +137,30 @@ def _engine(value: str) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from tritonkit.model_repository import build_repository, validate_repository
-    from tritonkit.model_repository.vllm_build import build_vllm_repository
+    from tritonkit.model_repository import (
+        RepositorySpec,
+        build_repository,
+        engine_spec,
+        validate_repository,
+    )
 
-    engine = "tensorrt" if args.backend == "tensorrt" else args.engine
-    if engine == "vllm":
-        built = build_vllm_repository(
-            args.export,
-            args.output,
-            name=args.name,
-            target=args.target,
-            version=args.version,
-            max_batch_size=args.max_batch_size,
-            force=args.force,
-            allow_unverified=args.allow_unverified,
-            max_context=args.max_context,
-            prefix_cache=args.prefix_cache,
-            dtype=args.dtype,
-            cpu_kv_cache_gib=args.cpu_kv_cache_gib,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
-    else:
-        built = build_repository(
-            args.export,
-            args.output,
-            name=args.name,
-            target=args.target,
-            version=args.version,
-            max_batch_size=args.max_batch_size,
-            force=args.force,
-            allow_unverified=args.allow_unverified,
-            tensorrt_accelerator=args.tensorrt_accelerator,
-            backend="tensorrt" if engine == "tensorrt" else "onnxruntime",
-            plan=args.plan,
-            max_context=args.max_context,
-            prefill_chunk=args.prefill_chunk,
-            prefix_cache=args.prefix_cache,
-            stall_factor=args.stall_factor,
-            gpu=args.gpu,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
+    spec = RepositorySpec(
+        name=args.name,
+        target=args.target,
+        version=args.version,
+        max_batch_size=args.max_batch_size,
+        max_context=args.max_context,
+        prefix_cache=args.prefix_cache,
+        allow_unverified=args.allow_unverified,
+    )
+    engine = engine_spec("tensorrt" if args.backend == "tensorrt" else args.engine, **vars(args))
+    built = build_repository(args.export, args.output, engine, spec, force=args.force)
     report = validate_repository(built.path)
     print(report.table())
-    decoder = f"decoder {built.decoder_model!r}" if built.decoder_model else "engine vllm"
+    decoder = f", decoder {built.decoder_model!r}" if built.decoder_model else ""
     print(
-        f"\nbuilt {built.path} ({built.target}): entry model {built.entry_model!r}, "
-        f"{decoder}, version {built.version}"
+        f"\nbuilt {built.path} ({built.target}, engine {built.engine}): entry model "
+        f"{built.entry_model!r}{decoder}, version {built.version}"
     )
     if built.kv_plan is not None:
         print(f"GPU budget: {built.kv_plan.describe()}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .interface import ENTRY_INPUTS, GUIDED_INPUTS, numeric_settings
+from tritonkit.core.interface import ENTRY_INPUTS, GUIDED_INPUTS, numeric_settings
 
 DEFAULT_MAX_TOKENS = 64  # new tokens generated when a request does not say (vLLM's default is 16)
 MAX_STOP_WORDS = 16  # each stop string is matched against every streamed piece
