@@ -30,7 +30,14 @@ from typing import Any
 from tritonkit.blob.manifest import release_folder
 from tritonkit.errors import ManifestError
 
-from .release_ref import DEMO_ENTRY_MODELS, DEMO_MODELS, ReleaseRef, check_image, check_models
+from .release_ref import (
+    DEMO_ENTRY_MODELS,
+    DEMO_MODELS,
+    ReleaseRef,
+    check_engine,
+    check_image,
+    check_models,
+)
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure ML refuses more (the SDK does not check)
 ENDPOINT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")  # 3-32
@@ -63,6 +70,7 @@ class AzureMLOptions:
     auth_mode: str = "key"
     request_timeout_ms: int = MAX_REQUEST_TIMEOUT_MS
     max_concurrent_requests: int = 32  # per instance; the entry model batches them itself
+    engine: str = "onnxruntime"  # what the release was built with: picks the image's kind
 
     @property
     def other_slot(self) -> str:
@@ -84,6 +92,7 @@ class AzureMLOptions:
             raise ManifestError(f"model type {self.model_type!r}: use custom_model")
         self.release.check()
         check_image(self.image)
+        check_engine(self.image, self.engine)
         check_models(self.models, self.entry_models)
         if self.previous_release is not None and not (
             1 <= self.previous_release != self.release.release

@@ -64,6 +64,7 @@ RUN python /tmp/install_tritonserver.py /opt/tritonkit-backends /usr/local/bin/t
 
 COPY deploy/triton-entrypoint.sh /usr/local/bin/triton-entrypoint.sh
 RUN chmod 0755 /usr/local/bin/triton-entrypoint.sh \
+    && mkdir -p /etc/tritonkit && echo onnxruntime > /etc/tritonkit/engine \
     && useradd --create-home --uid 1001 tritonkit \
     && mkdir -p /models && chown tritonkit /models
 USER tritonkit

@@ -40,6 +40,7 @@ from .release_ref import (
     DEMO_ENTRY_MODELS,
     DEMO_MODELS,
     ReleaseRef,
+    check_engine,
     check_image,
     check_models,
 )
@@ -107,6 +108,7 @@ class KServeOptions:
     waiting_per_replica: int = 4  # KEDA target: average waiting requests per replica
     prometheus_url: str = DEFAULT_PROMETHEUS
     gateway_image: str | None = None  # default: image (it carries tritonkit[gateway])
+    engine: str = "onnxruntime"  # what the release was built with: picks the image's kind
     gateway_min_replicas: int = 2
     gateway_max_replicas: int = 8
     extra_labels: dict[str, str] = field(default_factory=dict)
@@ -149,6 +151,7 @@ class KServeOptions:
         self.release.check()
         check_image(self.image)
         check_image(self.gateway_image or self.image, "gateway image")
+        check_engine(self.image, self.engine)
         check_models(self.models, self.entry_models)
         if not NAME_RE.match(self.name):
             raise ManifestError(
@@ -192,6 +195,7 @@ def _meta(name: str, opts: KServeOptions, **extra: Any) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/part-of": "tritonkit",
         "app.kubernetes.io/managed-by": "tritonkit-deploy",
+        "tritonkit.dev/engine": opts.engine,
         **opts.extra_labels,
         **extra.pop("labels", {}),
     }

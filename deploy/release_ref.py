@@ -14,9 +14,11 @@ from pathlib import Path
 
 from tritonkit.errors import ManifestError
 
-# The entry model of the demo (tritonkit demo / repo build --name llm) and its two twins.
+# The entry model of the demo (tritonkit demo / repo build --name llm) and its two twins;
+# a vLLM repository has no decoder model (vLLM runs the weights itself).
 DEMO_ENTRY_MODELS = ("llm",)
 DEMO_MODELS = ("llm", "llm_decoder", "llm_sync")
+DEMO_MODELS_BY_ENGINE = {"onnxruntime": DEMO_MODELS, "vllm": ("llm", "llm_sync")}
 
 ACCOUNT_URL_RE = re.compile(r"^https://([a-z0-9]{3,24})\.blob\.core\.windows\.net/?$")
 CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
@@ -135,3 +137,43 @@ def models_in_repository(repository: Path) -> tuple[tuple[str, ...], tuple[str, 
         raise ManifestError(f"{repository} holds no model (no MODEL/config.pbtxt)")
     check_models(tuple(models), tuple(entry))
     return tuple(models), tuple(entry)
+
+
+def check_engine(image: str, engine: str) -> None:
+    """The engine is one the images serve, and ``image``'s tag, where it names an engine
+    (compose and create_cluster.sh tag ``tritonkit-triton:TAG-ENGINE``), names this one.
+    An image whose tag names none is checked where it runs: its entrypoint compares the
+    repository's engine with its own and refuses the other, saying so.
+
+    Raises:
+        ManifestError: an unknown engine, or an image tagged for the other one.
+    """
+    from tritonkit.versions import IMAGE_ENGINES
+
+    if engine not in IMAGE_ENGINES:
+        raise ManifestError(f"engine {engine!r}: choose {' or '.join(IMAGE_ENGINES)}")
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    named = [e for e in IMAGE_ENGINES if tag.endswith(f"-{e}")]
+    if named and named[0] != engine:
+        raise ManifestError(
+            f"image {image!r} is the {named[0]} image and the release was built for --engine "
+            f"{engine}: build and push the image with ENGINE={engine} "
+            f"(tritonkit-triton:TAG-{engine})"
+        )
+
+
+def repository_engine(repository: Path, entry_models: tuple[str, ...]) -> str:
+    """The engine a local repository's entry models were built for.
+
+    Raises:
+        ManifestError: entry models of different engines (one image serves one engine).
+    """
+    from tritonkit.model_repository import config as cfg
+
+    engines = {cfg.engine_of(cfg.read(repository / m)) for m in entry_models}
+    if len(engines) > 1:
+        raise ManifestError(
+            f"{repository}'s entry models run on {' and '.join(sorted(engines))}; one image "
+            "serves one engine: split them into two releases"
+        )
+    return engines.pop() if engines else "onnxruntime"

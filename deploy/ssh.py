@@ -13,6 +13,7 @@ would run and the tests check it without a Docker engine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -23,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonkit.errors import DeployError, UsageError
-from tritonkit.versions import TRITON_TAG
+from tritonkit.versions import IMAGE_ENGINES, TRITON_TAG
 
 HOST_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.:\[\]-]+$")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # a Docker image reference
-IMAGE = "tritonkit-triton:{tag}"
+IMAGE = "tritonkit-triton:{tag}-{engine}"  # compose.yaml's image name
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's tag grammar: no shell
 CPU_IMAGE = "tritonkit-cpu:latest"
 
@@ -44,7 +45,9 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)  # added to its own environment
 
     def render(self) -> str:
-        return self.shell or shlex.join(self.argv)
+        command = self.shell or shlex.join(self.argv)
+        assigned = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"{assigned} {command}" if assigned else command
 
 
 @dataclass
@@ -76,18 +79,24 @@ def plan_deploy(
     profiles: tuple[str, ...] = (),
     cpu: bool = False,
     down: bool = False,
+    engine: str | None = None,
 ) -> DeployPlan:
     """The commands that deploy ``project_dir``'s compose stack to ``host``
     (``USER@HOST`` or ``USER@HOST:PORT``).
 
-    ``cpu`` runs the CPU stack (compose.cpu.yaml, the image scripts/build_cpu_image.sh
-    builds) on a VM without a GPU; ``down`` stops the stack instead (volumes kept). The
+    ``engine`` picks the Triton image (``onnxruntime``: tritonkit's engine on NGC's -py3
+    image; ``vllm``: NGC's -vllm-python-py3 image), default .env's ``TRITONKIT_ENGINE``,
+    else onnxruntime; it must be what the published repository was built with (the
+    image's entrypoint refuses the other). ``cpu`` runs the CPU stack (compose.cpu.yaml,
+    the image scripts/build_cpu_image.sh builds) on a VM without a GPU; ``down`` stops
+    the stack instead (volumes kept). The
     gateway's API keys file is copied to the VM (``~/.tritonkit``, a 0700 folder) before the
     stack starts: compose mounts secrets from the engine's filesystem, not this one.
 
     Raises:
-        UsageError: a malformed host or image name, or a project folder without
-            compose.yaml, .env or (to start) the API keys file.
+        UsageError: a malformed host or image name, an unknown engine (or vllm on the
+            CPU stack), or a project folder without compose.yaml, .env or (to start) the
+            API keys file.
     """
     if not HOST_RE.match(host):
         raise UsageError(f"host {host!r} is not USER@HOST (for example azureuser@20.1.2.3)")
@@ -96,6 +105,14 @@ def plan_deploy(
             f"--tag {tag!r} is not an image tag (letters, digits, '_', '.', '-'; at most 128)"
         )
     project = _checked_project(project_dir, cpu)
+    engine = engine or _env_value(project / ".env", "TRITONKIT_ENGINE") or IMAGE_ENGINES[0]
+    if engine not in IMAGE_ENGINES:
+        raise UsageError(f"engine {engine!r}: choose {' or '.join(IMAGE_ENGINES)}")
+    if cpu and engine != IMAGE_ENGINES[0]:
+        raise UsageError(
+            f"the CPU stack serves tritonkit's onnxruntime engine only; --engine {engine} "
+            "needs a GPU VM (drop --cpu)"
+        )
     name = context or "tritonkit-" + re.sub(r"[^A-Za-z0-9_.-]", "-", host.split("@", 1)[1])
     if cpu:
         profiles = ("cpu", *profiles)
@@ -105,7 +122,13 @@ def plan_deploy(
         plan.steps.append(Step("stop the stack on the VM", (*compose, "down", "-t", "10")))
         return plan
     plan.steps.append(_copy_keys_step(host, project))
-    plan.steps += _start_steps(host, name, project, compose, ship_image, tag, cpu, profiles)
+    chosen = {"TRITONKIT_ENGINE": engine}  # compose.yaml's image and its ENGINE build arg
+    plan.steps += [
+        dataclasses.replace(step, env={**chosen, **step.env}) if "compose" in step.argv else step
+        for step in _start_steps(
+            host, name, project, compose, ship_image, tag, engine, cpu, profiles
+        )
+    ]
     plan.steps.append(Step("show the services", (*compose, "ps")))
     return plan
 
@@ -186,6 +209,7 @@ def _start_steps(
     compose: tuple[str, ...],
     ship_image: bool,
     tag: str,
+    engine: str,
     cpu: bool,
     profiles: tuple[str, ...],
 ) -> list[Step]:
@@ -201,7 +225,7 @@ def _start_steps(
             services = ("azurite", *services)
     start = Step("start the stack on the VM", (*compose, "up", "-d", "--no-build", *services))
     if ship_image:
-        image = cpu_image if cpu else IMAGE.format(tag=tag)
+        image = cpu_image if cpu else IMAGE.format(tag=tag, engine=engine)
         build = (
             Step("build the CPU image here", ("bash", build_script, image))
             if cpu

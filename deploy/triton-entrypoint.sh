@@ -62,10 +62,28 @@ if [[ -n "${TRITONKIT_RELEASE_SHA256:-}" ]]; then
          "MODEL_REPOSITORY is ${repository}" >&2
     exit 65
   fi
-  if ! python3 -m tritonkit release verify "${repository}" --sha256 "${TRITONKIT_RELEASE_SHA256}"; then
+  if ! tritonkit release verify "${repository}" --sha256 "${TRITONKIT_RELEASE_SHA256}"; then
     echo "triton-entrypoint: ${repository} is not the release pinned by" \
          "TRITONKIT_RELEASE_SHA256; not starting Triton" >&2
     exit 65
+  fi
+fi
+# The image serves one engine's entry models (/etc/tritonkit/engine, written by the
+# Dockerfile from its ENGINE): a repository built for the other engine is refused here,
+# with what to do, instead of failing inside Triton's load with an import error.
+engine_file="${TRITONKIT_ENGINE_FILE:-/etc/tritonkit/engine}"
+if [[ -r "${engine_file}" && "${repository}" != *://* ]]; then
+  image_engine="$(tr -dc '[:lower:]' < "${engine_file}")"
+  if ! wanted="$(tritonkit repo engine "${repository}" --model "${model}")"; then
+    echo "triton-entrypoint: cannot read the entry model ${model} in ${repository}" \
+         "(see above); not starting Triton" >&2
+    exit 66
+  fi
+  if [[ "${wanted}" != "${image_engine}" ]]; then
+    echo "triton-entrypoint: ${model} in ${repository} was built with --engine ${wanted}" \
+         "and this image serves --engine ${image_engine}: set TRITONKIT_ENGINE=${wanted} in" \
+         ".env and rebuild (docker compose build), or pass --engine to tritonkit deploy" >&2
+    exit 66
   fi
 fi
 args=(

@@ -269,3 +269,10 @@ def read(model_dir: Path) -> Any:
     if not path.is_file():
         raise RepositoryError(f"{path} is missing")
     return parse(path.read_text(), str(path))
+
+
+def engine_of(config: Any) -> str:
+    """The engine a model's config names (its ``engine`` parameter: ``vllm``); a model
+    without one is tritonkit's onnxruntime engine or a plain model: ``onnxruntime``."""
+    engine = config.parameters.get("engine")
+    return str(engine.string_value) if engine is not None else "onnxruntime"

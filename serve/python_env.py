@@ -29,8 +29,7 @@ def repository_engines(repository: str | os.PathLike[str]) -> set[str]:
             config = cfg.read(path.parent)
         except Exception:  # an unreadable config: the server reports it at load
             continue
-        engine = config.parameters.get("engine")
-        engines.add(engine.string_value if engine is not None else "onnxruntime")
+        engines.add(cfg.engine_of(config))
     return engines
 
 

@@ -12,11 +12,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tritonkit import versions
 from tritonkit.cli import build_parser, run
 from tritonkit.errors import ExportError, UsageError
 from tritonkit.versions import TRITON_TAG
@@ -70,6 +72,46 @@ def test_compose_file_is_valid(tmp_path):
     assert triton["environment"]["TRITON_ADMIN_KEY"] == "secret"
     assert services["azurite"]["profiles"] == ["local"]
     assert services["engine"]["profiles"] == ["engine"]
+    # The engine picks the image: its build arg and its name, for every service using it.
+    assert triton["build"]["args"]["ENGINE"] == "onnxruntime"
+    assert triton["image"].endswith("-onnxruntime")
+    env_text = (
+        (ROOT / ".env.example")
+        .read_text()
+        .replace("TRITONKIT_ENGINE=onnxruntime", "TRITONKIT_ENGINE=vllm")
+    )
+    vllm = yaml.safe_load(_compose_config(ROOT / "compose.yaml", tmp_path, env_text).stdout)
+    for name in ("model-sync", "triton", "gateway"):
+        service = vllm["services"][name]
+        assert service["image"] == "tritonkit-triton:26.08-vllm", name
+        assert service["build"]["args"]["ENGINE"] == "vllm"
+
+
+def test_the_image_is_built_per_engine():
+    """The Dockerfile's stages: ENGINE=onnxruntime adds tritonkit's packages to NGC's -py3
+    image; ENGINE=vllm builds on NGC's -vllm-python-py3 image, checks its vLLM has the
+    API the entry model uses, and keeps tritonkit out of vLLM's Python (a venv of its own:
+    tritonclient's numpy<2 must not replace the numpy vLLM was built with)."""
+    text = (ROOT / "Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM (\S+) AS base-(\w+)$", text, re.M))
+    assert stages == {
+        "nvcr.io/nvidia/tritonserver:${TRITON_TAG}-py3": "onnxruntime",
+        "nvcr.io/nvidia/tritonserver:${TRITON_TAG}-vllm-python-py3": "vllm",
+    }
+    assert set(stages.values()) == set(versions.IMAGE_ENGINES)
+    assert "FROM base-${ENGINE}" in text and "ARG ENGINE=onnxruntime" in text
+    assert text.count("versions.py check-vllm") == 2  # the base's vLLM, and after tritonkit
+    assert "/opt/tritonkit-venv" in text and 'echo "${ENGINE}" > /etc/tritonkit/engine' in text
+    # check-vllm is the real check: it passes in vLLM's environment and fails without vLLM.
+    vllm_python = ROOT / ".venv-vllm" / "bin" / "python"
+    script = str(ROOT / "tritonkit" / "versions.py")
+    if vllm_python.exists():
+        ok = subprocess.run([str(vllm_python), script, "check-vllm"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+        assert ok.returncode == 0 and f">= {versions.VLLM_MIN}" in ok.stdout, ok.stderr
+    bare = subprocess.run([sys.executable, "-S", script, "check-vllm"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert bare.returncode == 1 and "cannot import what tritonkit's vLLM entry model" in bare.stderr
 
 
 def test_broken_compose_file_is_rejected(tmp_path):
@@ -94,8 +136,8 @@ def test_every_compose_variable_is_documented():
     assert used - documented == set()
     entry = (ROOT / "deploy" / "triton-entrypoint.sh").read_text()
     for var in re.findall(r"\$\{([A-Z_]+):-", entry):
-        # TRITONKIT_MIN_DRIVER_FILE: the image writes the file; only tests point elsewhere
-        exceptions = {"EXIT_TIMEOUT_SECS", "TRITONKIT_MIN_DRIVER_FILE"}
+        # TRITONKIT_*_FILE: the image writes the files; only tests point elsewhere
+        exceptions = {"EXIT_TIMEOUT_SECS", "TRITONKIT_MIN_DRIVER_FILE", "TRITONKIT_ENGINE_FILE"}
         assert var in (ROOT / "compose.yaml").read_text() or var in exceptions
 
 
@@ -208,7 +250,9 @@ def test_deploy_over_a_docker_context(project):
     assert commands[2].startswith("ssh ssh://azureuser@20.1.2.3 'umask 077")
     assert commands[2].endswith(str(project / "gateway_api_keys.txt"))
     assert plan.steps[2].sets_env == "GATEWAY_API_KEYS_FILE"
-    assert commands[3].startswith("docker --context tritonkit-20.1.2.3 compose")
+    assert commands[3].startswith(
+        "TRITONKIT_ENGINE=onnxruntime docker --context tritonkit-20.1.2.3 compose"
+    )
     assert commands[3].endswith("up -d --build")
     (project / "gateway_api_keys.txt").unlink()
     with pytest.raises(UsageError, match="no gateway API keys file"):
@@ -221,11 +265,36 @@ def test_deploy_shipping_the_image(project):
     plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
     commands = [s.render() for s in plan.steps]
     assert (
-        f"docker save tritonkit-triton:{TRITON_TAG} | gzip | ssh ssh://me@vm.example.org "
-        "'gunzip | docker load'" in commands
+        f"docker save tritonkit-triton:{TRITON_TAG}-onnxruntime | gzip | ssh "
+        "ssh://me@vm.example.org 'gunzip | docker load'" in commands
     )
-    assert any(c.startswith("docker --context gpu1 compose") and c.endswith("up -d --no-build")
-               for c in commands)  # fmt: skip
+    assert any(c.startswith("TRITONKIT_ENGINE=onnxruntime docker --context gpu1 compose")
+               and c.endswith("up -d --no-build") for c in commands)  # fmt: skip
+
+
+def test_deploy_picks_the_image_of_the_repositorys_engine(project):
+    """--engine vllm (or .env's TRITONKIT_ENGINE) reaches every compose command, which
+    builds from NGC's vLLM image and names the image after the engine."""
+    from tritonkit.deploy import plan_deploy
+
+    plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True,
+                       engine="vllm")  # fmt: skip
+    commands = [s.render() for s in plan.steps]
+    assert f"docker save tritonkit-triton:{TRITON_TAG}-vllm | gzip | ssh " in "\n".join(commands)
+    compose = [s for s in plan.steps if "compose" in s.argv and s.argv[-1] != "ps"]
+    assert len(compose) == 2 and all(s.env["TRITONKIT_ENGINE"] == "vllm" for s in compose)
+    (project / ".env").write_text("TRITON_ADMIN_KEY=x\nTRITONKIT_ENGINE=vllm\n")
+    plan = plan_deploy("me@vm.example.org", project)
+    assert plan.steps[-2].render().startswith("TRITONKIT_ENGINE=vllm docker --context")
+    assert (
+        "TRITONKIT_ENGINE=onnxruntime "
+        in plan_deploy("me@vm.example.org", project, engine="onnxruntime").steps[-2].render()
+    )  # the flag wins over .env
+    with pytest.raises(UsageError, match="engine 'tensorrt-llm': choose onnxruntime or vllm"):
+        plan_deploy("me@vm.example.org", project, engine="tensorrt-llm")
+    shutil.copy(ROOT / "compose.cpu.yaml", project / "compose.cpu.yaml")
+    with pytest.raises(UsageError, match="needs a GPU VM"):
+        plan_deploy("me@vm.example.org", project, engine="vllm", cpu=True)
 
 
 def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
@@ -236,7 +305,9 @@ def test_shipping_checks_the_vms_docker_disk_first(project, tmp_path):
 
     plan = plan_deploy("me@vm.example.org", project, context="gpu1", ship_image=True)
     names = [s.description for s in plan.steps]
-    room = plan.steps[names.index(f"is there room for tritonkit-triton:{TRITON_TAG} on the VM?")]
+    room = plan.steps[
+        names.index(f"is there room for tritonkit-triton:{TRITON_TAG}-onnxruntime on the VM?")
+    ]
     assert names.index(room.description) + 1 == next(
         i for i, n in enumerate(names) if n.startswith("ship ")
     )

@@ -108,16 +108,55 @@ def _release_folder(folder: Path) -> str:
     return hashlib.sha256(doc).hexdigest()
 
 
+def _tritonkit_on_path(tmp_path: Path) -> None:
+    """A ``tritonkit`` in the entrypoint's PATH (``tmp_path/bin``) running this tree's CLI."""
+    cli = tmp_path / "bin" / "tritonkit"
+    cli.parent.mkdir(exist_ok=True)
+    path = os.environ.get("PYTHONPATH", "")
+    cli.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec {sys.executable} -m tritonkit "$@"\n')
+    cli.chmod(0o755)
+
+
+def test_entrypoint_refuses_a_repository_of_the_other_engine(tmp_path):
+    """The image names its engine (/etc/tritonkit/engine); the entrypoint reads the entry
+    model's with the real `tritonkit repo engine` and refuses a mismatch before Triton
+    starts, saying what to set. No engine file (a plain run): no check."""
+    from tritonkit.model_repository import config as cfg
+
+    repo = tmp_path / "repo"
+    for name, config in (
+        ("llm", cfg.vllm_entry_config("llm", "gpu", max_batch_size=8, max_context=2048)),
+        ("ort", cfg.entry_config("ort", "ort_decoder", "gpu", max_batch_size=8, max_context=64)),
+    ):
+        (repo / name).mkdir(parents=True)
+        cfg.write(config, repo / name)
+    _tritonkit_on_path(tmp_path)
+    engine_file = tmp_path / "engine"
+    env = {"TRITON_ADMIN_KEY": KEY, "MODEL_REPOSITORY": str(repo),
+           "TRITONKIT_ENGINE_FILE": str(engine_file)}  # fmt: skip
+    engine_file.write_text("onnxruntime\n")
+    code, args, err = _entrypoint(tmp_path, env)
+    assert code == 66 and args == [], err
+    assert "built with --engine vllm and this image serves --engine onnxruntime" in err
+    assert "TRITONKIT_ENGINE=vllm" in err
+    code, args, err = _entrypoint(tmp_path, {**env, "MODEL_NAME": "ort"})
+    assert code == 0 and f"--model-repository={repo}" in args, err
+    engine_file.write_text("vllm\n")
+    code, args, err = _entrypoint(tmp_path, env)
+    assert code == 0 and "--load-model=llm" in args, err
+    code, args, err = _entrypoint(tmp_path, {**env, "MODEL_NAME": "missing"})
+    assert code == 66 and "cannot read the entry model missing" in err
+    engine_file.unlink()
+    code, args, err = _entrypoint(tmp_path, {**env, "MODEL_NAME": "missing"})
+    assert code == 0, err  # no engine file: nothing to compare with
+
+
 def test_entrypoint_verifies_a_pinned_release_before_starting_triton(tmp_path):
     """TRITONKIT_RELEASE_SHA256 set: the real `tritonkit release verify` runs first (through
-    a python3 on PATH that runs this tree's tritonkit), and a mismatch never starts Triton."""
+    a `tritonkit` on PATH that runs this tree's), and a mismatch never starts Triton."""
     models = tmp_path / "mnt" / "models"
     digest = _release_folder(models)
-    python = tmp_path / "bin" / "python3"
-    python.parent.mkdir()
-    path = os.environ.get("PYTHONPATH", "")
-    python.write_text(f'#!/bin/sh\nPYTHONPATH="{path}" exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
+    _tritonkit_on_path(tmp_path)
     env = {"TRITON_ADMIN_KEY": KEY, "MODEL_REPOSITORY": str(models)}
     code, args, err = _entrypoint(tmp_path, {**env, "TRITONKIT_RELEASE_SHA256": digest})
     assert code == 0, err

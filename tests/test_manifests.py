@@ -497,3 +497,49 @@ def test_create_cluster_script_passes_shellcheck_and_has_what_the_manifests_need
     assert filters(gateway_job)[(component, "keep")] == "gateway"
     assert filters(jobs["annotated-pods"])[(component, "drop")] == "gateway"
     assert "kubectl create secret generic tritonkit-gateway-metrics-key" in text
+
+
+# ---- the engine picks the image ---------------------------------------------------------
+
+
+def test_a_vllm_release_gets_the_vllm_image_and_no_decoder(tmp_path, capsys):
+    """A release built with --engine vllm: its models (no decoder) and engine are read from
+    the local repository, the manifests carry the engine, and an image tagged for the other
+    engine is refused before anything is written."""
+    from tritonkit.model_repository import config as cfg
+
+    repo = tmp_path / "repo"
+    for name, config in (
+        ("llm", cfg.vllm_entry_config("llm", "gpu", max_batch_size=8, max_context=2048)),
+        ("llm_sync", cfg.sync_config("llm_sync", "llm", 2, "gpu")),
+    ):
+        (repo / name).mkdir(parents=True)
+        cfg.write(config, repo / name)
+    vllm_image = "tkacr.azurecr.io/tritonkit-triton:26.08-vllm"
+    args = [a if a != IMAGE else vllm_image for a in KSERVE_ARGS]
+    assert run([*args, "--repository", str(repo), "--dry-run"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    validate_manifests(docs)
+    runtime = next(d for d in docs if d["kind"] == "ServingRuntime")
+    assert runtime["metadata"]["labels"]["tritonkit.dev/engine"] == "vllm"
+    container = runtime["spec"]["containers"][0]
+    assert container["image"] == vllm_image
+    assert container["args"] == ["--load-model=llm_sync"]  # no decoder model to load
+    # The same release with the onnxruntime image, or a contradicting --engine: refused.
+    onnx_image = "tkacr.azurecr.io/tritonkit-triton:26.08-onnxruntime"
+    with pytest.raises(ManifestError, match=r"is the onnxruntime image.*ENGINE=vllm"):
+        kserve_manifests(KServeOptions(_ref(), onnx_image, engine="vllm",
+                                       models=("llm", "llm_sync")))  # fmt: skip
+    with pytest.raises(ManifestError, match="built with --engine vllm"):
+        run([*args, "--repository", str(repo), "--engine", "onnxruntime", "--dry-run"])
+    with pytest.raises(ManifestError, match="choose onnxruntime or vllm"):
+        kserve_manifests(KServeOptions(_ref(), IMAGE, engine="trtllm"))
+    # Without a repository, --engine vllm picks the demo's models of that engine.
+    assert run([*args, "--engine", "vllm", "--dry-run"]) == 0
+    docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    runtime = next(d for d in docs if d["kind"] == "ServingRuntime")
+    assert "--load-model=llm_decoder" not in runtime["spec"]["containers"][0]["args"]
+    aml = [a if a != IMAGE else vllm_image for a in AZUREML_ARGS]
+    assert run([*aml, "--engine", "vllm", "--dry-run"]) == 0
+    with pytest.raises(ManifestError, match="is the onnxruntime image"):
+        run([a if a != IMAGE else onnx_image for a in AZUREML_ARGS] + ["--engine", "vllm"])

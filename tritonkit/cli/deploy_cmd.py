@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tritonkit.versions import TRITON_TAG
+from tritonkit.versions import IMAGE_ENGINES, TRITON_TAG
 
 HELP = """\
 Deploy the compose stack (Triton on the GPU, model-sync from Blob, the gateway) to a
@@ -19,6 +19,8 @@ VM over SSH, in one of two ways:
 Needs .env next to compose.yaml (copy .env.example), the gateway's API keys file
 (copied into the VM's ~/.tritonkit, a folder only you can open: compose mounts
 secrets from the VM's disk) and SSH access to the VM (USER@HOST or USER@HOST:PORT).
+--engine vllm serves a repository built with `repo build --engine vllm` from NGC's
+vLLM image (the image's entrypoint refuses a repository of the other engine).
 --cpu runs the CPU stack (compose.cpu.yaml) on a VM without a GPU; --down stops it.
 deploy/azure/create_vm.sh creates such a VM from an empty subscription.
 
@@ -26,6 +28,7 @@ examples:
   tritonkit deploy --host azureuser@20.1.2.3 --dry-run
   tritonkit deploy --host azureuser@20.1.2.3
   tritonkit deploy --host azureuser@20.1.2.3 --ship-image --context gpu1
+  tritonkit deploy --host azureuser@20.1.2.3 --engine vllm
   tritonkit deploy --host azureuser@20.1.2.3 --cpu --ship-image
   tritonkit deploy --host azureuser@20.1.2.3 --down
 
@@ -47,6 +50,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--project-dir", default=".", help="folder with compose.yaml and .env")
     p.add_argument("--tag", default=TRITON_TAG, help=f"Triton image tag (default {TRITON_TAG})")
     p.add_argument("--profile", action="append", default=[], help="extra compose profile")
+    p.add_argument(
+        "--engine", choices=IMAGE_ENGINES,
+        help="the engine the published repository was built with, which picks the image: "
+        "onnxruntime (NGC's -py3 image plus tritonkit's packages) or vllm (NGC's "
+        "-vllm-python-py3 image); default .env's TRITONKIT_ENGINE, else onnxruntime",
+    )  # fmt: skip
     p.add_argument(
         "--cpu",
         action="store_true",
@@ -81,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         profiles=tuple(args.profile),
         cpu=args.cpu,
         down=args.down,
+        engine=args.engine,
     )
     if args.dry_run:
         print(plan.render())

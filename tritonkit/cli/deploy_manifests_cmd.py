@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tritonkit.versions import IMAGE_ENGINES
+
 KSERVE_HELP = """\
 Write the Kubernetes manifests that serve Blob release R on KServe (RawDeployment) in
 AKS: a ServingRuntime and an InferenceService per release (tritonkit's Triton image, GPU
@@ -26,7 +28,7 @@ ready replicas); regenerate without it to send everything to R, then delete P.
 examples:
   tritonkit deploy kserve --release 3 --container models \\
       --account-url https://acct.blob.core.windows.net \\
-      --image myacr.azurecr.io/tritonkit-triton:26.08 \\
+      --image myacr.azurecr.io/tritonkit-triton:26.08-onnxruntime \\
       --client-id 00000000-0000-0000-0000-000000000000 --out out/k8s
   tritonkit deploy kserve --release 3 ... --dry-run | less
   tritonkit deploy kserve --release 4 --previous-release 3 ... --out out/k8s-r4 --force
@@ -48,7 +50,7 @@ onnxruntime or tokenizers).
 examples:
   tritonkit deploy azureml --release 3 --container models \\
       --account-url https://acct.blob.core.windows.net \\
-      --image myws.azurecr.io/tritonkit-triton:26.08 --slot blue --out out/aml
+      --image myws.azurecr.io/tritonkit-triton:26.08-onnxruntime --slot blue --out out/aml
   tritonkit deploy azureml --release 4 --previous-release 3 --slot green ... --out out/aml-r4
   tritonkit deploy azureml --release 3 ... --dry-run
 """
@@ -67,6 +69,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--account-url", required=True, metavar="URL", help="https://ACCOUNT.blob.core.windows.net"
     )
     p.add_argument("--image", required=True, help="tritonkit's Triton image in your registry")
+    p.add_argument(
+        "--engine", choices=IMAGE_ENGINES,
+        help="the engine the release was built with (`repo build --engine`): onnxruntime "
+        "(the image built with ENGINE=onnxruntime) or vllm (ENGINE=vllm, on NGC's vLLM image; "
+        "no decoder model); default: read from --repository, else onnxruntime",
+    )  # fmt: skip
     p.add_argument(
         "--previous-release", type=int, metavar="P", help="keep P serving during R's start"
     )
@@ -149,16 +157,25 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options both targets take: the release, the image, the models."""
     from tritonkit.deploy.release_ref import (
         DEMO_ENTRY_MODELS,
-        DEMO_MODELS,
+        DEMO_MODELS_BY_ENGINE,
         ReleaseRef,
         models_in_repository,
+        repository_engine,
     )
+    from tritonkit.errors import ManifestError
 
-    models, entry = (
-        models_in_repository(Path(args.repository))
-        if args.repository
-        else (DEMO_MODELS, DEMO_ENTRY_MODELS)
-    )
+    engine = args.engine or "onnxruntime"
+    if args.repository:
+        models, entry = models_in_repository(Path(args.repository))
+        built_for = repository_engine(Path(args.repository), entry)
+        if args.engine and args.engine != built_for:
+            raise ManifestError(
+                f"--engine {args.engine}, and {args.repository} was built with --engine "
+                f"{built_for}: drop --engine, or give the release of that engine"
+            )
+        engine = built_for
+    else:
+        models, entry = DEMO_MODELS_BY_ENGINE[engine], DEMO_ENTRY_MODELS
     ref = ReleaseRef(
         release=args.release,
         container=args.container,
@@ -174,6 +191,7 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
         "previous_release": args.previous_release,
         "models": models,
         "entry_models": entry,
+        "engine": engine,
     }
 
 

@@ -125,6 +125,18 @@ def add_parser(sub: Any) -> None:
     v.add_argument("repository", metavar="REPO")
     v.set_defaults(handler=_validate)
 
+    e = verbs.add_parser(
+        "engine",
+        help="print the engine an entry model was built for",
+        description="Print onnxruntime or vllm: the engine MODEL in REPO was built for "
+        "(`repo build --engine`; tensorrt builds run on onnxruntime's image). The Triton "
+        "image's entrypoint runs this before starting Triton, so an image of the other "
+        "engine refuses the repository with a one-line reason instead of failing the load.",
+    )
+    e.add_argument("repository", metavar="REPO")
+    e.add_argument("--model", default="llm", help="the entry model (default llm)")
+    e.set_defaults(handler=_engine_of)
+
 
 def _engine(value: str) -> str:
     """``--engine``'s value: an engine name (a folder is the old spelling of ``--plan``)."""
@@ -174,6 +186,19 @@ def _build(args: argparse.Namespace) -> int:
         )
     print(f"serve it:  tritonkit serve --repository {built.path}")
     return 0 if report.ok else 1
+
+
+def _engine_of(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from tritonkit.errors import UsageError
+    from tritonkit.model_repository import config as cfg
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", args.model):
+        raise UsageError(f"--model {args.model!r} is not a model name (letters, digits, _ -)")
+    print(cfg.engine_of(cfg.read(Path(args.repository) / args.model)))
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
