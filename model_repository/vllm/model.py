@@ -214,8 +214,14 @@ class TritonPythonModel:
     ) -> None:
         """Queue one choice's new text (streaming) or its whole text (not streaming)."""
         i = choice.index
-        counts[i] += len(choice.token_ids)
         finished = choice.finish_reason is not None
+        token_ids, token_logprobs = list(choice.token_ids), choice.logprobs
+        if finished and choice.finish_reason == "stop" and not isinstance(choice.stop_reason, str):
+            # Ended by the model's end-of-sequence token, which vLLM keeps in token_ids:
+            # as in tritonkit's engine it is not part of the answer, its count or logprobs.
+            token_ids = token_ids[:-1]
+            token_logprobs = token_logprobs[:-1] if token_logprobs else token_logprobs
+        counts[i] += len(token_ids)
         text = choice.text
         if not params.stream and not params.exclude_input_in_output:
             text = params.prompt + text
@@ -223,7 +229,7 @@ class TritonPythonModel:
             return
         logprobs = None
         if params.logprobs is not None:
-            logprobs = logprob_entries(choice.token_ids, choice.logprobs, params.logprobs)
+            logprobs = logprob_entries(token_ids, token_logprobs, params.logprobs)
         out = Output(
             text,
             final=finished,
