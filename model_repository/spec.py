@@ -208,6 +208,14 @@ def engine_spec(kind: str, **options: Any) -> EngineSpec:
         ) from exc
 
 
+def foreign_options(kind: str, chosen: dict[str, Any]) -> list[str]:
+    """Among ``chosen`` (options a user set, by field name), those that belong to other
+    engines only: a CLI refuses them rather than ignore them silently."""
+    own = set(ENGINES[kind].__dataclass_fields__) if kind in ENGINES else set()
+    others = {f for e in ENGINES.values() for f in e.__dataclass_fields__} - own
+    return sorted(k for k in chosen if k in others)
+
+
 def _required(field: Any) -> bool:
     from dataclasses import MISSING
 

@@ -236,3 +236,26 @@ def test_an_engine_is_one_spec_and_one_builder(export_dir, tmp_path, monkeypatch
     assert engine_spec("vllm", **flags).dtype == "bfloat16"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="unknown engine 'trtllm'"):
         engine_spec("trtllm")
+
+
+def test_the_cli_refuses_options_of_another_engine(export_dir, tmp_path):
+    """An option only another engine reads is refused, not silently ignored; the engine's
+    own options reach its spec (and the entry config)."""
+    base = ["repo", "build", "--export", str(export_dir)]
+    for engine, flag, value in (
+        ("vllm", "--prefill-chunk", "32"),
+        ("vllm", "--tensorrt-accelerator", None),
+        ("onnxruntime", "--dtype", "bfloat16"),
+        ("onnxruntime", "--cpu-kv-cache-gib", "2"),
+        ("onnxruntime", "--plan", str(tmp_path)),
+    ):
+        extra = [flag] if value is None else [flag, value]
+        out = tmp_path / f"r-{engine}-{flag}"
+        with pytest.raises(UsageError, match=rf"{flag} do\(es\) not apply to --engine {engine}"):
+            run([*base, "--output", str(out), "--engine", engine, *extra])
+        assert not out.exists()
+    built = tmp_path / "ok"
+    assert run([*base, "--output", str(built), "--prefill-chunk", "32", "--stall-factor", "3"]) == 0
+    params = config.read(built / "llm").parameters
+    assert params["prefill_chunk"].string_value == "32"
+    assert params["stall_factor"].string_value == "3"

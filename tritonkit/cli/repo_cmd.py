@@ -62,7 +62,7 @@ def add_parser(sub: Any) -> None:
         "of the KV cache, which a GPU allocates whole: rows x max-context",
     )  # fmt: skip
     b.add_argument(
-        "--gpu", default=DEFAULT_GPU, choices=sorted(GPUS),
+        "--gpu", choices=sorted(GPUS),
         help=f"gpu target: the GPU it serves on, whose memory sizes the KV cache (default "
         f"{DEFAULT_GPU}: {', '.join(f'{k} {g.memory_gib:g} GiB' for k, g in GPUS.items())})",
     )  # fmt: skip
@@ -72,12 +72,12 @@ def add_parser(sub: Any) -> None:
         f"{DEFAULT_UTILIZATION})",
     )  # fmt: skip
     b.add_argument(
-        "--prefill-chunk", type=int, default=128, metavar="TOKENS",
+        "--prefill-chunk", type=int, metavar="TOKENS",
         help="prompt tokens read per step at most while streams run (4x that when none "
         "does), so running streams keep flowing while a long prompt is read (default 128)",
     )  # fmt: skip
     b.add_argument(
-        "--stall-factor", type=float, default=4.5, metavar="X",
+        "--stall-factor", type=float, metavar="X",
         help="while streams run, read a prompt in chunks sized from measured costs so a "
         "stream's gap stays near X decode steps; larger: long prompts start sooner, streams "
         "stutter more (default 4.5)",
@@ -89,7 +89,7 @@ def add_parser(sub: Any) -> None:
         "fused graph)",
     )  # fmt: skip
     b.add_argument(
-        "--tensorrt-accelerator", action="store_true",
+        "--tensorrt-accelerator", action="store_true", default=None,
         help="gpu target: let onnxruntime use its TensorRT execution provider (FP16)",
     )  # fmt: skip
     b.add_argument(
@@ -103,7 +103,7 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument("--backend", choices=["onnxruntime", "tensorrt"], help=argparse.SUPPRESS)
     b.add_argument(
-        "--cpu-kv-cache-gib", type=float, default=1.0, metavar="GIB",
+        "--cpu-kv-cache-gib", type=float, metavar="GIB",
         help="--engine vllm on the CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE; default 1)",
     )  # fmt: skip
     b.add_argument(
@@ -149,12 +149,14 @@ def _engine(value: str) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from tritonkit.errors import UsageError
     from tritonkit.model_repository import (
         RepositorySpec,
         build_repository,
         engine_spec,
         validate_repository,
     )
+    from tritonkit.model_repository.spec import foreign_options
 
     spec = RepositorySpec(
         name=args.name,
@@ -165,7 +167,13 @@ def _build(args: argparse.Namespace) -> int:
         prefix_cache=args.prefix_cache,
         allow_unverified=args.allow_unverified,
     )
-    engine = engine_spec("tensorrt" if args.backend == "tensorrt" else args.engine, **vars(args))
+    kind = "tensorrt" if args.backend == "tensorrt" else args.engine
+    # Engine options default to None here (the spec holds the defaults), so a set one shows.
+    foreign = foreign_options(kind, {k: v for k, v in vars(args).items() if v is not None})
+    if foreign:
+        flags = ", ".join("--" + f.replace("_", "-") for f in foreign)
+        raise UsageError(f"{flags} do(es) not apply to --engine {kind}; drop them")
+    engine = engine_spec(kind, **vars(args))
     built = build_repository(args.export, args.output, engine, spec, force=args.force)
     report = validate_repository(built.path)
     print(report.table())
