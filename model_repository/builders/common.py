@@ -42,8 +42,7 @@ def copy_runtime(dest: Path) -> None:
     )
     for src in modules:
         text = _CORE_IMPORT.sub(
-            lambda m: f"{m[1]}from .{m[3] or ''} import " if m[3] else f"{m[1]}from . import ",
-            src.read_text(encoding="utf-8"),
+            lambda m: f"{m[1]}from .{m[3] or ''} import ", src.read_text(encoding="utf-8")
         )
         if re.search(r"^\s*(from|import) tritonkit\b", text, re.MULTILINE):
             raise RepositoryError(
